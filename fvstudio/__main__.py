@@ -1,0 +1,6 @@
+"""``python -m fvstudio`` is the ``fvstudio`` command."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,57 @@
+"""The shared E-step against a direct float64 evaluation of eqs. 15 and 79."""
+import numpy as np
+import pytest
+
+from fvstudio.engine.posteriors import GaussianTerms, accumulate_statistics, posteriors
+
+
+def _reference(X, w, mu, var):
+    Xd = X.astype(np.float64)
+    lp = np.log(w) - 0.5 * (X.shape[1] * np.log(2 * np.pi) + np.log(var).sum(1)) \
+        - 0.5 * (((Xd[:, None, :] - mu) ** 2) / var).sum(2)
+    ll = np.logaddexp.reduce(lp, axis=1)
+    return lp, ll, np.exp(lp - ll[:, None])
+
+
+@pytest.fixture
+def problem():
+    rng = np.random.default_rng(3)
+    N, D, K = 500, 6, 9
+    X = (rng.normal(size=(N, D)) * 2 + 40).astype(np.float32)  # far from 0: tests the centring
+    w = rng.random(K) + 0.1
+    w /= w.sum()
+    mu = rng.normal(size=(K, D)) * 2 + 40
+    var = rng.random((K, D)) + 0.5
+    return X, w, mu, var
+
+
+def test_statistics_match_float64(problem):
+    X, w, mu, var = problem
+    _, ll, g = _reference(X, w, mu, var)
+    st = accumulate_statistics(X, GaussianTerms(w, mu, var), threshold=0.0, block=128)
+    z = (X.astype(np.float64)[:, None, :] - mu) / np.sqrt(var)
+    np.testing.assert_allclose(st.log_likelihood, ll, rtol=0, atol=2e-4)
+    np.testing.assert_allclose(st.A[0], g.sum(0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(st.B[0], (g[:, :, None] * z).sum(0), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(st.C[0], (g[:, :, None] * z * z).sum(0), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(st.max_posterior, g.max(1), atol=1e-4)
+
+
+def test_threshold_renormalises(problem):
+    X, w, mu, var = problem
+    terms = GaussianTerms(w, mu, var)
+    g = posteriors(X, terms, threshold=0.05)
+    assert np.all((g == 0) | (g >= 0.05 - 1e-6))
+    np.testing.assert_allclose(g.sum(1), 1.0, atol=1e-5)
+    st = accumulate_statistics(X, terms, threshold=0.05)
+    np.testing.assert_allclose(st.A[0], g.sum(0), rtol=1e-4)
+    assert st.A.sum() == pytest.approx(len(X), rel=1e-6)
+
+
+def test_regions_route_statistics(problem):
+    X, w, mu, var = problem
+    terms = GaussianTerms(w, mu, var)
+    regions = np.stack([np.zeros(len(X)), 1 + (np.arange(len(X)) % 2)], 1).astype(np.int32)
+    st = accumulate_statistics(X, terms, regions=regions, n_regions=3, threshold=1e-4)
+    np.testing.assert_allclose(st.A[0], st.A[1] + st.A[2], rtol=1e-10)
+    np.testing.assert_allclose(st.B[0], st.B[1] + st.B[2], rtol=1e-9, atol=1e-9)

@@ -1,0 +1,516 @@
+"""Dense local descriptors: SIFT (128-d) and Local Color Statistics (96-d) on one shared patch grid.
+
+The paper (Sec. 3.1) describes each image by ~10K local descriptors taken from 24x24 patches every
+4 pixels at 5 scales, on images of at most 100K pixels: SIFT (Lowe) and LCS (Clinchant et al.), each
+later PCA-reduced to 64-d. This module computes both on the same frames, so every descriptor of an
+image has the same position in both channels (the spatial pyramid assigns them identically).
+
+Geometry (one scale)
+    A patch of ``patch`` pixels is split into 4x4 spatial bins of ``b = patch / 4`` pixels. As in
+    VLFeat's ``vl_dsift``, the bin centres of a frame are ``(fx + b*bx, fy + b*by)``, bx, by = 0..3,
+    for a frame corner ``(fx, fy)`` on the grid ``0, step, 2*step, ...`` while ``fx + 3b <= W - 1``
+    (resp. ``fy + 3b <= H - 1``); the frame centre is ``(fx + 1.5 b, fy + 1.5 b)`` in 0-based pixel
+    coordinates. Frames come in row-major order (x fastest). An image with ``W < 3b + 1`` or
+    ``H < 3b + 1`` (16 x 16 or smaller for the default 24-px patch) has no frame: T = 0, not an error.
+
+Scales
+    Level s = 0 .. scales-1 is the input resized by ``1 / scale_factor**s`` (OpenCV INTER_AREA) and
+    sampled with the SAME patch and step in level pixels, so in input pixels the patch grows as
+    ``patch * scale_factor**s`` and so does the grid step. With the defaults (24 px, step 4, 5 scales,
+    factor sqrt 2) a 100K-pixel image gives ~10.6K descriptors (5.6K, 2.7K, 1.3K, 0.6K, 0.25K per
+    level), the paper's "~10K", and costs ~1.94x the pixels of one level. (Growing the patch on the
+    full-resolution image instead would give ~22K descriptors.) Levels too small for one frame are
+    skipped. Positions are mapped back to input pixel coordinates by
+    ``x_in = (x_level + 0.5) * W / W_level - 0.5`` (the pixel-centre convention of cv2.resize);
+    ``scales`` holds each descriptor's patch side in input pixels, ``patch * sqrt(W H / (W_l H_l))``.
+
+Pre-smoothing
+    With ``presmooth=True`` each level is blurred by a Gaussian of sigma = b / 6 level pixels before
+    the gradients (VLFeat PHOW's rule sigma = bin size / magnif, magnif = 6), replicate borders.
+
+SIFT at one level (VLFeat ``vl_dsift`` conventions, verified against its output in the tests)
+    Gradients: central differences, one-sided on the image border,
+        g_x = (I[y, x+1] - I[y, x-1]) / 2,  g_y = (I[y+1, x] - I[y-1, x]) / 2   (y points down)
+        m = |g|,  theta = atan2(g_y, g_x) in [0, 2 pi)
+    Orientation: n = 8 theta / (2 pi); m is split linearly between bins floor(n) and floor(n)+1 mod 8.
+    Spatial pooling (bilinear in space, per axis, u = pixel offset from the bin centre):
+        h[by, bx, t] = sum_p O_t(p) k_by(u_y) k_bx(u_x)
+      window="gauss":  k_i(u) = (1 - |u| / b) * exp(-(u + delta_i)^2 / (2 sigma^2)),  |u| <= b - 1,
+                       delta_i = b (i - 1.5) (bin centre minus frame centre), sigma = 2 b
+                       (VLFeat's default windowSize 2): bilinear weights times a Gaussian centred on
+                       the frame.
+      window="flat":   k_i(u) = (1 - |u| / b) * mean_{|v| <= b-1} exp(-(v + delta_i)^2 / (2 sigma^2)):
+                       VLFeat's fast mode, bilinear weights only (a flat window), each spatial bin
+                       then rescaled by the mean of the Gaussian over its footprint.
+      Pixels outside the image repeat the border pixel (padding by continuity).
+    Contrast ("norms"): the histogram mass before normalisation divided by the frame area,
+        norm = sum(h) / (3b + 1)^2        (VLFeat's keypoint ``norm`` field; ~ mean gradient magnitude)
+    Normalisation: h <- h / (||h||_2 + eps); h <- min(h, 0.2); h <- h / (||h||_2 + eps), eps = 1.19e-7,
+    so a perfectly flat patch gives the zero vector (never NaN) and keeps its frame (the paper does
+    not discard uniform patches; filter on ``norms`` if wanted).
+    ``root=True`` (RootSIFT, Arandjelovic & Zisserman 2012): h <- sqrt(h / (||h||_1 + eps)).
+    Output order (standard SIFT, = VLFeat's ``vl_dsift_transpose_descriptor`` = MATLAB ``vl_dsift``
+    and ``vl_sift``): element ``8 * (by + 4 * bx) + ((2 - t) mod 8)`` holds spatial bin (bx, by),
+    orientation bin t of the above (t counted from +x towards +y, i.e. clockwise on screen).
+
+Local Color Statistics at one level (Clinchant et al. 2007; paper Sec. 3.1)
+    The same 4x4 cells: cell (bx, by) is the box of side b centred on that bin centre (pixels at
+    |u| <= b/2 - 1/2 weigh 1, a pixel straddling the box edge weighs the inside fraction, e.g. 1/2 for
+    even b). For each cell and channel c in (R, G, B): weighted mean mu and standard deviation
+    sqrt(max(E[x^2] - mu^2, 0)). Element ``6 * (4 * by + bx) + j`` holds, for j = 0..5,
+    (mu_R, mu_G, mu_B, sd_R, sd_G, sd_B). No pre-smoothing, no normalisation (values in [0, 1] for
+    inputs in [0, 1]). ``norms`` = mean of the 48 standard deviations (colour contrast of the patch).
+
+Inputs are float32 images in [0, 1]: gray (H, W) for SIFT, RGB (H, W, 3) for LCS; integer images
+are scaled by their dtype's maximum. ``to_gray`` uses ITU-R BT.601 luma (0.299 R + 0.587 G +
+0.114 B), as OpenCV and MATLAB's rgb2gray.
+
+Speed: per level, one numba pass writes 8 orientation planes (H, W, 8); a second pass computes, for
+each row of frames, the 4 vertically pooled rows (W, 8) and then each descriptor's 16 bins as
+11-tap dot products over those rows, normalising in place. All kernels are single-threaded and
+release the GIL (callers parallelise over images).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Tuple
+
+import cv2
+import numpy as np
+from numba import njit
+
+from .validation import check_choice, check_positive_int
+
+#: The channels :func:`extract_channel` knows, in the paper's order.
+CHANNELS = ("sift", "lcs")
+
+#: Spatial bins per side and orientation bins (the SIFT layout; fixed).
+N_SPATIAL = 4
+N_ORIENT = 8
+SIFT_DIM = N_SPATIAL * N_SPATIAL * N_ORIENT  # 128
+LCS_DIM = N_SPATIAL * N_SPATIAL * 6  # 96
+
+#: Clamp applied between the two L2 normalisations (Lowe 2004).
+SIFT_CLAMP = 0.2
+#: VLFeat's Gaussian window size, in bins (sigma = WINDOW_SIZE * b).
+WINDOW_SIZE = 2.0
+#: Pre-smoothing sigma = b / PRESMOOTH_MAGNIF level pixels (VLFeat PHOW's magnif).
+PRESMOOTH_MAGNIF = 6.0
+#: Added to norms before dividing (float32 machine epsilon, as VLFeat).
+_EPS = float(np.finfo(np.float32).eps)
+
+_SIFT_PARAMS = ("patch", "step", "scales", "scale_factor", "window", "presmooth", "root")
+_LCS_PARAMS = ("patch", "step", "scales", "scale_factor")
+#: The keyword parameters each channel accepts (for callers that keep one dict per channel).
+CHANNEL_PARAMS = {"sift": _SIFT_PARAMS, "lcs": _LCS_PARAMS}
+
+
+@dataclass
+class DenseDescriptors:
+    """Descriptors of one image and where they were taken.
+
+    ``descriptors`` (T, D) float32; ``positions`` (T, 2) float32 patch centres (x, y) in input pixel
+    coordinates; ``scales`` (T,) float32 patch side in input pixels; ``norms`` (T,) float32 contrast
+    before normalisation; ``image_shape`` (H, W) of the input image.
+    """
+
+    descriptors: np.ndarray
+    positions: np.ndarray
+    scales: np.ndarray
+    norms: np.ndarray
+    image_shape: Tuple[int, int]
+
+    def __len__(self) -> int:
+        return int(self.descriptors.shape[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# input checks and the shared frame grid
+# ----------------------------------------------------------------------------------------------
+
+def _as_image(img, name: str, channels: int) -> np.ndarray:
+    arr = np.asarray(img)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise ValueError(f"{name} must be a numeric image array, got dtype {arr.dtype}")
+    if np.iscomplexobj(arr):
+        raise ValueError(f"{name} must be real-valued, got dtype {arr.dtype}")
+    if channels == 1:
+        if arr.ndim != 2:
+            raise ValueError(f"{name} must be a 2-D gray image (H, W), got shape {arr.shape}")
+    elif arr.ndim != 3 or arr.shape[2] != channels:
+        raise ValueError(f"{name} must be an (H, W, {channels}) image, got shape {arr.shape}")
+    if np.issubdtype(arr.dtype, np.integer):
+        arr = arr.astype(np.float32) / np.float32(np.iinfo(arr.dtype).max)
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if arr.size and not np.isfinite(arr).all():
+        n_bad = int((~np.isfinite(arr)).sum())
+        raise ValueError(f"{name} contains {n_bad} NaN or infinite pixel values")
+    return arr
+
+
+def _check_grid(patch, step, scales, scale_factor) -> Tuple[int, int, int, float]:
+    patch = check_positive_int(patch, "patch", minimum=4)
+    if patch % N_SPATIAL:
+        raise ValueError(f"patch must be a multiple of {N_SPATIAL} (4x4 bins of patch/4 pixels), "
+                         f"got {patch}")
+    step = check_positive_int(step, "step")
+    scales = check_positive_int(scales, "scales")
+    try:
+        scale_factor = float(scale_factor)
+    except (TypeError, ValueError):
+        raise ValueError(f"scale_factor must be a number > 1, got {scale_factor!r}") from None
+    if not (scale_factor > 1.0 and math.isfinite(scale_factor)):
+        raise ValueError(f"scale_factor must be a finite number > 1, got {scale_factor!r}")
+    return patch, step, scales, scale_factor
+
+
+def _grid_count(size: int, b: int, step: int) -> int:
+    """Number of frames along one axis of ``size`` pixels (VLFeat default bounds)."""
+    span = size - 1 - (N_SPATIAL - 1) * b
+    return span // step + 1 if span >= 0 else 0
+
+
+def _levels(shape, patch, step, scales, scale_factor):
+    """Per level: (s, (H_l, W_l), ny, nx). Stops at the first level too small for a frame."""
+    H, W = shape
+    b = patch // N_SPATIAL
+    out = []
+    for s in range(scales):
+        r = scale_factor ** s
+        Hl, Wl = (H, W) if s == 0 else (max(1, int(round(H / r))), max(1, int(round(W / r))))
+        ny, nx = _grid_count(Hl, b, step), _grid_count(Wl, b, step)
+        if ny == 0 or nx == 0:
+            break
+        out.append((s, (Hl, Wl), ny, nx))
+    return out
+
+
+def _level_image(img: np.ndarray, size_hw) -> np.ndarray:
+    Hl, Wl = size_hw
+    if (Hl, Wl) == img.shape[:2]:
+        return img
+    return cv2.resize(img, (Wl, Hl), interpolation=cv2.INTER_AREA)
+
+
+def _level_frames(shape, size_hw, ny, nx, patch, step):
+    """Frame centres of one level in input coordinates (T_l, 2) and patch side in input pixels."""
+    H, W = shape
+    Hl, Wl = size_hw
+    b = patch // N_SPATIAL
+    c = 0.5 * (N_SPATIAL - 1) * b
+    xs = c + step * np.arange(nx, dtype=np.float64)
+    ys = c + step * np.arange(ny, dtype=np.float64)
+    sx, sy = W / Wl, H / Hl
+    xs = (xs + 0.5) * sx - 0.5
+    ys = (ys + 0.5) * sy - 0.5
+    pos = np.empty((ny * nx, 2), dtype=np.float32)
+    pos[:, 0] = np.tile(xs, ny)
+    pos[:, 1] = np.repeat(ys, nx)
+    return pos, np.float32(patch * math.sqrt(sx * sy))
+
+
+def _empty(dim: int, shape) -> DenseDescriptors:
+    return DenseDescriptors(np.zeros((0, dim), np.float32), np.zeros((0, 2), np.float32),
+                            np.zeros(0, np.float32), np.zeros(0, np.float32), tuple(int(v) for v in shape))
+
+
+# ----------------------------------------------------------------------------------------------
+# SIFT kernels
+# ----------------------------------------------------------------------------------------------
+
+def _pooling_kernels(b: int, window: str) -> np.ndarray:
+    """(4, 2b-1) float32: weight of a pixel at offset u = -(b-1)..b-1 from the centre of bin i."""
+    u = np.arange(-(b - 1), b, dtype=np.float64)
+    sigma = WINDOW_SIZE * b
+    ker = np.empty((N_SPATIAL, u.size), dtype=np.float64)
+    for i in range(N_SPATIAL):
+        delta = b * (i - 0.5 * (N_SPATIAL - 1))
+        if window == "gauss":
+            ker[i] = (1.0 - np.abs(u) / b) * np.exp(-0.5 * ((u + delta) / sigma) ** 2)
+        else:
+            mean_window = np.exp(-0.5 * ((u - delta) / sigma) ** 2).mean()
+            ker[i] = (1.0 - np.abs(u) / b) * mean_window
+    return ker.astype(np.float32)
+
+
+@njit(cache=True, nogil=True)
+def _orientation_planes(img, planes):
+    """Gradient magnitude split between the two nearest of 8 orientation bins: planes (H, W, 8)."""
+    H, W = img.shape
+    two_pi = np.float32(2.0 * math.pi)
+    half_pi = np.float32(0.5 * math.pi)
+    pi = np.float32(math.pi)
+    to_bin = np.float32(N_ORIENT / (2.0 * math.pi))
+    for y in range(H):
+        ym = y - 1 if y > 0 else 0
+        yp = y + 1 if y < H - 1 else H - 1
+        fy = np.float32(1.0) if (yp - ym) == 1 else np.float32(0.5)
+        if yp == ym:
+            fy = np.float32(0.0)
+        for x in range(W):
+            xm = x - 1 if x > 0 else 0
+            xp = x + 1 if x < W - 1 else W - 1
+            fx = np.float32(1.0) if (xp - xm) == 1 else np.float32(0.5)
+            if xp == xm:
+                fx = np.float32(0.0)
+            gx = (img[y, xp] - img[y, xm]) * fx
+            gy = (img[yp, x] - img[ym, x]) * fy
+            m = math.sqrt(gx * gx + gy * gy)
+            # atan2 via an odd minimax polynomial for atan on [0, 1] (|error| < 1e-5 rad)
+            ax = abs(gx)
+            ay = abs(gy)
+            mx = max(ax, ay)
+            mn = min(ax, ay)
+            z = mn / mx if mx > 0 else np.float32(0.0)
+            z2 = z * z
+            a = z * (np.float32(0.99997726) + z2 * (np.float32(-0.33262347) + z2 * (
+                np.float32(0.19354346) + z2 * (np.float32(-0.11643287) + z2 * (
+                    np.float32(0.05265332) + z2 * np.float32(-0.01172120))))))
+            if ay > ax:
+                a = half_pi - a
+            if gx < 0:
+                a = pi - a
+            if gy < 0:
+                a = two_pi - a
+            n = a * to_bin
+            t0 = int(n)
+            r = n - t0
+            t0 = t0 % N_ORIENT
+            t1 = (t0 + 1) % N_ORIENT
+            for t in range(N_ORIENT):
+                planes[y, x, t] = 0.0
+            planes[y, x, t0] = (1.0 - r) * m
+            planes[y, x, t1] += r * m
+
+
+@njit(cache=True, nogil=True)
+def _pool_sift(planes, ky, kx, b, step, ny, nx, root, out, norms):
+    """Spatial pooling + normalisation of all frames of one level.
+
+    out (ny*nx, 128) in SIFT order, norms (ny*nx,) = histogram mass / frame area.
+    """
+    H, W, T = planes.shape
+    L = ky.shape[1]
+    R = (L - 1) // 2
+    # vertically pooled rows of the 4 bins of one frame row, padded by R columns on each side
+    rows = np.zeros((N_SPATIAL, W + 2 * R, T), dtype=np.float32)
+    hist = np.empty(SIFT_DIM, dtype=np.float32)
+    area = np.float32(((N_SPATIAL - 1) * b + 1) ** 2)
+    eps = np.float32(1.1920929e-07)
+    for j in range(ny):
+        for by in range(N_SPATIAL):
+            yc = j * step + by * b
+            acc = rows[by]
+            for xx in range(W):
+                for t in range(T):
+                    acc[R + xx, t] = 0.0
+            for d in range(L):
+                p = yc + d - R
+                if p < 0:
+                    p = 0
+                elif p > H - 1:
+                    p = H - 1
+                w = ky[by, d]
+                src = planes[p]
+                for xx in range(W):
+                    for t in range(T):
+                        acc[R + xx, t] += w * src[xx, t]
+            for xx in range(R):
+                for t in range(T):
+                    acc[xx, t] = acc[R, t]
+                    acc[R + W + xx, t] = acc[R + W - 1, t]
+        for i in range(nx):
+            for by in range(N_SPATIAL):
+                for bx in range(N_SPATIAL):
+                    xc = i * step + bx * b  # bin centre; padded column of offset u is xc + u + R
+                    base = 8 * (by + 4 * bx)
+                    h0 = np.float32(0.0)
+                    h1 = np.float32(0.0)
+                    h2 = np.float32(0.0)
+                    h3 = np.float32(0.0)
+                    h4 = np.float32(0.0)
+                    h5 = np.float32(0.0)
+                    h6 = np.float32(0.0)
+                    h7 = np.float32(0.0)
+                    src = rows[by]
+                    for d in range(L):
+                        w = kx[bx, d]
+                        q = xc + d
+                        h0 += w * src[q, 0]
+                        h1 += w * src[q, 1]
+                        h2 += w * src[q, 2]
+                        h3 += w * src[q, 3]
+                        h4 += w * src[q, 4]
+                        h5 += w * src[q, 5]
+                        h6 += w * src[q, 6]
+                        h7 += w * src[q, 7]
+                    # SIFT order: orientation t goes to (2 - t) mod 8
+                    hist[base + 2] = h0
+                    hist[base + 1] = h1
+                    hist[base + 0] = h2
+                    hist[base + 7] = h3
+                    hist[base + 6] = h4
+                    hist[base + 5] = h5
+                    hist[base + 4] = h6
+                    hist[base + 3] = h7
+            k = j * nx + i
+            mass = np.float32(0.0)
+            ss = np.float32(0.0)
+            for e in range(SIFT_DIM):
+                mass += hist[e]
+                ss += hist[e] * hist[e]
+            norms[k] = mass / area
+            inv = np.float32(1.0) / (np.float32(math.sqrt(ss)) + eps)
+            ss = np.float32(0.0)
+            for e in range(SIFT_DIM):
+                v = hist[e] * inv
+                if v > SIFT_CLAMP:
+                    v = np.float32(SIFT_CLAMP)
+                hist[e] = v
+                ss += v * v
+            inv = np.float32(1.0) / (np.float32(math.sqrt(ss)) + eps)
+            if root:
+                l1 = np.float32(0.0)
+                for e in range(SIFT_DIM):
+                    l1 += hist[e]
+                inv = np.float32(1.0) / (l1 + eps)
+                for e in range(SIFT_DIM):
+                    out[k, e] = math.sqrt(hist[e] * inv)
+            else:
+                for e in range(SIFT_DIM):
+                    out[k, e] = hist[e] * inv
+
+
+# ----------------------------------------------------------------------------------------------
+# public API
+# ----------------------------------------------------------------------------------------------
+
+def to_gray(rgb) -> np.ndarray:
+    """(H, W, 3) RGB -> (H, W) float32 luma 0.299 R + 0.587 G + 0.114 B; a 2-D image passes through."""
+    arr = np.asarray(rgb)
+    if arr.ndim == 2:
+        return _as_image(arr, "rgb", 1)
+    img = _as_image(arr, "rgb", 3)
+    return (img @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).astype(np.float32, copy=False)
+
+
+def dense_sift(gray, *, patch: int = 24, step: int = 4, scales: int = 5,
+               scale_factor: float = 2 ** 0.5, window: str = "gauss", presmooth: bool = True,
+               root: bool = False) -> DenseDescriptors:
+    """Dense multi-scale SIFT of a gray float32 image in [0, 1]; see the module docstring.
+
+    Returns a :class:`DenseDescriptors` with (T, 128) float32 descriptors in standard SIFT order,
+    frame centres in input pixels, patch sides, contrast norms, and the input's (H, W).
+    """
+    img = _as_image(gray, "gray", 1)
+    patch, step, scales, scale_factor = _check_grid(patch, step, scales, scale_factor)
+    check_choice(window, "window", ("gauss", "flat"))
+    b = patch // N_SPATIAL
+    levels = _levels(img.shape, patch, step, scales, scale_factor)
+    if not levels:
+        return _empty(SIFT_DIM, img.shape)
+    ker = _pooling_kernels(b, window)
+    sigma = b / PRESMOOTH_MAGNIF
+    total = sum(ny * nx for _, _, ny, nx in levels)
+    desc = np.empty((total, SIFT_DIM), np.float32)
+    norms = np.empty(total, np.float32)
+    pos = np.empty((total, 2), np.float32)
+    sizes = np.empty(total, np.float32)
+    start = 0
+    planes = None
+    for s, size_hw, ny, nx in levels:
+        level = _level_image(img, size_hw)
+        if presmooth:
+            level = cv2.GaussianBlur(level, (0, 0), sigmaX=sigma, sigmaY=sigma,
+                                     borderType=cv2.BORDER_REPLICATE)
+        if planes is None:
+            planes_buf = np.empty((level.shape[0] * level.shape[1] * N_ORIENT,), np.float32)
+        planes = planes_buf[:level.size * N_ORIENT].reshape(level.shape[0], level.shape[1], N_ORIENT)
+        _orientation_planes(level, planes)
+        stop = start + ny * nx
+        _pool_sift(planes, ker, ker, b, step, ny, nx, bool(root), desc[start:stop], norms[start:stop])
+        pos[start:stop], sizes[start:stop] = _level_frames(img.shape, size_hw, ny, nx, patch, step)
+        start = stop
+    return DenseDescriptors(desc, pos, sizes, norms, tuple(int(v) for v in img.shape))
+
+
+def _cell_kernel(b: int) -> np.ndarray:
+    """Box of side b centred on a pixel: weight clip(b/2 + 1/2 - |u|, 0, 1) (sums to b)."""
+    half = b // 2 + 1
+    u = np.arange(-half, half + 1, dtype=np.float64)
+    k = np.clip(b / 2.0 + 0.5 - np.abs(u), 0.0, 1.0) / b
+    return k[k > 0].astype(np.float32)
+
+
+@njit(cache=True, nogil=True)
+def _gather_lcs(moments, b, step, ny, nx, out, norms):
+    """moments (H, W, 6) = local means of R, G, B, R^2, G^2, B^2; out (ny*nx, 96)."""
+    for j in range(ny):
+        for i in range(nx):
+            k = j * nx + i
+            sd_sum = np.float32(0.0)
+            for by in range(N_SPATIAL):
+                yc = j * step + by * b
+                for bx in range(N_SPATIAL):
+                    xc = i * step + bx * b
+                    base = 6 * (N_SPATIAL * by + bx)
+                    for c in range(3):
+                        mu = moments[yc, xc, c]
+                        var = moments[yc, xc, 3 + c] - mu * mu
+                        sd = np.float32(math.sqrt(var)) if var > 0 else np.float32(0.0)
+                        out[k, base + c] = mu
+                        out[k, base + 3 + c] = sd
+                        sd_sum += sd
+            norms[k] = sd_sum / np.float32(3 * N_SPATIAL * N_SPATIAL)
+
+
+def local_color_statistics(rgb, *, patch: int = 24, step: int = 4, scales: int = 5,
+                           scale_factor: float = 2 ** 0.5) -> DenseDescriptors:
+    """Dense 96-d Local Color Statistics of an RGB float32 image in [0, 1].
+
+    Same frames (same T, identical positions and scales) as :func:`dense_sift` with the same grid
+    parameters; layout in the module docstring.
+    """
+    img = _as_image(rgb, "rgb", 3)
+    patch, step, scales, scale_factor = _check_grid(patch, step, scales, scale_factor)
+    b = patch // N_SPATIAL
+    shape = img.shape[:2]
+    levels = _levels(shape, patch, step, scales, scale_factor)
+    if not levels:
+        return _empty(LCS_DIM, shape)
+    ker = _cell_kernel(b)
+    total = sum(ny * nx for _, _, ny, nx in levels)
+    desc = np.empty((total, LCS_DIM), np.float32)
+    norms = np.empty(total, np.float32)
+    pos = np.empty((total, 2), np.float32)
+    sizes = np.empty(total, np.float32)
+    start = 0
+    for s, size_hw, ny, nx in levels:
+        level = _level_image(img, size_hw)
+        stack = np.concatenate([level, level * level], axis=2)
+        moments = cv2.sepFilter2D(stack, cv2.CV_32F, ker, ker, borderType=cv2.BORDER_REPLICATE)
+        stop = start + ny * nx
+        _gather_lcs(np.ascontiguousarray(moments), b, step, ny, nx, desc[start:stop], norms[start:stop])
+        pos[start:stop], sizes[start:stop] = _level_frames(shape, size_hw, ny, nx, patch, step)
+        start = stop
+    return DenseDescriptors(desc, pos, sizes, norms, tuple(int(v) for v in shape))
+
+
+def extract_channel(name: str, rgb, **params) -> DenseDescriptors:
+    """Descriptors of channel ``name`` ("sift" on the BT.601 gray image, or "lcs") of an RGB image.
+
+    ``params`` are the keyword arguments of :func:`dense_sift` / :func:`local_color_statistics`;
+    a parameter the channel does not take is a ValueError (see ``CHANNEL_PARAMS``).
+    """
+    check_choice(name, "name", CHANNELS)
+    unknown = sorted(set(params) - set(CHANNEL_PARAMS[name]))
+    if unknown:
+        raise ValueError(f"channel {name!r} does not take parameter(s) {unknown}; "
+                         f"it takes {list(CHANNEL_PARAMS[name])}")
+    arr = np.asarray(rgb)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"rgb must be an (H, W, 3) image, got shape {arr.shape}")
+    if name == "sift":
+        return dense_sift(to_gray(arr), **params)
+    return local_color_statistics(arr, **params)

@@ -1,0 +1,172 @@
+"""load_image / image_size: formats, depths, alpha, palette, resizing, and every failure reason."""
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+from fvstudio.data.images import ImageLoadError, image_size, is_image_file, load_image, target_size
+
+
+def _write(path, arr, ext=".png", params=()):
+    ok, buf = cv2.imencode(ext, arr, list(params))
+    assert ok
+    buf.tofile(str(path))
+    return path
+
+
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+
+def _palette_png(path, index: np.ndarray, palette: np.ndarray, alpha=None):
+    """A colour-type-3 (palette) PNG, 8 bits per index, written by hand (cv2 cannot write them)."""
+    h, w = index.shape
+    raw = b"".join(b"\x00" + index[r].astype(np.uint8).tobytes() for r in range(h))
+    data = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0))
+    data += _png_chunk(b"PLTE", palette.astype(np.uint8).tobytes())
+    if alpha is not None:
+        data += _png_chunk(b"tRNS", np.asarray(alpha, np.uint8).tobytes())
+    data += _png_chunk(b"IDAT", zlib.compress(raw)) + _png_chunk(b"IEND", b"")
+    path.write_bytes(data)
+    return path
+
+
+def test_rgb_png_is_exact_and_channels_are_rgb(tmp_path):
+    bgr = np.zeros((20, 30, 3), np.uint8)
+    bgr[..., 2] = 255  # red in BGR order
+    bgr[5, 7] = (10, 20, 30)
+    img = load_image(_write(tmp_path / "r.png", bgr))
+    assert img.shape == (20, 30, 3) and img.dtype == np.float32
+    assert np.allclose(img[0, 0], [1.0, 0.0, 0.0])
+    assert np.allclose(img[5, 7], np.array([30, 20, 10]) / 255.0)
+
+
+def test_gray_16bit_and_jpeg(tmp_path):
+    g = np.arange(12 * 10, dtype=np.uint8).reshape(12, 10)
+    img = load_image(_write(tmp_path / "g.png", g))
+    assert img.shape == (12, 10, 3)
+    assert np.allclose(img[..., 0], g / 255.0) and np.array_equal(img[..., 0], img[..., 2])
+
+    g16 = (np.arange(8 * 8, dtype=np.uint32).reshape(8, 8) * 1000).astype(np.uint16)
+    img16 = load_image(_write(tmp_path / "g16.png", g16))
+    assert np.allclose(img16[..., 1], g16 / 65535.0, atol=1e-6)
+    assert img16.max() <= 1.0 and img16.max() > 0.9  # 63000 / 65535: 16-bit range was used
+
+    rgb16 = np.zeros((4, 4, 3), np.uint16)
+    rgb16[..., 0] = 65535  # blue in BGR
+    out = load_image(_write(tmp_path / "c16.png", rgb16))
+    assert np.allclose(out[0, 0], [0, 0, 1])
+
+    col = np.full((40, 50, 3), (40, 120, 200), np.uint8)
+    j = load_image(_write(tmp_path / "c.jpg", col, ".jpg", (cv2.IMWRITE_JPEG_QUALITY, 95)))
+    assert np.allclose(j.mean(axis=(0, 1)), np.array([200, 120, 40]) / 255.0, atol=0.02)
+
+
+def test_rgba_is_composited_on_white(tmp_path):
+    bgra = np.zeros((10, 10, 4), np.uint8)
+    bgra[..., :3] = 0          # black
+    bgra[:, :5, 3] = 255       # left half opaque, right half transparent
+    bgra[:, 5:, 3] = 0
+    bgra[0, 9, 3] = 128        # half transparent black over white -> mid gray
+    img = load_image(_write(tmp_path / "a.png", bgra))
+    assert np.allclose(img[:, :5], 0.0)
+    assert np.allclose(img[1:, 5:], 1.0)
+    assert np.allclose(img[0, 9], 1 - 128 / 255, atol=1e-6)
+
+
+def test_palette_png_with_and_without_transparency(tmp_path):
+    index = np.array([[0, 1, 2], [2, 1, 0]], np.uint8)
+    palette = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]])
+    img = load_image(_palette_png(tmp_path / "p.png", index, palette))
+    assert img.shape == (2, 3, 3)
+    assert np.allclose(img[0, 0], [1, 0, 0]) and np.allclose(img[0, 1], [0, 1, 0])
+    assert np.allclose(img[0, 2], [0, 0, 1]) and np.allclose(img[1, 0], [0, 0, 1])
+    # entry 0 fully transparent -> white; others opaque
+    img_t = load_image(_palette_png(tmp_path / "pt.png", index, palette, alpha=[0, 255, 255]))
+    assert np.allclose(img_t[0, 0], [1, 1, 1]) and np.allclose(img_t[0, 1], [0, 1, 0])
+
+
+def test_resize_never_upscales_and_keeps_aspect(tmp_path):
+    big = (np.random.default_rng(0).random((600, 900, 3)) * 255).astype(np.uint8)
+    p = _write(tmp_path / "big.png", big)
+    img = load_image(p, max_pixels=100_000)
+    h, w = img.shape[:2]
+    assert h * w <= 100_000 and h * w > 0.98 * 100_000
+    assert abs(w / h - 1.5) < 0.01
+    assert load_image(p, max_pixels=None).shape == (600, 900, 3)
+    small = _write(tmp_path / "s.png", big[:50, :60])
+    assert load_image(small, max_pixels=100_000).shape == (50, 60, 3)
+    # area averaging: a uniform image stays uniform, values stay in [0, 1]
+    flat = _write(tmp_path / "flat.png", np.full((400, 400), 77, np.uint8))
+    f = load_image(flat, max_pixels=10_000)
+    assert f.shape == (100, 100, 3) and np.allclose(f, 77 / 255, atol=1e-6)
+    for hh, ww, m in [(1000, 3, 500), (7, 11, 50), (3000, 4000, 100_000)]:
+        th, tw = target_size(hh, ww, m)
+        assert 1 <= th <= hh and 1 <= tw <= ww and th * tw <= m
+    with pytest.raises(ValueError, match="max_pixels"):
+        load_image(p, max_pixels=-5)
+
+
+def test_rgba_resize_path(tmp_path):
+    bgra = np.zeros((300, 400, 4), np.uint8)
+    bgra[..., 3] = 0  # fully transparent -> white everywhere, also after resizing
+    img = load_image(_write(tmp_path / "t.png", bgra), max_pixels=3000)
+    assert img.shape[0] * img.shape[1] <= 3000 and np.allclose(img, 1.0)
+
+
+def test_non_ascii_path(tmp_path):
+    d = tmp_path / "données" / "猫"
+    d.mkdir(parents=True)
+    p = _write(d / "ÿ-图像.png", np.full((5, 6, 3), 200, np.uint8))
+    img = load_image(p)
+    assert img.shape == (5, 6, 3) and np.allclose(img, 200 / 255)
+    assert image_size(p) == (5, 6)
+
+
+def test_image_size_from_headers(tmp_path):
+    a = np.zeros((37, 53, 3), np.uint8)
+    for ext in (".png", ".jpg", ".bmp"):
+        assert image_size(_write(tmp_path / f"x{ext}", a, ext)) == (37, 53)
+    assert image_size(_write(tmp_path / "x.tif", a, ".tif")) == (37, 53)
+
+
+def test_is_image_file():
+    assert is_image_file("a/B.JPG") and is_image_file("x.png")
+    assert not is_image_file(".hidden.jpg") and not is_image_file("notes.txt")
+
+
+@pytest.mark.parametrize("case", ["missing", "directory", "empty", "truncated_jpeg", "truncated_png",
+                                  "text", "garbage_jpeg_header"])
+def test_failures_name_file_and_reason(tmp_path, case):
+    rng = np.random.default_rng(1)
+    noisy = (rng.random((120, 160, 3)) * 255).astype(np.uint8)
+    if case == "missing":
+        p, reason = tmp_path / "nope.jpg", "does not exist"
+    elif case == "directory":
+        p, reason = tmp_path, "directory"
+    elif case == "empty":
+        p, reason = tmp_path / "zero.jpg", "0 bytes"
+        p.write_bytes(b"")
+    elif case == "truncated_jpeg":
+        full = _write(tmp_path / "full.jpg", noisy, ".jpg").read_bytes()
+        p, reason = tmp_path / "cut.jpg", "truncated JPEG"
+        p.write_bytes(full[: len(full) // 2])
+    elif case == "truncated_png":
+        full = _write(tmp_path / "full.png", noisy).read_bytes()
+        p, reason = tmp_path / "cut.png", "truncated PNG"
+        p.write_bytes(full[: len(full) // 3])
+    elif case == "text":
+        p, reason = tmp_path / "readme.png", "not an image"
+        p.write_text("this is not a picture\n" * 10)
+    else:
+        p, reason = tmp_path / "bad.jpg", "JPEG"
+        p.write_bytes(b"\xff\xd8\xff\xe0" + bytes(rng.integers(0, 256, 500, dtype=np.uint8)) + b"\xff\xd9")
+    with pytest.raises(ImageLoadError) as ei:
+        load_image(p)
+    assert reason in str(ei.value) and str(p.name) in str(ei.value)
+    assert ei.value.path == p and ei.value.reason
+    if case in ("missing", "empty", "directory"):
+        with pytest.raises(ImageLoadError, match=reason):
+            image_size(p)

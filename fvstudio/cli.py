@@ -1,9 +1,235 @@
-"""The ``fvstudio`` command: no arguments opens the explorer; subcommands run the engine headless."""
+"""The ``fvstudio`` command: no arguments opens the explorer; subcommands run the engine headless.
+
+    fvstudio                                   open the explorer (same as ``fvstudio gui``)
+    fvstudio gui [--workspace DIR] [--screenshot PATH] [--panel NAME]
+    fvstudio run CONFIG.toml --out DIR [--workspace DIR] [--set KEY=VALUE ...]
+    fvstudio sweep CONFIG.toml --set KEY=V1,V2,... [--set ...] --out DIR [--workspace DIR]
+    fvstudio sweep CONFIG.toml --preset table1 --out DIR
+    fvstudio config [CONFIG.toml] [--set KEY=VALUE ...]   print the resolved config (all keys)
+
+``run`` draws one progress bar per pipeline step on stderr and writes ``DIR/results.json`` and
+``DIR/predictions.csv``. Ctrl-C asks the running step to stop at its next checkpoint (every cache stays
+consistent: steps are written through temporary files) and exits with status 130; a second Ctrl-C
+aborts at once. A bad config exits with status 2 and a message naming the file and key.
+"""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import List, Optional
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130
+
+
+class TerminalProgress:
+    """Progress callback drawing one bar per step on a text stream (a tty: redrawn in place)."""
+
+    def __init__(self, stream=None, width: int = 28, min_interval: float = 0.1):
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.min_interval = min_interval
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.step: Optional[str] = None
+        self.prefix = ""
+        self._t_step = 0.0
+        self._last_draw = 0.0
+        self._last_frac = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self, p) -> None:
+        with self._lock:
+            step = p.values.get("step", "")
+            if "variant_label" in p.values:
+                self.prefix = f"[{p.values.get('variant', 0) + 1}] "
+            frac = float(p.values.get("step_fraction", p.fraction))
+            now = time.perf_counter()
+            if step != self.step:
+                if self.step is not None:
+                    self._draw(1.0, "", final=True)
+                self.step, self._t_step, self._last_draw = step, now, 0.0
+            done = frac >= 1.0
+            if done or now - self._last_draw >= self.min_interval:
+                self._last_draw = now
+                if self.tty or done:
+                    self._draw(frac, p.message, final=done)
+                    if done:
+                        self.step = None
+
+    def _draw(self, frac: float, message: str, final: bool = False) -> None:
+        n = int(round(frac * self.width))
+        bar = "#" * n + "." * (self.width - n)
+        elapsed = time.perf_counter() - self._t_step
+        msg = (message or "")[:48]
+        line = f"{self.prefix}{self.step or '':<11} [{bar}] {frac * 100:5.1f}% {elapsed:7.1f} s  {msg}"
+        if self.tty:
+            self.stream.write("\r" + line.ljust(110)[:130] + ("\n" if final else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self.step is not None and self.tty:
+                self.stream.write("\n")
+                self.stream.flush()
+            self.step = None
+
+
+def _run_interruptible(func: Callable[[Any], Any]):
+    """Run ``func(cancel_token)`` in a worker thread; Ctrl-C sets the token and waits for it to stop.
+
+    Returns the function's value; re-raises its exception (``Cancelled`` after a Ctrl-C).
+    """
+    from .engine.progress import CancelToken
+
+    token = CancelToken()
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = func(token)
+        except BaseException as exc:  # handed to the main thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name="fvstudio-run", daemon=True)
+    worker.start()
+    interrupted = False
+    while worker.is_alive():
+        try:
+            worker.join(0.2)
+        except KeyboardInterrupt:
+            if interrupted:
+                raise
+            interrupted = True
+            token.cancel()
+            sys.stderr.write("\ninterrupted: stopping at the next checkpoint (Ctrl-C again to abort)...\n")
+            sys.stderr.flush()
+    if "error" in box:
+        raise box["error"]
+    if interrupted:
+        from .engine.progress import Cancelled
+
+        raise Cancelled("interrupted")
+    return box.get("value")
+
+
+def _load(args) -> "Any":
+    from .pipeline import load_config
+    from .pipeline.sweep import parse_set_option
+
+    cfg = load_config(args.config)
+    for item in getattr(args, "set", None) or []:
+        key, values = parse_set_option(item)
+        if len(values) != 1:
+            raise ValueError(f"--set {key}: 'run' takes one value per key (use 'fvstudio sweep' for several)")
+        cfg.set(key, values[0])
+    return cfg
+
+
+def cmd_run(args) -> int:
+    from .pipeline import Pipeline, write_results
+
+    cfg = _load(args)
+    pipe = Pipeline(cfg, args.workspace)
+    bar = TerminalProgress() if not args.quiet else None
+    if not args.quiet:
+        ds = pipe.dataset
+        sys.stderr.write(f"dataset: {ds.describe() if hasattr(ds, 'describe') else ds.root}\n"
+                         f"splits: {len(pipe.splits)} x ({len(pipe.splits[0].train)} train / "
+                         f"{len(pipe.splits[0].test)} test); workspace: {pipe.workspace}\n")
+    t0 = time.perf_counter()
+    try:
+        result = _run_interruptible(lambda tok: pipe.run_all(progress=bar, cancel=tok))
+    finally:
+        if bar is not None:
+            bar.close()
+    total = time.perf_counter() - t0
+    paths = write_results(result, args.out, config_dict=cfg.to_dict(),
+                          extra={"total_seconds": total, "workspace": str(pipe.workspace),
+                                 "config_file": str(Path(args.config).resolve())})
+    _print_summary(result, total)
+    print(f"wrote {paths['results']} and {paths['predictions']}")
+    return 0
+
+
+def _print_summary(result, total: float) -> None:
+    std = result.metrics_std
+    parts = []
+    for k, v in result.metrics.items():
+        s = f"{k} = {100 * v:.2f}%"
+        if len(result.per_split) > 1 and std.get(k) is not None:
+            s += f" +- {100 * std[k]:.2f}"
+        parts.append(s)
+    print("; ".join(parts))
+    cached = f" (cached: {', '.join(result.cached_steps)})" if result.cached_steps else ""
+    print("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
+          + f"; total {total:.1f} s{cached}")
+
+
+def cmd_sweep(args) -> int:
+    from .pipeline import load_config
+    from .pipeline.presets import preset_variants
+    from .pipeline.sweep import grid_variants, parse_set_option, run_sweep
+
+    cfg = load_config(args.config)
+    sets = [parse_set_option(s) for s in (args.set or [])]
+    if args.preset:
+        variants = preset_variants(args.preset)
+        if sets:  # extra --set values with a preset: a grid of presets (e.g. per channel)
+            variants = [(f"{lab}, {glab}", {**ov, **gov}) for glab, gov in grid_variants(sets)
+                        for lab, ov in variants]
+        style, x_key = "bar", None
+        title = "Table 1: power normalisation (PN), L2, spatial pyramid (SP)" if args.preset == "table1" else ""
+    else:
+        if not sets:
+            raise ValueError("sweep needs --set KEY=V1,V2,... or --preset NAME")
+        variants = grid_variants(sets)
+        style, x_key, title = "line", sets[0][0], ""
+    bar = TerminalProgress() if not args.quiet else None
+
+    def announce(i, label):
+        if bar is not None:
+            bar.close()
+        if not args.quiet:
+            sys.stderr.write(f"variant {i + 1}/{len(variants)}: {label}\n")
+
+    try:
+        sweep = _run_interruptible(lambda tok: run_sweep(cfg, variants, args.out, args.workspace, x_key=x_key,
+                                                          title=title, style=style, progress=bar, cancel=tok,
+                                                          on_variant=announce))
+    finally:
+        if bar is not None:
+            bar.close()
+    primary = sweep.results[0].primary_metric if sweep.results else ""
+    for row in sweep.rows:
+        print(f"{row['label']:<40} {primary} = {100 * row[primary]:.2f}%  ({row['seconds_total']:.1f} s)")
+    print(f"wrote {sweep.csv_path} and {sweep.png_path}")
+    return 0
+
+
+def cmd_config(args) -> int:
+    cfg = _load(args) if args.config else None
+    from .pipeline import PipelineConfig
+
+    cfg = cfg or PipelineConfig()
+    sys.stdout.write(cfg.to_toml_string())
+    return 0
+
+
+def cmd_gui(args) -> int:
+    try:
+        from .gui.app import run_gui
+    except ImportError as exc:
+        sys.stderr.write(f"fvstudio: the explorer is not available ({exc}).\n"
+                         f"Headless commands still work: fvstudio run CONFIG.toml --out DIR\n")
+        return 1
+    return int(run_gui(workspace=getattr(args, "workspace", None), screenshot=getattr(args, "screenshot", None),
+                       panel=getattr(args, "panel", None)) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -11,8 +237,39 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fvstudio",
         description="Fisher Vector image classification: explorer (no arguments) and headless runner.",
     )
-    parser.add_argument("--version", action="version", version="fvstudio 0.1.0")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"fvstudio {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    g = sub.add_parser("gui", help="open the explorer window")
+    g.add_argument("--workspace", type=Path, help="workspace folder to open")
+    g.add_argument("--screenshot", type=Path, help="render offscreen, save a PNG to this path and exit")
+    g.add_argument("--panel", help="panel to show (for --screenshot)")
+    g.set_defaults(func=cmd_gui)
+
+    r = sub.add_parser("run", help="run the pipeline of a TOML config; write results.json and predictions.csv")
+    r.add_argument("config", type=Path, help="pipeline config (TOML); unspecified keys take the paper's defaults")
+    r.add_argument("--out", type=Path, required=True, help="folder for results.json and predictions.csv")
+    r.add_argument("--workspace", type=Path, help="cache folder (default: per-dataset folder in the user cache)")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. gmm.n_components=64")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("sweep", help="run one config per value of swept keys; write sweep.csv and sweep.png")
+    s.add_argument("config", type=Path)
+    s.add_argument("--set", action="append", metavar="KEY=V1,V2,...",
+                   help="a key and its values (repeat for a grid); the first key is the plot's x axis")
+    s.add_argument("--preset", choices=["table1"], help="table1: the paper's PN / L2 / SP ablation (8 runs)")
+    s.add_argument("--out", type=Path, required=True, help="folder for sweep.csv, sweep.png and runs/")
+    s.add_argument("--workspace", type=Path)
+    s.add_argument("-q", "--quiet", action="store_true")
+    s.set_defaults(func=cmd_sweep)
+
+    c = sub.add_parser("config", help="print a config with every key resolved (defaults filled in)")
+    c.add_argument("config", type=Path, nargs="?")
+    c.add_argument("--set", action="append", metavar="KEY=VALUE")
+    c.set_defaults(func=cmd_config)
     return parser
 
 
@@ -20,9 +277,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
-        return 0
-    return 0
+        return cmd_gui(argparse.Namespace(workspace=None, screenshot=None, panel=None))
+    from .engine.progress import Cancelled
+
+    try:
+        return args.func(args)
+    except Cancelled:
+        sys.stderr.write("cancelled: finished steps stay cached; run the same command again to resume\n")
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        sys.stderr.write("aborted\n")
+        return EXIT_INTERRUPTED
+    except (ValueError, FileNotFoundError) as exc:  # ConfigError is a ValueError
+        if os.environ.get("FVSTUDIO_DEBUG"):
+            raise
+        sys.stderr.write(f"fvstudio {args.command}: error: {exc}\n")
+        return EXIT_CONFIG
 
 
 if __name__ == "__main__":  # pragma: no cover

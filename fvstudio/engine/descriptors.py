@@ -234,139 +234,125 @@ def _pooling_kernels(b: int, window: str) -> np.ndarray:
     return ker.astype(np.float32)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def _orientation_planes(img, planes):
-    """Gradient magnitude split between the two nearest of 8 orientation bins: planes (H, W, 8)."""
+    """Gradient magnitude split linearly between the two nearest of 8 orientation bins.
+
+    planes (H, W, 8): plane k holds orientation bin t = (2 - k) mod 8, i.e. already in SIFT order.
+    """
     H, W = img.shape
     two_pi = np.float32(2.0 * math.pi)
     half_pi = np.float32(0.5 * math.pi)
     pi = np.float32(math.pi)
     to_bin = np.float32(N_ORIENT / (2.0 * math.pi))
+    gxr = np.zeros(W, np.float32)
+    gyr = np.zeros(W, np.float32)
+    mag = np.zeros(W, np.float32)
+    pos = np.zeros(W, np.float32)
+    rows = planes.reshape(H, W * N_ORIENT)
     for y in range(H):
         ym = y - 1 if y > 0 else 0
         yp = y + 1 if y < H - 1 else H - 1
-        fy = np.float32(1.0) if (yp - ym) == 1 else np.float32(0.5)
-        if yp == ym:
-            fy = np.float32(0.0)
+        fy = np.float32(0.0) if yp == ym else (np.float32(1.0) if yp - ym == 1 else np.float32(0.5))
+        for x in range(1, W - 1):
+            gxr[x] = (img[y, x + 1] - img[y, x - 1]) * np.float32(0.5)
+        if W > 1:
+            gxr[0] = img[y, 1] - img[y, 0]
+            gxr[W - 1] = img[y, W - 1] - img[y, W - 2]
+        else:
+            gxr[0] = 0.0
         for x in range(W):
-            xm = x - 1 if x > 0 else 0
-            xp = x + 1 if x < W - 1 else W - 1
-            fx = np.float32(1.0) if (xp - xm) == 1 else np.float32(0.5)
-            if xp == xm:
-                fx = np.float32(0.0)
-            gx = (img[y, xp] - img[y, xm]) * fx
-            gy = (img[yp, x] - img[ym, x]) * fy
-            m = math.sqrt(gx * gx + gy * gy)
-            # atan2 via an odd minimax polynomial for atan on [0, 1] (|error| < 1e-5 rad)
+            gyr[x] = (img[yp, x] - img[ym, x]) * fy
+        for x in range(W):
+            gx = gxr[x]
+            gy = gyr[x]
             ax = abs(gx)
             ay = abs(gy)
-            mx = max(ax, ay)
-            mn = min(ax, ay)
-            z = mn / mx if mx > 0 else np.float32(0.0)
+            # atan2 from an odd minimax polynomial of atan on [0, 1] (|error| < 1e-5 rad), branch-free
+            z = min(ax, ay) / max(max(ax, ay), np.float32(1e-30))
             z2 = z * z
             a = z * (np.float32(0.99997726) + z2 * (np.float32(-0.33262347) + z2 * (
                 np.float32(0.19354346) + z2 * (np.float32(-0.11643287) + z2 * (
                     np.float32(0.05265332) + z2 * np.float32(-0.01172120))))))
-            if ay > ax:
-                a = half_pi - a
-            if gx < 0:
-                a = pi - a
-            if gy < 0:
-                a = two_pi - a
-            n = a * to_bin
-            t0 = int(n)
-            r = n - t0
-            t0 = t0 % N_ORIENT
-            t1 = (t0 + 1) % N_ORIENT
-            for t in range(N_ORIENT):
-                planes[y, x, t] = 0.0
-            planes[y, x, t0] = (1.0 - r) * m
-            planes[y, x, t1] += r * m
+            a = half_pi - a if ay > ax else a
+            a = pi - a if gx < 0 else a
+            a = two_pi - a if gy < 0 else a
+            mag[x] = math.sqrt(gx * gx + gy * gy)
+            pos[x] = a * to_bin
+        row = rows[y]
+        for x in range(W):
+            n = pos[x]
+            m = mag[x]
+            for k in range(N_ORIENT):
+                d = abs(n - np.float32((2 - k) & 7))  # circular distance to bin centre t
+                d = min(d, np.float32(N_ORIENT) - d)
+                row[N_ORIENT * x + k] = max(np.float32(0.0), np.float32(1.0) - d) * m
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def _pool_sift(planes, ky, kx, b, step, ny, nx, root, out, norms):
     """Spatial pooling + normalisation of all frames of one level.
 
-    out (ny*nx, 128) in SIFT order, norms (ny*nx,) = histogram mass / frame area.
+    planes (H, W, 8) from :func:`_orientation_planes`; out (ny*nx, 128) in SIFT order;
+    norms (ny*nx,) = histogram mass / frame area.
     """
     H, W, T = planes.shape
     L = ky.shape[1]
     R = (L - 1) // 2
-    # vertically pooled rows of the 4 bins of one frame row, padded by R columns on each side
-    rows = np.zeros((N_SPATIAL, W + 2 * R, T), dtype=np.float32)
+    src = planes.reshape(H, W * T)
+    WT = W * T
+    rows = np.empty((N_SPATIAL, WT), dtype=np.float32)  # vertically pooled rows of one frame row
     hist = np.empty(SIFT_DIM, dtype=np.float32)
     area = np.float32(((N_SPATIAL - 1) * b + 1) ** 2)
     eps = np.float32(1.1920929e-07)
+    clamp = np.float32(SIFT_CLAMP)
     for j in range(ny):
         for by in range(N_SPATIAL):
-            yc = j * step + by * b
+            yc = j * step + by * b - R
             acc = rows[by]
-            for xx in range(W):
-                for t in range(T):
-                    acc[R + xx, t] = 0.0
-            for d in range(L):
-                p = yc + d - R
-                if p < 0:
-                    p = 0
-                elif p > H - 1:
-                    p = H - 1
-                w = ky[by, d]
-                src = planes[p]
-                for xx in range(W):
-                    for t in range(T):
-                        acc[R + xx, t] += w * src[xx, t]
-            for xx in range(R):
-                for t in range(T):
-                    acc[xx, t] = acc[R, t]
-                    acc[R + W + xx, t] = acc[R + W - 1, t]
+            for e in range(WT):
+                acc[e] = 0.0
+            d = 0
+            while d + 3 <= L:  # three taps per sweep: a third of the accumulator traffic
+                s0 = src[min(max(yc + d, 0), H - 1)]
+                s1 = src[min(max(yc + d + 1, 0), H - 1)]
+                s2 = src[min(max(yc + d + 2, 0), H - 1)]
+                w0 = ky[by, d]
+                w1 = ky[by, d + 1]
+                w2 = ky[by, d + 2]
+                for e in range(WT):
+                    acc[e] += w0 * s0[e] + w1 * s1[e] + w2 * s2[e]
+                d += 3
+            while d < L:
+                s0 = src[min(max(yc + d, 0), H - 1)]
+                w0 = ky[by, d]
+                for e in range(WT):
+                    acc[e] += w0 * s0[e]
+                d += 1
         for i in range(nx):
-            for by in range(N_SPATIAL):
-                for bx in range(N_SPATIAL):
-                    xc = i * step + bx * b  # bin centre; padded column of offset u is xc + u + R
-                    base = 8 * (by + 4 * bx)
-                    h0 = np.float32(0.0)
-                    h1 = np.float32(0.0)
-                    h2 = np.float32(0.0)
-                    h3 = np.float32(0.0)
-                    h4 = np.float32(0.0)
-                    h5 = np.float32(0.0)
-                    h6 = np.float32(0.0)
-                    h7 = np.float32(0.0)
-                    src = rows[by]
+            for bx in range(N_SPATIAL):
+                xc = i * step + bx * b - R
+                for by in range(N_SPATIAL):
+                    base = N_ORIENT * (by + N_SPATIAL * bx)  # SIFT order
+                    acc = rows[by]
+                    for k in range(N_ORIENT):
+                        hist[base + k] = 0.0
                     for d in range(L):
                         w = kx[bx, d]
-                        q = xc + d
-                        h0 += w * src[q, 0]
-                        h1 += w * src[q, 1]
-                        h2 += w * src[q, 2]
-                        h3 += w * src[q, 3]
-                        h4 += w * src[q, 4]
-                        h5 += w * src[q, 5]
-                        h6 += w * src[q, 6]
-                        h7 += w * src[q, 7]
-                    # SIFT order: orientation t goes to (2 - t) mod 8
-                    hist[base + 2] = h0
-                    hist[base + 1] = h1
-                    hist[base + 0] = h2
-                    hist[base + 7] = h3
-                    hist[base + 6] = h4
-                    hist[base + 5] = h5
-                    hist[base + 4] = h6
-                    hist[base + 3] = h7
-            k = j * nx + i
+                        q = min(max(xc + d, 0), W - 1) * N_ORIENT
+                        for k in range(N_ORIENT):
+                            hist[base + k] += w * acc[q + k]
+            f = j * nx + i
             mass = np.float32(0.0)
             ss = np.float32(0.0)
             for e in range(SIFT_DIM):
                 mass += hist[e]
                 ss += hist[e] * hist[e]
-            norms[k] = mass / area
+            norms[f] = mass / area
             inv = np.float32(1.0) / (np.float32(math.sqrt(ss)) + eps)
             ss = np.float32(0.0)
             for e in range(SIFT_DIM):
-                v = hist[e] * inv
-                if v > SIFT_CLAMP:
-                    v = np.float32(SIFT_CLAMP)
+                v = min(hist[e] * inv, clamp)
                 hist[e] = v
                 ss += v * v
             inv = np.float32(1.0) / (np.float32(math.sqrt(ss)) + eps)
@@ -376,10 +362,10 @@ def _pool_sift(planes, ky, kx, b, step, ny, nx, root, out, norms):
                     l1 += hist[e]
                 inv = np.float32(1.0) / (l1 + eps)
                 for e in range(SIFT_DIM):
-                    out[k, e] = math.sqrt(hist[e] * inv)
+                    out[f, e] = math.sqrt(hist[e] * inv)
             else:
                 for e in range(SIFT_DIM):
-                    out[k, e] = hist[e] * inv
+                    out[f, e] = hist[e] * inv
 
 
 # ----------------------------------------------------------------------------------------------

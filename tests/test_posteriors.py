@@ -55,3 +55,26 @@ def test_regions_route_statistics(problem):
     st = accumulate_statistics(X, terms, regions=regions, n_regions=3, threshold=1e-4)
     np.testing.assert_allclose(st.A[0], st.A[1] + st.A[2], rtol=1e-10)
     np.testing.assert_allclose(st.B[0], st.B[1] + st.B[2], rtol=1e-9, atol=1e-9)
+
+
+def test_largest_posterior_always_kept(problem):
+    X, w, mu, var = problem
+    terms = GaussianTerms(w, mu, var)
+    st = accumulate_statistics(X, terms, threshold=0.5)  # > 1/K: a flat row would otherwise lose all
+    assert (st.n_active >= 1).all()
+    assert st.A.sum() == pytest.approx(len(X), rel=1e-6)
+    g = posteriors(X, terms, threshold=0.5)
+    np.testing.assert_allclose(g.sum(1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal((g > 0).sum(1), st.n_active)
+
+
+def test_partial_blocks_and_empty_input(problem):
+    X, w, mu, var = problem
+    terms = GaussianTerms(w, mu, var)
+    full = accumulate_statistics(X, terms, block=len(X))
+    odd = accumulate_statistics(X, terms, block=37)
+    np.testing.assert_allclose(odd.A, full.A, rtol=1e-5)
+    np.testing.assert_allclose(odd.C, full.C, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(odd.log_likelihood, full.log_likelihood, atol=1e-6)
+    empty = accumulate_statistics(X[:0], terms)
+    assert empty.A.shape == (1, len(w)) and empty.A.sum() == 0 and empty.log_likelihood.shape == (0,)

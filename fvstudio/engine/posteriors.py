@@ -7,24 +7,37 @@ For a diagonal GMM with weights w_k, means mu_k and variances s_k = sigma_k^2 (e
 
 where x' = x - o and mu' = mu - o for a reference point o (the weighted mean of the means): shifting
 both sides leaves the value unchanged but keeps float32 cancellation small. All K log-joints of a
-block of descriptors are therefore ONE matrix product of Z = [x', x'^2] (N, 2D) with the stacked
-parameters P = [mu'/s ; -1/(2s)] (2D, K), plus c. A fused numba pass then takes, per descriptor,
+block of descriptors are therefore ONE matrix product of the stacked parameters P^T = [mu'/s ; -1/(2s)]^T
+(K, 2D) with Z^T = [x', x'^2]^T (2D, n), plus c. The product is taken in this transposed (K, n)
+orientation so that every later pass runs along contiguous rows of n descriptors, where the per-descriptor
+running maximum, sum and cut are element-wise vector operations rather than reductions. Per descriptor:
 
-    log u(x) = logsumexp_k log(w_k u_k(x))                   (log-domain, Appendix B)
-    gamma(k) = exp(log(w_k u_k(x)) - log u(x))               (eq. 15)
+    m = max_k log(w_k u_k(x)),  e_k = exp(log(w_k u_k(x)) - m),  s = sum_k e_k
+    log u(x) = m + log s                                     (log-domain, Appendix B)
+    gamma(k) = e_k / s                                       (eq. 15)
     gamma(k) <- 0 if gamma(k) < theta, then renormalise       (posterior thresholding, Appendix B)
 
-and accumulates, for each region slot r the descriptor belongs to, the *Gaussian-centred* statistics
+The largest posterior is always kept (the cut is capped at it), so every descriptor keeps a total
+weight of exactly 1 even when theta > 1/K; with theta = 0, entries below exp(-40) of the largest are
+dropped (they cannot change a float32 statistic). exp is a vectorised float32 polynomial (degree 6 on
+[-ln2/2, ln2/2] after a power-of-two range reduction; relative error < 4e-7 on [-87, 0], arguments below
+-87 give exp(-87) ~ 1.6e-38). The kernel then accumulates, for each region slot r the descriptor belongs
+to, the *Gaussian-centred* statistics
 
     A[r, k]    = sum_t gamma_t(k)
     B[r, k, :] = sum_t gamma_t(k) (x_t - mu_k) / sigma_k
     C[r, k, :] = sum_t gamma_t(k) (x_t - mu_k)^2 / sigma_k^2
 
-in float64. From these the FV is G_mu = B / sqrt(w) and G_sigma = (C - A) / sqrt(2w) (eqs. 17-18),
+in float64 (per Gaussian and block of descriptors the sums run in float32, then are added into the
+float64 totals). From these the FV is G_mu = B / sqrt(w) and G_sigma = (C - A) / sqrt(2w) (eqs. 17-18),
 the soft-BoV is A (eq. 34), and the EM M-step is w = A/N, mu <- mu + sigma B/A,
 sigma^2 <- sigma^2 (C/A - (B/A)^2): no raw second moments, hence no cancellation.
 Only descriptors with a posterior above theta touch a Gaussian's statistics, which is where the
-speed comes from (5-10 of K = 256 survive, Appendix B).
+speed comes from (5-10 of K = 256 survive, Appendix B): survivors are gathered, Gaussian by Gaussian,
+into index lists, and each Gaussian's list is summed with four descriptors per vectorised pass.
+
+Constants: blocks of 512 descriptors (the (K, n) log-joint block and its index lists stay in L2),
+exp floor -87, theta = 0 negligible cut exp(-40).
 """
 from __future__ import annotations
 
@@ -33,13 +46,18 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from .progress import CancelLike, check_cancel
 
-#: exp(-40) ~ 4e-18: log-joint entries this far below the row maximum are skipped in the logsumexp.
+#: with theta = 0, posteriors below exp(-40) ~ 4e-18 times the largest one are dropped.
 _LOG_NEGLIGIBLE = -40.0
+_NEGLIGIBLE = math.exp(_LOG_NEGLIGIBLE)
 _LOG_2PI = math.log(2.0 * math.pi)
+#: descriptors per GEMM + kernel pass
+_BLOCK = 512
 
 
 class GaussianTerms:
@@ -49,14 +67,18 @@ class GaussianTerms:
         w = np.asarray(weights, dtype=np.float64)
         mu = np.asarray(means, dtype=np.float64)
         var = np.asarray(variances, dtype=np.float64)
+        if mu.ndim != 2:
+            raise ValueError(f"GMM means must be a (K, D) array, got shape {mu.shape}")
         K, D = mu.shape
         if w.shape != (K,) or var.shape != (K, D):
             raise ValueError(f"GMM parameter shapes disagree: weights {w.shape}, means {mu.shape}, "
                              f"variances {var.shape}")
+        if not np.isfinite(mu).all():
+            raise ValueError("GMM means must be finite")
         if (var <= 0).any() or not np.isfinite(var).all():
             raise ValueError("GMM variances must be finite and > 0")
-        if (w < 0).any() or not np.isfinite(w).all():
-            raise ValueError("GMM weights must be finite and >= 0")
+        if (w < 0).any() or not np.isfinite(w).all() or w.sum() <= 0:
+            raise ValueError("GMM weights must be finite, >= 0 and not all 0")
         self.n_components, self.n_features = K, D
         self.origin = (w / w.sum()) @ mu
         mu_c = mu - self.origin
@@ -64,7 +86,10 @@ class GaussianTerms:
         with np.errstate(divide="ignore"):
             logw = np.log(w)
         self.P = np.ascontiguousarray(np.vstack([(mu_c * inv).T, (-0.5 * inv).T]), dtype=np.float32)
-        self.c = (logw - 0.5 * (D * _LOG_2PI + np.log(var).sum(1) + (mu_c * mu_c * inv).sum(1))).astype(np.float32)
+        self.PT = np.ascontiguousarray(self.P.T)
+        # a zero weight gives c = -inf; keep it finite (a Gaussian that can never win) for the kernels
+        c = logw - 0.5 * (D * _LOG_2PI + np.log(var).sum(1) + (mu_c * mu_c * inv).sum(1))
+        self.c = np.maximum(c, -1e30).astype(np.float32)
         self.means = np.ascontiguousarray(mu, dtype=np.float32)
         self.inv_sigma = np.ascontiguousarray(1.0 / np.sqrt(var), dtype=np.float32)
         self.origin32 = self.origin.astype(np.float32)
@@ -97,112 +122,273 @@ class Statistics:
     n_active: np.ndarray        # (N,) int32, number of Gaussians with a non-zero posterior
 
 
-@njit(cache=True, nogil=True)
-def _accumulate_block(X, means, inv_sigma, logp, threshold, regions, with_moments,
-                      A, B, C, loglik, gmax, nact, offset):
-    N, D = X.shape
-    K = logp.shape[1]
+# ----------------------------------------------------------------------------------------------
+# kernels
+
+
+@intrinsic
+def _int32_bits_as_float32(typingctx, bits):
+    """Reinterpret the bits of an int32 as a float32 (vectorisable, unlike a library call)."""
+    sig = types.float32(types.int32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _exp_nonpositive(a):
+    # exp(a) = 2^n exp(r), n = round(a / ln 2), |r| <= ln2 / 2 (Cody-Waite split of ln 2);
+    # valid for a in [-87, 0], where 2^n is a normal float32 built from its exponent bits.
+    n = np.floor(a * np.float32(1.4426950408889634) + np.float32(0.5))
+    r = a - n * np.float32(0.693145751953125)
+    r = r - n * np.float32(1.428606765330187e-06)
+    p = np.float32(1.0 / 720.0)
+    p = p * r + np.float32(1.0 / 120.0)
+    p = p * r + np.float32(1.0 / 24.0)
+    p = p * r + np.float32(1.0 / 6.0)
+    p = p * r + np.float32(0.5)
+    p = p * r + np.float32(1.0)
+    p = p * r + np.float32(1.0)
+    return p * _int32_bits_as_float32((np.int32(n) + np.int32(127)) << np.int32(23))
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _posterior_lists(lpT, c, threshold, m, s, cut, inv_kept, counts, starts, members,
+                     loglik, gmax, nact, offset):
+    """lpT (K, n) log-joints minus c -> in place e = exp(log-joint - max); survivors as index lists.
+
+    After the call, Gaussian k's surviving descriptors are members[starts[k]:starts[k] + counts[k]]
+    (ascending), their posteriors are lpT[k, t] * inv_kept[t]. Returns the number of survivors.
+    """
+    K, n = lpT.shape
+    r0 = lpT[0]
+    c0 = c[0]
+    for t in range(n):
+        m[t] = r0[t] + c0
+    for k in range(1, K):
+        row = lpT[k]
+        ck = c[k]
+        for t in range(n):
+            m[t] = max(m[t], row[t] + ck)
+    for t in range(n):
+        s[t] = 0.0
+    for k in range(K):
+        row = lpT[k]
+        ck = c[k]
+        for t in range(n):
+            e = _exp_nonpositive(max(row[t] + ck - m[t], np.float32(-87.0)))
+            row[t] = e
+            s[t] += e
+    # gamma >= theta  <=>  e >= theta * s; capped at 1 = the largest e, which always survives
+    th = np.float32(threshold)
+    for t in range(n):
+        cut[t] = min(max(th * s[t], np.float32(_NEGLIGIBLE)), np.float32(1.0))
+        inv_kept[t] = 0.0
+    for k in range(K):
+        row = lpT[k]
+        for t in range(n):
+            v = row[t]
+            inv_kept[t] += v if v >= cut[t] else np.float32(0.0)
+    pos = 0
+    for k in range(K):
+        row = lpT[k]
+        starts[k] = pos
+        for t in range(n):
+            members[pos] = t
+            pos += 1 if row[t] >= cut[t] else 0
+        counts[k] = pos - starts[k]
+    for t in range(n):
+        loglik[offset + t] = m[t] + math.log(s[t])
+        gmax[offset + t] = 1.0 / inv_kept[t]
+        inv_kept[t] = 1.0 / inv_kept[t]
+        nact[offset + t] = 0
+    for i in range(pos):
+        nact[offset + members[i]] += 1
+    return pos
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _accumulate_one_region(X, means, inv_sigma, e, inv_kept, counts, starts, members, with_moments,
+                           A, B, C, accB, accC):
+    K = e.shape[0]
+    D = X.shape[1]
+    for k in range(K):
+        cnt = counts[k]
+        if cnt == 0:
+            continue
+        lst = members[starts[k]:starts[k] + cnt]
+        erow = e[k]
+        a = np.float32(0.0)
+        if not with_moments:
+            for j in range(cnt):
+                t = lst[j]
+                a += erow[t] * inv_kept[t]
+            A[0, k] += a
+            continue
+        mu = means[k]
+        for d in range(D):
+            accB[d] = 0.0
+            accC[d] = 0.0
+        j = 0
+        while j + 3 < cnt:  # four descriptors per pass: one load/store of the accumulators for four
+            t1 = lst[j]
+            t2 = lst[j + 1]
+            t3 = lst[j + 2]
+            t4 = lst[j + 3]
+            g1 = erow[t1] * inv_kept[t1]
+            g2 = erow[t2] * inv_kept[t2]
+            g3 = erow[t3] * inv_kept[t3]
+            g4 = erow[t4] * inv_kept[t4]
+            a += (g1 + g2) + (g3 + g4)
+            x1 = X[t1]
+            x2 = X[t2]
+            x3 = X[t3]
+            x4 = X[t4]
+            for d in range(D):
+                md = mu[d]
+                d1 = x1[d] - md
+                d2 = x2[d] - md
+                d3 = x3[d] - md
+                d4 = x4[d] - md
+                e1 = g1 * d1
+                e2 = g2 * d2
+                e3 = g3 * d3
+                e4 = g4 * d4
+                accB[d] += (e1 + e2) + (e3 + e4)
+                accC[d] += (e1 * d1 + e2 * d2) + (e3 * d3 + e4 * d4)
+            j += 4
+        while j < cnt:
+            t = lst[j]
+            g = erow[t] * inv_kept[t]
+            a += g
+            x = X[t]
+            for d in range(D):
+                dd = x[d] - mu[d]
+                gd = g * dd
+                accB[d] += gd
+                accC[d] += gd * dd
+            j += 1
+        A[0, k] += a
+        isg = inv_sigma[k]
+        Bk = B[0, k]
+        Ck = C[0, k]
+        for d in range(D):
+            q = np.float64(isg[d])
+            Bk[d] += accB[d] * q
+            Ck[d] += accC[d] * (q * q)
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _accumulate_regions(X, means, inv_sigma, e, inv_kept, counts, starts, members, regions,
+                        with_moments, A, B, C, dz):
+    K = e.shape[0]
+    D = X.shape[1]
     L = regions.shape[1]
-    idx = np.empty(K, dtype=np.int64)
-    val = np.empty(K, dtype=np.float64)
-    z = np.empty(D, dtype=np.float64)
-    for t in range(N):
-        row = logp[t]
-        m = row[0]
-        for k in range(1, K):
-            if row[k] > m:
-                m = row[k]
-        # first pass: exp of every non-negligible entry; candidates are those that may pass theta
-        s = 0.0
-        n = 0
-        for k in range(K):
-            a = row[k] - m
-            if a > _LOG_NEGLIGIBLE:
-                e = math.exp(a)
-                s += e
-                if e >= threshold and e > 0.0:
-                    idx[n] = k
-                    val[n] = e
-                    n += 1
-        loglik[offset + t] = m + math.log(s)
-        # posteriors: gamma = e / s; drop those below theta; renormalise the survivors
-        keep = 0
-        tot = 0.0
-        for j in range(n):
-            g = val[j] / s
-            if g >= threshold:
-                idx[keep] = idx[j]
-                val[keep] = g
-                tot += g
-                keep += 1
-        best = 0.0
-        if threshold > 0.0:
-            for j in range(keep):
-                val[j] /= tot
-                if val[j] > best:
-                    best = val[j]
-        else:
-            for j in range(keep):
-                if val[j] > best:
-                    best = val[j]
-        gmax[offset + t] = best
-        nact[offset + t] = keep
-        for j in range(keep):
-            k = idx[j]
-            g = val[j]
+    for k in range(K):
+        cnt = counts[k]
+        erow = e[k]
+        mu = means[k]
+        isg = inv_sigma[k]
+        for j in range(starts[k], starts[k] + cnt):
+            t = members[j]
+            g = erow[t] * inv_kept[t]
             for l in range(L):
                 r = regions[t, l]
                 if r >= 0:
                     A[r, k] += g
             if not with_moments:
                 continue
+            x = X[t]
             for d in range(D):
-                z[d] = (X[t, d] - means[k, d]) * inv_sigma[k, d]
+                dz[d] = (x[d] - mu[d]) * isg[d]
             for l in range(L):
                 r = regions[t, l]
                 if r < 0:
                     continue
+                Br = B[r, k]
+                Cr = C[r, k]
                 for d in range(D):
-                    gz = g * z[d]
-                    B[r, k, d] += gz
-                    C[r, k, d] += gz * z[d]
+                    gz = g * np.float64(dz[d])
+                    Br[d] += gz
+                    Cr[d] += gz * dz[d]
 
 
-_SINGLE_REGION_CACHE: dict = {}
+@njit(cache=True, nogil=True, fastmath=True)
+def _dense_from_lists(e, inv_kept, counts, starts, members, out):
+    K = e.shape[0]
+    for k in range(K):
+        erow = e[k]
+        for j in range(starts[k], starts[k] + counts[k]):
+            t = members[j]
+            out[t, k] = erow[t] * inv_kept[t]
 
 
-def _single_region(n: int) -> np.ndarray:
-    arr = _SINGLE_REGION_CACHE.get(n)
-    if arr is None:
-        arr = np.zeros((n, 1), dtype=np.int32)
-        _SINGLE_REGION_CACHE.clear()
-        _SINGLE_REGION_CACHE[n] = arr
-    return arr
+# ----------------------------------------------------------------------------------------------
+# drivers
+
+
+class _Workspace:
+    """Per-call buffers of one block size (allocated once per call, reused across blocks)."""
+
+    def __init__(self, nb: int, D: int, K: int):
+        self.Z = np.empty((nb, 2 * D), dtype=np.float32)
+        self.lpT = np.empty(K * nb, dtype=np.float32)
+        self.m = np.empty(nb, dtype=np.float32)
+        self.s = np.empty(nb, dtype=np.float32)
+        self.cut = np.empty(nb, dtype=np.float32)
+        self.inv_kept = np.empty(nb, dtype=np.float32)
+        self.counts = np.empty(K, dtype=np.int32)
+        self.starts = np.empty(K, dtype=np.int32)
+        self.members = np.empty(K * nb, dtype=np.int32)
+        self.accB = np.empty(D, dtype=np.float32)
+        self.accC = np.empty(D, dtype=np.float32)
+
+    def block(self, Xb: np.ndarray, terms: GaussianTerms, threshold: float, loglik, gmax, nact,
+              offset: int) -> np.ndarray:
+        """GEMM + posterior lists of one block; returns the (K, n) array of e's."""
+        n, D = Xb.shape
+        K = terms.n_components
+        Z = self.Z[:n]
+        np.subtract(Xb, terms.origin32, out=Z[:, :D])
+        np.multiply(Z[:, :D], Z[:, :D], out=Z[:, D:])
+        lpT = self.lpT[: K * n].reshape(K, n)
+        np.matmul(terms.PT, Z.T, out=lpT)
+        _posterior_lists(lpT, terms.c, float(threshold), self.m, self.s, self.cut, self.inv_kept,
+                         self.counts, self.starts, self.members, loglik, gmax, nact, offset)
+        return lpT
+
+
+def _check_threshold(threshold: float) -> float:
+    threshold = float(threshold)
+    if not (0.0 <= threshold < 1.0):
+        raise ValueError(f"posterior threshold must be in [0, 1), got {threshold}")
+    return threshold
 
 
 def accumulate_statistics(X: np.ndarray, terms: GaussianTerms, *, threshold: float = 1e-4,
                           regions: Optional[np.ndarray] = None, n_regions: int = 1,
-                          moments: bool = True, block: int = 4096,
+                          moments: bool = True, block: int = _BLOCK,
                           cancel: CancelLike = None) -> Statistics:
     """Posteriors of X (N, D) float32 under the GMM ``terms`` and their accumulated statistics.
 
     ``regions`` is None (every descriptor in region 0) or an (N, L) int array of region slots in
     [0, n_regions) each descriptor contributes to (-1 = none), e.g. [whole image, its stripe].
     ``threshold`` is theta (0 disables thresholding). ``moments=False`` skips B and C (soft-BoV).
-    Work is done in blocks of ``block`` rows (one GEMM + one numba pass each, GIL released in both);
+    Work is done in blocks of ``block`` rows (one GEMM + numba passes each, GIL released in all);
     ``cancel`` is checked between blocks.
     """
     X = np.ascontiguousarray(X, dtype=np.float32)
+    if X.ndim != 2:
+        raise ValueError(f"descriptors must be a 2-D (N, D) array, got shape {X.shape}")
     N, D = X.shape
     K = terms.n_components
     if D != terms.n_features:
         raise ValueError(f"descriptors have {D} dimensions, the GMM expects {terms.n_features}")
-    if not (0.0 <= threshold < 1.0):
-        raise ValueError(f"posterior threshold must be in [0, 1), got {threshold}")
-    if regions is None:
-        regions = _single_region(min(N, block) if N else 1)
-        per_block_regions = False
-    else:
+    threshold = _check_threshold(threshold)
+    block = max(1, int(block))
+    if regions is not None:
         regions = np.ascontiguousarray(regions, dtype=np.int32)
         if regions.ndim == 1:
             regions = regions[:, None]
@@ -210,61 +396,58 @@ def accumulate_statistics(X: np.ndarray, terms: GaussianTerms, *, threshold: flo
             raise ValueError(f"regions has {regions.shape[0]} rows for {N} descriptors")
         if regions.size and regions.max() >= n_regions:
             raise ValueError(f"region index {regions.max()} out of range for n_regions={n_regions}")
-        per_block_regions = True
+        if n_regions == 1 and regions.shape[1] == 1 and (regions.size == 0 or regions.min() == 0):
+            regions = None  # everything in region 0: the fast path
     R = n_regions
+    Dm = D if moments else 0
     A = np.zeros((R, K), dtype=np.float64)
-    if moments:
-        B = np.zeros((R, K, D), dtype=np.float64)
-        C = np.zeros((R, K, D), dtype=np.float64)
-    else:
-        B = np.zeros((R, K, 0), dtype=np.float64)
-        C = np.zeros((R, K, 0), dtype=np.float64)
+    B = np.zeros((R, K, Dm), dtype=np.float64)
+    C = np.zeros((R, K, Dm), dtype=np.float64)
     loglik = np.empty(N, dtype=np.float64)
     gmax = np.empty(N, dtype=np.float32)
     nact = np.empty(N, dtype=np.int32)
+    if N == 0:
+        return Statistics(A, B, C, loglik, gmax, nact)
     nb = min(N, block)
-    work = np.empty((max(nb, 1), 2 * D), dtype=np.float32)
-    logp = np.empty((max(nb, 1), K), dtype=np.float32)
-    for start in range(0, N, block):
+    ws = _Workspace(nb, D, K)
+    for start in range(0, N, nb):
         check_cancel(cancel, "posterior computation")
-        stop = min(N, start + block)
+        stop = min(N, start + nb)
         Xb = X[start:stop]
-        lp = terms.log_joint(Xb, out=logp, work=work)
-        reg = regions[start:stop] if per_block_regions else regions[: stop - start]
-        _accumulate_block(Xb, terms.means, terms.inv_sigma, lp, float(threshold), reg, moments,
-                          A, B, C, loglik, gmax, nact, start)
+        e = ws.block(Xb, terms, threshold, loglik, gmax, nact, start)
+        if regions is None:
+            _accumulate_one_region(Xb, terms.means, terms.inv_sigma, e, ws.inv_kept, ws.counts, ws.starts,
+                                   ws.members, moments, A, B, C, ws.accB, ws.accC)
+        else:
+            _accumulate_regions(Xb, terms.means, terms.inv_sigma, e, ws.inv_kept, ws.counts, ws.starts,
+                                ws.members, regions[start:stop], moments, A, B, C, ws.accB)
     return Statistics(A, B, C, loglik, gmax, nact)
 
 
-def posteriors(X: np.ndarray, terms: GaussianTerms, *, threshold: float = 0.0) -> np.ndarray:
-    """Dense (N, K) float32 posteriors gamma_t(k) (thresholded and renormalised if theta > 0)."""
+def posteriors(X: np.ndarray, terms: GaussianTerms, *, threshold: float = 0.0,
+               return_log_likelihood: bool = False):
+    """Dense (N, K) float32 posteriors gamma_t(k) (thresholded and renormalised if theta > 0).
+
+    Same computation as :func:`accumulate_statistics` (same cut, same renormalisation). With
+    ``return_log_likelihood`` also returns the (N,) float64 log u(x_t).
+    """
     X = np.ascontiguousarray(X, dtype=np.float32)
-    lp = terms.log_joint(X)
-    out = _dense_posteriors(lp, float(threshold))
-    return out
-
-
-@njit(cache=True, nogil=True)
-def _dense_posteriors(logp, threshold):
-    N, K = logp.shape
+    if X.ndim != 2 or X.shape[1] != terms.n_features:
+        raise ValueError(f"descriptors must be (N, {terms.n_features}), got shape {X.shape}")
+    threshold = _check_threshold(threshold)
+    N, D = X.shape
+    K = terms.n_components
     out = np.zeros((N, K), dtype=np.float32)
-    for t in range(N):
-        row = logp[t]
-        m = row[0]
-        for k in range(1, K):
-            if row[k] > m:
-                m = row[k]
-        s = 0.0
-        for k in range(K):
-            s += math.exp(row[k] - m)
-        ls = m + math.log(s)
-        tot = 0.0
-        for k in range(K):
-            g = math.exp(row[k] - ls)
-            if g >= threshold:
-                out[t, k] = g
-                tot += g
-        if threshold > 0.0:
-            for k in range(K):
-                out[t, k] /= tot
+    loglik = np.empty(N, dtype=np.float64)
+    if N:
+        nb = min(N, _BLOCK)
+        ws = _Workspace(nb, D, K)
+        gmax = np.empty(N, dtype=np.float32)
+        nact = np.empty(N, dtype=np.int32)
+        for start in range(0, N, nb):
+            stop = min(N, start + nb)
+            e = ws.block(X[start:stop], terms, threshold, loglik, gmax, nact, start)
+            _dense_from_lists(e, ws.inv_kept, ws.counts, ws.starts, ws.members, out[start:stop])
+    if return_log_likelihood:
+        return out, loglik
     return out

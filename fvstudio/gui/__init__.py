@@ -1,0 +1,15 @@
+"""The explorer (PySide6 + pyqtgraph): a view over ``fvstudio.pipeline`` that holds no math.
+
+``run_gui(workspace=None, screenshot=None, panel=None)`` opens it (see :mod:`fvstudio.gui.app`);
+``main_window`` holds the state, ``workers`` the one job mechanism, one module per panel, ``plots`` the
+figure helpers and ``workspace`` the saved session format.
+"""
+
+
+def run_gui(workspace=None, screenshot=None, panel=None) -> int:
+    from .app import run_gui as _run
+
+    return _run(workspace=workspace, screenshot=screenshot, panel=panel)
+
+
+__all__ = ["run_gui"]

@@ -1,0 +1,151 @@
+"""Starting the explorer: ``run_gui(workspace=None, screenshot=None, panel=None) -> exit code``.
+
+``fvstudio`` (no arguments) and ``fvstudio gui [--workspace DIR] [--screenshot PATH] [--panel NAME]``
+call this. Which workspace opens:
+
+1. ``workspace`` if given;
+2. else the last workspace (``QSettings`` key ``last_workspace``) if that folder still exists;
+3. else the pipeline's default workspace for the shipped sample data (``sample_data/textures`` beside
+   the package), so a new user sees real images at once.
+
+A workspace with a saved session restores its config and run history; one without starts from the
+pipeline's defaults on the sample data. With ``screenshot`` the window opens offscreen (unless a platform
+was chosen), waits until it is drawn and its visible thumbnails are loaded, saves a PNG and returns 0.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+ORG = "fvstudio"
+APP = "fvstudio"
+
+
+def sample_dataset_root() -> Optional[Path]:
+    """The shipped sample dataset (class folders), or None if the checkout has none."""
+    import fvstudio
+
+    base = Path(fvstudio.__file__).resolve().parents[1] / "sample_data"
+    for cand in (base / "textures", base):
+        if cand.is_dir() and any(p.is_dir() for p in cand.iterdir()):
+            return cand
+    return None
+
+
+def default_config():
+    from fvstudio.pipeline import PipelineConfig
+
+    cfg = PipelineConfig()
+    root = sample_dataset_root()
+    if root is not None:
+        cfg.set("dataset.root", str(root))
+    return cfg
+
+
+def _pick_workspace(workspace, settings) -> Path:
+    if workspace:
+        return Path(workspace).expanduser()
+    last = settings.value("last_workspace")
+    if last and Path(str(last)).is_dir():
+        return Path(str(last))
+    from fvstudio.pipeline.runner import default_workspace
+
+    return default_workspace(default_config())
+
+
+def make_window(workspace=None, settings=None):
+    """Build the main window (a QApplication must exist) on the chosen workspace."""
+    from PySide6.QtCore import QSettings
+
+    from . import workspace as ws_mod
+    from .main_window import MainWindow
+    from .plots import apply_theme
+
+    apply_theme()
+    settings = settings or QSettings(ORG, APP)
+    ws = _pick_workspace(workspace, settings)
+    ws.mkdir(parents=True, exist_ok=True)
+    config = None
+    try:
+        config, _, _ = ws_mod.load_session(ws)
+    except Exception:  # noqa: BLE001 - a broken session falls back to defaults (and is reported on load)
+        config = None
+    window = MainWindow(ws, config or default_config(), settings)
+    if (ws_mod.session_dir(ws) / "session.json").exists():
+        window.load_workspace(ws)
+    else:
+        panel = settings.value("panel")
+        if panel:
+            window.show_panel(str(panel))
+    window.setWindowTitle(f"fvstudio — {ws}")
+    return window
+
+
+def wait_until_drawn(app, window, timeout: float = 8.0) -> None:
+    """Process events until the window is exposed, thumbnails in view are loaded and jobs are idle."""
+    t0 = time.monotonic()
+    model = window.dataset_panel.model
+    while time.monotonic() - t0 < timeout:
+        app.processEvents()
+        busy = window.runner.is_busy() or not model.queue_idle()
+        if not busy and time.monotonic() - t0 > 0.8:
+            break
+        time.sleep(0.02)
+    for _ in range(5):
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def run_gui(workspace=None, screenshot=None, panel: Optional[str] = None) -> int:
+    """Open the explorer; returns the exit code (0). With ``screenshot``: save a PNG and exit."""
+    if screenshot and not os.environ.get("QT_QPA_PLATFORM"):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    from PySide6.QtWidgets import QApplication
+
+    from .main_window import PANELS, app_icon
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setOrganizationName(ORG)
+    app.setApplicationName(APP)
+    app.setApplicationDisplayName("fvstudio")
+    app.setWindowIcon(app_icon())
+    if panel is not None and panel not in PANELS:
+        print(f"fvstudio gui: --panel must be one of {', '.join(PANELS)}, got {panel!r}", file=sys.stderr)
+        return 2
+    window = make_window(workspace)
+    if panel:
+        window.show_panel(panel)
+    if screenshot:
+        window.resize(1400, 880)
+        window.show()
+        wait_until_drawn(app, window)
+        path = Path(screenshot).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ok = window.grab().save(str(path))
+        window.close()
+        app.processEvents()
+        if not ok:
+            print(f"fvstudio gui: could not write {path}", file=sys.stderr)
+            return 1
+        print(f"screenshot saved to {path}")
+        return 0
+    window.show()
+    return int(app.exec())
+
+
+def main() -> int:  # pragma: no cover - convenience for `python -m fvstudio.gui.app`
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="fvstudio gui")
+    ap.add_argument("--workspace")
+    ap.add_argument("--screenshot")
+    ap.add_argument("--panel")
+    a = ap.parse_args()
+    return run_gui(a.workspace, a.screenshot, a.panel)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,577 @@
+"""Dataset panel: classes with counts, a lazily loaded thumbnail grid, a large view with the dense patch grid.
+
+- The dataset is whatever ``Pipeline(config, workspace).dataset`` opened (``fvstudio.data.datasets``);
+  the panel reads ``class_names``, ``paths``, ``ids``, ``labels``/``targets`` and the pipeline's ``splits``.
+- Thumbnails: a ``QListView`` in icon mode over :class:`ThumbnailModel`. The view only asks for the rows it
+  paints; each ask queues the file on a :class:`~fvstudio.gui.workers.BackgroundQueue` (most recent first),
+  which decodes a small ``QImage`` off the GUI thread (``QImageReader`` with a scaled size; files Qt cannot
+  read go through ``fvstudio.data.images.load_image``). Pixmaps are cached (LRU), so scrolling a few
+  thousand images stays smooth.
+- The large view shows the image at the resolution the descriptors see (``load_image(path, max_pixels)``
+  with the config's ``max_pixels``) and, on demand, the patches of one scale of the dense grid returned by
+  ``fvstudio.engine.descriptors.dense_sift`` with the config's grid parameters (squares of the patch size
+  centred at the returned positions). The grid is computed in the shared job runner like every other job.
+- The split options of the config (the ``dataset`` section of the schema: train/test lists, images per
+  class, seed ...) are edited here; train/test counts per class and a split filter follow them.
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+from PySide6.QtCore import QAbstractListModel, QModelIndex, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QImage, QImageReader, QPainter, QPainterPath, QPalette, QPen, QPixmap
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QGraphicsPixmapItem, QGraphicsScene,
+                               QGraphicsView, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QListView,
+                               QPushButton, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout,
+                               QWidget)
+
+from .workers import BackgroundQueue
+
+log = logging.getLogger("fvstudio.gui")
+
+THUMB = 96
+_CACHE_MAX = 3000
+
+
+def _read_thumbnail(path: str, size: int = THUMB) -> Optional[QImage]:
+    """Decode a small image (worker thread; QImage is thread-safe, QPixmap is not)."""
+    reader = QImageReader(path)
+    reader.setAutoTransform(True)
+    full = reader.size()
+    if full.isValid() and full.width() > 0 and full.height() > 0:
+        s = size / max(full.width(), full.height())
+        if s < 1:
+            reader.setScaledSize(QSize(max(1, round(full.width() * s)), max(1, round(full.height() * s))))
+    img = reader.read()
+    if not img.isNull():
+        return img
+    from fvstudio.data.images import load_image  # e.g. 16-bit or exotic formats OpenCV reads
+
+    rgb = load_image(path, max_pixels=size * size)
+    return rgb_to_qimage(rgb)
+
+
+def rgb_to_qimage(rgb: np.ndarray) -> QImage:
+    """(H, W, 3) float in [0, 1] (or uint8) -> an owned QImage."""
+    a = np.asarray(rgb)
+    if a.dtype != np.uint8:
+        a = (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    a = np.ascontiguousarray(a[:, :, :3])
+    h, w, _ = a.shape
+    return QImage(a.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+
+
+def dataset_labels(ds, i: int) -> List[str]:
+    """Class names of image ``i``: its label, or every positive (and '(difficult)') target."""
+    names = list(ds.class_names)
+    if getattr(ds, "multilabel", False) and getattr(ds, "targets", None) is not None:
+        row = np.asarray(ds.targets[i])
+        out = [names[c] for c in np.flatnonzero(row > 0)]
+        out += [f"{names[c]} (difficult)" for c in np.flatnonzero(row == 0)]
+        return out
+    labels = getattr(ds, "labels", None)
+    if labels is None:
+        return []
+    c = int(labels[i])
+    return [names[c]] if c >= 0 else []
+
+
+def class_members(ds) -> List[np.ndarray]:
+    """Indices of images per class (positives for multi-label data)."""
+    n_c = len(ds.class_names)
+    if getattr(ds, "multilabel", False) and getattr(ds, "targets", None) is not None:
+        t = np.asarray(ds.targets)
+        return [np.flatnonzero(t[:, c] > 0) for c in range(n_c)]
+    labels = np.asarray(ds.labels)
+    return [np.flatnonzero(labels == c) for c in range(n_c)]
+
+
+def first_split(splits) -> Optional[Any]:
+    if splits is None:
+        return None
+    if isinstance(splits, (list, tuple)):
+        return splits[0] if splits else None
+    return splits
+
+
+class ThumbnailModel(QAbstractListModel):
+    """Rows = dataset image indices (filtered); icons arrive from the background queue."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self._ds = None
+        self._rows: np.ndarray = np.zeros(0, dtype=np.int64)
+        self._split_tag: Dict[int, str] = {}
+        self._cache: "OrderedDict[str, QPixmap]" = OrderedDict()
+        self._failed: set = set()
+        self._row_of: Dict[int, int] = {}
+        self._queue = BackgroundQueue(_read_thumbnail, self)
+        self._queue.ready.connect(self._on_ready)
+        self._placeholder = self._make_placeholder()
+
+    def _make_placeholder(self) -> QPixmap:
+        pm = QPixmap(THUMB, THUMB)
+        pm.fill(Qt.GlobalColor.transparent)
+        p = QPainter(pm)
+        pal = QWidget().palette()
+        p.setPen(QPen(pal.color(QPalette.ColorRole.Mid), 1, Qt.PenStyle.DashLine))
+        p.drawRect(8, 8, THUMB - 17, THUMB - 17)
+        p.end()
+        return pm
+
+    # ---------------------------------------------------------------- content
+    def set_dataset(self, ds) -> None:
+        self.beginResetModel()
+        self._ds = ds
+        self._queue.clear()
+        self._cache.clear()
+        self._failed.clear()
+        self._rows = np.arange(len(ds.paths)) if ds is not None else np.zeros(0, dtype=np.int64)
+        self._row_of = {int(i): r for r, i in enumerate(self._rows)}
+        self.endResetModel()
+
+    def set_filter(self, indices: np.ndarray) -> None:
+        self.beginResetModel()
+        self._queue.clear()
+        self._rows = np.asarray(indices, dtype=np.int64)
+        self._row_of = {int(i): r for r, i in enumerate(self._rows)}
+        self.endResetModel()
+
+    def set_split_tags(self, tags: Dict[int, str]) -> None:
+        self._split_tag = tags
+        if self.rowCount():
+            self.dataChanged.emit(self.index(0), self.index(self.rowCount() - 1), [Qt.ItemDataRole.DisplayRole])
+
+    def image_index(self, row: int) -> int:
+        return int(self._rows[row])
+
+    def loaded_count(self) -> int:
+        return len(self._cache)
+
+    def queue_idle(self) -> bool:
+        return self._queue.idle()
+
+    # ---------------------------------------------------------------- Qt model
+    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(self._rows)
+
+    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+        if not index.isValid() or self._ds is None:
+            return None
+        i = int(self._rows[index.row()])
+        path = str(self._ds.paths[i])
+        if role == Qt.ItemDataRole.DisplayRole:
+            tag = self._split_tag.get(i)
+            name = Path(path).name
+            if len(name) > 18:
+                name = name[:8] + "…" + name[-9:]
+            return f"{name}\n{tag}" if tag else name
+        if role == Qt.ItemDataRole.DecorationRole:
+            pm = self._cache.get(path)
+            if pm is not None:
+                self._cache.move_to_end(path)
+                return pm
+            if path not in self._failed:
+                self._queue.request(path)
+            return self._placeholder
+        if role == Qt.ItemDataRole.ToolTipRole:
+            ds = self._ds
+            labels = ", ".join(dataset_labels(ds, i)) or "no label"
+            tag = self._split_tag.get(i, "not in split")
+            return f"{ds.ids[i]}\n{labels}\n{tag}"
+        if role == Qt.ItemDataRole.UserRole:
+            return i
+        return None
+
+    def _on_ready(self, path: str, image: Optional[QImage]) -> None:
+        if image is None or image.isNull():
+            self._failed.add(path)
+            return
+        self._cache[path] = QPixmap.fromImage(image)
+        while len(self._cache) > _CACHE_MAX:
+            self._cache.popitem(last=False)
+        if self._ds is None:
+            return
+        # Which visible row shows this path? Paths are unique; search only the cheap way.
+        try:
+            i = self._path_index[path]
+        except (AttributeError, KeyError):
+            self._path_index = {str(p): k for k, p in enumerate(self._ds.paths)}
+            i = self._path_index.get(path)
+        row = self._row_of.get(i) if i is not None else None
+        if row is not None:
+            idx = self.index(row)
+            self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DecorationRole])
+
+
+class ImageView(QGraphicsView):
+    """The selected image at descriptor resolution with an optional patch-grid overlay (no OpenGL)."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setScene(QGraphicsScene(self))
+        self.setRenderHint(QPainter.RenderHint.Antialiasing, False)
+        self.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+        self._pixmap = QGraphicsPixmapItem()
+        self.scene().addItem(self._pixmap)
+        self._grid = self.scene().addPath(QPainterPath())
+        self._grid.setZValue(1)
+        self.setMinimumSize(260, 200)
+
+    def set_image(self, image: Optional[QImage]) -> None:
+        self._pixmap.setPixmap(QPixmap.fromImage(image) if image is not None else QPixmap())
+        self._grid.setPath(QPainterPath())
+        self.scene().setSceneRect(self._pixmap.boundingRect())
+        self.fit()
+
+    def set_patches(self, positions: Optional[np.ndarray], size: float) -> None:
+        path = QPainterPath()
+        if positions is not None and len(positions):
+            h = size / 2.0
+            for x, y in np.asarray(positions, dtype=float):
+                path.addRect(QRectF(x - h, y - h, size, size))
+        pen = QPen(self.palette().color(QPalette.ColorRole.Highlight), 0)
+        pen.setCosmetic(True)
+        self._grid.setPen(pen)
+        self._grid.setPath(path)
+
+    def fit(self) -> None:
+        if not self._pixmap.pixmap().isNull():
+            self.fitInView(self._pixmap, Qt.AspectRatioMode.KeepAspectRatio)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        self.fit()
+
+
+class DatasetPanel(QWidget):
+    """The dataset browser; talks to the main window through ``open_requested`` and ``split_edited``."""
+
+    open_requested = Signal(str)         # a folder to open as dataset (dialog or drop)
+    split_edited = Signal(str, object)   # config key, value
+
+    def __init__(self, runner, parent=None) -> None:
+        super().__init__(parent)
+        self.setObjectName("panel:dataset")
+        self.runner = runner
+        self.ds = None
+        self.split = None
+        self.config = None
+        self._view_index: Optional[int] = None
+        self._view_image: Optional[np.ndarray] = None
+        self._grid_cache: Dict[tuple, Any] = {}
+        self.setAcceptDrops(True)
+
+        # --- header
+        self.title = QLabel("No dataset")
+        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        f = self.title.font()
+        f.setBold(True)
+        self.title.setFont(f)
+        self.open_button = QPushButton("Open dataset…")
+        self.open_button.setToolTip("Open a class-folder dataset or a PASCAL VOC devkit (or drop a folder here)")
+        head = QHBoxLayout()
+        head.addWidget(self.title, 1)
+        head.addWidget(self.open_button)
+
+        # --- classes
+        self.classes = QTableWidget(0, 4)
+        self.classes.setHorizontalHeaderLabels(["Class", "Images", "Train", "Test"])
+        self.classes.verticalHeader().setVisible(False)
+        self.classes.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.classes.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.classes.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        hh = self.classes.horizontalHeader()
+        hh.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for c in (1, 2, 3):
+            hh.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
+        self.classes.itemSelectionChanged.connect(self._apply_filter)
+
+        self.split_box = QGroupBox("Train / test split (pipeline config)")
+        self.split_layout = QVBoxLayout(self.split_box)
+        self.split_info = QLabel("")
+        self.split_info.setWordWrap(True)
+        self.split_layout.addWidget(self.split_info)
+        self.split_form = None
+
+        left = QWidget()
+        ll = QVBoxLayout(left)
+        ll.setContentsMargins(0, 0, 0, 0)
+        ll.addWidget(self.classes, 1)
+        ll.addWidget(self.split_box)
+
+        # --- thumbnails
+        self.model = ThumbnailModel(self)
+        self.grid = QListView()
+        self.grid.setObjectName("thumbnails")
+        self.grid.setViewMode(QListView.ViewMode.IconMode)
+        self.grid.setIconSize(QSize(THUMB, THUMB))
+        self.grid.setGridSize(QSize(THUMB + 34, THUMB + 44))
+        self.grid.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.grid.setResizeMode(QListView.ResizeMode.Adjust)
+        self.grid.setMovement(QListView.Movement.Static)
+        self.grid.setUniformItemSizes(True)
+        self.grid.setLayoutMode(QListView.LayoutMode.Batched)
+        self.grid.setBatchSize(200)
+        self.grid.setWordWrap(True)
+        self.grid.setModel(self.model)
+        self.grid.selectionModel().currentChanged.connect(self._on_current)
+        self.split_filter = QComboBox()
+        self.split_filter.addItems(["All images", "Train", "Test"])
+        self.split_filter.currentIndexChanged.connect(self._apply_filter)
+        self.count_label = QLabel("")
+        mid = QWidget()
+        ml = QVBoxLayout(mid)
+        ml.setContentsMargins(0, 0, 0, 0)
+        bar = QHBoxLayout()
+        bar.addWidget(QLabel("Show:"))
+        bar.addWidget(self.split_filter)
+        bar.addStretch(1)
+        bar.addWidget(self.count_label)
+        ml.addLayout(bar)
+        ml.addWidget(self.grid, 1)
+
+        # --- large view
+        self.view = ImageView()
+        self.grid_toggle = QCheckBox("Patch grid")
+        self.grid_toggle.setToolTip("Overlay the dense descriptor patches of one scale (Sec. 3.1: 24x24 "
+                                    "patches every 4 px at 5 scales by default)")
+        self.grid_toggle.toggled.connect(self._update_grid)
+        self.scale_spin = QSpinBox()
+        self.scale_spin.setPrefix("scale ")
+        self.scale_spin.setRange(1, 1)
+        self.scale_spin.setToolTip("Which scale of the dense grid to draw (1 = the base patch size)")
+        self.scale_spin.valueChanged.connect(self._update_grid)
+        self.view_info = QLabel("Click a thumbnail to view it.")
+        self.view_info.setWordWrap(True)
+        self.view_info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
+        tools = QHBoxLayout()
+        tools.addWidget(self.grid_toggle)
+        tools.addWidget(self.scale_spin)
+        tools.addStretch(1)
+        rl.addLayout(tools)
+        rl.addWidget(self.view, 1)
+        rl.addWidget(self.view_info)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(left)
+        split.addWidget(mid)
+        split.addWidget(right)
+        split.setStretchFactor(0, 2)
+        split.setStretchFactor(1, 4)
+        split.setStretchFactor(2, 3)
+        split.setSizes([300, 520, 420])
+        self.splitter = split
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(head)
+        layout.addWidget(split, 1)
+
+    # ---------------------------------------------------------------- drag and drop
+    def dragEnterEvent(self, event) -> None:  # noqa: N802
+        urls = event.mimeData().urls() if event.mimeData().hasUrls() else []
+        if urls and Path(urls[0].toLocalFile()).is_dir():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802
+        urls = event.mimeData().urls()
+        if urls:
+            self.open_requested.emit(urls[0].toLocalFile())
+            event.acceptProposedAction()
+
+    # ---------------------------------------------------------------- binding
+    def set_split_form(self, form) -> None:
+        """The config form for the split options (built by the main window from the schema)."""
+        if self.split_form is not None:
+            self.split_layout.removeWidget(self.split_form)
+            self.split_form.deleteLater()
+        self.split_form = form
+        if form is not None:
+            self.split_layout.insertWidget(0, form)
+            form.edited.connect(self.split_edited)
+
+    def set_config(self, config) -> None:
+        self.config = config
+        if self.split_form is not None:
+            self.split_form.set_values(config)
+        n_scales = self._cfg("descriptors.scales", 1)
+        self.scale_spin.setRange(1, max(1, int(n_scales or 1)))
+        self._grid_cache.clear()
+        if self._view_index is not None:
+            self._show_image(self._view_index)
+
+    def _cfg(self, key: str, default=None):
+        if self.config is None:
+            return default
+        try:
+            v = self.config.get(key)
+        except (KeyError, AttributeError, ValueError):
+            return default
+        return default if v is None else v
+
+    def set_dataset(self, ds, splits=None) -> None:
+        same = self.ds is not None and ds is not None and list(ds.paths) == list(self.ds.paths)
+        self.ds = ds
+        self.split = first_split(splits)
+        if not same:
+            self.model.set_dataset(ds)
+            self._view_index = None
+            self.view.set_image(None)
+            self.view_info.setText("Click a thumbnail to view it.")
+        if ds is None:
+            self.title.setText("No dataset")
+            self.classes.setRowCount(0)
+            return
+        kind = "PASCAL VOC devkit" if getattr(ds, "kind", "") == "voc" else "class folders"
+        ml = ", multi-label" if getattr(ds, "multilabel", False) else ""
+        self.title.setText(f"{ds.root}  —  {len(ds.paths)} images, {len(ds.class_names)} classes ({kind}{ml})")
+        self._fill_classes(ds)
+        self._apply_filter()
+        if self._view_index is None and self.model.rowCount():
+            self.grid.setCurrentIndex(self.model.index(0))
+
+    def _fill_classes(self, ds) -> None:
+        members = class_members(ds)
+        tags: Dict[int, str] = {}
+        train = set()
+        test = set()
+        if self.split is not None:
+            train = set(int(i) for i in np.asarray(self.split.train))
+            test = set(int(i) for i in np.asarray(self.split.test))
+            tags = {i: "train" for i in train}
+            tags.update({i: "test" for i in test})
+        self.model.set_split_tags(tags)
+        sel = self.classes.currentRow()
+        self.classes.blockSignals(True)
+        self.classes.setRowCount(len(ds.class_names) + 1)
+        rows = [("All classes", np.arange(len(ds.paths)))] + list(zip(ds.class_names, members))
+        for r, (name, idx) in enumerate(rows):
+            n_tr = sum(1 for i in idx if int(i) in train)
+            n_te = sum(1 for i in idx if int(i) in test)
+            vals = [name, len(idx), n_tr, n_te]
+            for c, v in enumerate(vals):
+                item = QTableWidgetItem(str(v))
+                if c:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if r == 0:
+                    f = item.font()
+                    f.setBold(True)
+                    item.setFont(f)
+                self.classes.setItem(r, c, item)
+        self.classes.selectRow(sel if 0 <= sel < self.classes.rowCount() else 0)
+        self.classes.blockSignals(False)
+        if self.split is not None:
+            self.split_info.setText(f"{len(train)} training and {len(test)} test images"
+                                    f" ({len(ds.paths) - len(train | test)} unused).")
+        else:
+            self.split_info.setText("No split yet.")
+
+    def _apply_filter(self) -> None:
+        ds = self.ds
+        if ds is None:
+            return
+        row = self.classes.currentRow()
+        idx = np.arange(len(ds.paths)) if row <= 0 else class_members(ds)[row - 1]
+        mode = self.split_filter.currentIndex()
+        if mode and self.split is not None:
+            keep = np.asarray(self.split.train if mode == 1 else self.split.test)
+            idx = idx[np.isin(idx, keep)]
+        self.model.set_filter(idx)
+        self.count_label.setText(f"{len(idx)} images")
+
+    # ---------------------------------------------------------------- large view
+    def _on_current(self, current: QModelIndex, _prev=None) -> None:
+        if current.isValid():
+            self._show_image(self.model.image_index(current.row()))
+
+    def select_image(self, i: int) -> None:
+        """Show image ``i`` of the dataset (also selects its thumbnail if it is visible)."""
+        row = self.model._row_of.get(int(i))
+        if row is not None:
+            self.grid.setCurrentIndex(self.model.index(row))
+        else:
+            self._show_image(int(i))
+
+    def _show_image(self, i: int) -> None:
+        from fvstudio.data.images import load_image
+
+        ds = self.ds
+        self._view_index = i
+        max_pixels = int(self._cfg("dataset.max_pixels", self._cfg("descriptors.max_pixels", 100_000)))
+        try:
+            rgb = load_image(ds.paths[i], max_pixels=max_pixels)
+        except Exception as exc:  # noqa: BLE001 - an unreadable file is shown, not raised
+            self._view_image = None
+            self.view.set_image(None)
+            self.view_info.setText(f"<b>{ds.ids[i]}</b><br>cannot be read: {exc}")
+            return
+        self._view_image = rgb
+        self.view.set_image(rgb_to_qimage(rgb))
+        labels = ", ".join(dataset_labels(ds, i)) or "no label"
+        where = "—"
+        if self.split is not None:
+            if i in set(np.asarray(self.split.train).tolist()):
+                where = "train"
+            elif i in set(np.asarray(self.split.test).tolist()):
+                where = "test"
+        h, w = rgb.shape[:2]
+        self.view_info.setText(f"<b>{ds.ids[i]}</b> — {labels} — split: {where}<br>"
+                               f"shown at descriptor resolution {w}×{h} px (max_pixels = {max_pixels:,})")
+        self._update_grid()
+
+    def _grid_params(self) -> dict:
+        keys = {"patch": 24, "step": 4, "scales": 5, "scale_factor": 2 ** 0.5}
+        out = {}
+        for k, d in keys.items():
+            out[k] = self._cfg(f"descriptors.{k}", d)
+        return out
+
+    def _update_grid(self, *_: Any) -> None:
+        if not self.grid_toggle.isChecked() or self._view_image is None:
+            self.view.set_patches(None, 0)
+            return
+        params = self._grid_params()
+        key = (self._view_index, tuple(sorted(params.items())))
+        if key in self._grid_cache:
+            self._draw_grid(self._grid_cache[key])
+            return
+        from fvstudio.engine.descriptors import dense_sift, to_gray
+
+        rgb = self._view_image
+
+        def job(progress=None, cancel=None):
+            return key, dense_sift(to_gray(rgb), **params)
+
+        if not self.runner.start("patch grid", job):
+            self.view_info.setText(self.view_info.text().split("<br><i>")[0] +
+                                   "<br><i>patch grid: waiting for the running job to finish</i>")
+
+    def on_job_done(self, name: str, result: Any) -> None:
+        """Called by the main window for the 'patch grid' job."""
+        key, dd = result
+        self._grid_cache[key] = dd
+        if key[0] == self._view_index:
+            self._draw_grid(dd)
+
+    def _draw_grid(self, dd) -> None:
+        scales = np.asarray(dd.scales)
+        levels = np.unique(scales)
+        s = min(self.scale_spin.value(), len(levels)) - 1
+        if len(levels) == 0:
+            self.view.set_patches(None, 0)
+            return
+        size = float(levels[s])
+        sel = np.asarray(dd.positions)[scales == levels[s]]
+        self.view.set_patches(sel, size)
+        base = self.view_info.text().split("<br><i>")[0]
+        self.view_info.setText(base + f"<br><i>{len(sel):,} patches of {size:.0f} px at this scale; "
+                                      f"{len(scales):,} descriptors over {len(levels)} scales</i>")

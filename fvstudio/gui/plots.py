@@ -1,0 +1,194 @@
+"""Plot building blocks of the explorer (pyqtgraph, no OpenGL): one figure class, themed from the palette.
+
+Every figure states the question it answers in its title and has labelled axes with units. Figures are
+created once and updated in place (``setData`` / ``setOpts`` / ``setImage``), never rebuilt, so live
+updates (the GMM log-likelihood per EM iteration) do not flicker. Colours come from the application
+palette (``Base``/``Text``/``Highlight`` roles) so light and dark desktop themes both read well; extra
+series use evenly spaced hues. :func:`export_figure` writes any figure as PNG or SVG. Nothing here
+computes a number shown on screen: the values arrive from the pipeline and the engine's diagnostics.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+import pyqtgraph as pg
+import pyqtgraph.exporters  # noqa: F401 - registers ImageExporter / SVGExporter
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QFont, QPalette
+from PySide6.QtWidgets import QApplication
+
+pg.setConfigOptions(imageAxisOrder="row-major", antialias=True, useOpenGL=False)
+
+
+def palette_color(role: QPalette.ColorRole) -> QColor:
+    app = QApplication.instance()
+    pal = app.palette() if app is not None else QPalette()
+    return pal.color(role)
+
+
+def apply_theme() -> None:
+    """Plot background/foreground follow the palette's Base/Text roles (light and dark themes)."""
+    pg.setConfigOptions(background=palette_color(QPalette.ColorRole.Base),
+                        foreground=palette_color(QPalette.ColorRole.Text))
+
+
+def series_colors(n: int) -> List[QColor]:
+    """``n`` distinguishable colours; the first is the palette's highlight colour."""
+    first = palette_color(QPalette.ColorRole.Highlight)
+    dark = palette_color(QPalette.ColorRole.Base).lightness() < 128
+    out = [first]
+    for i in range(1, n):
+        c = QColor.fromHsvF(((first.hsvHueF() if first.hsvHueF() >= 0 else 0.6) + i * 0.618034) % 1.0,
+                            0.65, 0.95 if dark else 0.75)
+        out.append(c)
+    return out[:n]
+
+
+class Figure(pg.PlotWidget):
+    """A titled plot with labelled axes and units; ``name`` is used for exported file names."""
+
+    def __init__(self, name: str, question: str, xlabel: str, xunits: Optional[str], ylabel: str,
+                 yunits: Optional[str], parent=None) -> None:
+        super().__init__(parent=parent)
+        self.name = name
+        self.question = question
+        self.setBackground(palette_color(QPalette.ColorRole.Base))
+        fg = palette_color(QPalette.ColorRole.Text)
+        item = self.getPlotItem()
+        item.setTitle(question, color=fg, size="10pt")
+        item.setLabel("bottom", xlabel, units=xunits, color=fg)
+        item.setLabel("left", ylabel, units=yunits, color=fg)
+        for ax in ("bottom", "left"):
+            axis = item.getAxis(ax)
+            axis.setPen(fg)
+            axis.setTextPen(fg)
+            axis.enableAutoSIPrefix(False)
+        item.showGrid(x=True, y=True, alpha=0.15)
+        self.setMinimumSize(240, 180)
+        self._placeholder = pg.TextItem("", color=palette_color(QPalette.ColorRole.PlaceholderText),
+                                        anchor=(0.5, 0.5))
+        item.addItem(self._placeholder, ignoreBounds=True)
+        self.set_placeholder("no data yet")
+
+    def set_placeholder(self, text: str) -> None:
+        """A centred grey note while the figure has nothing to show ('' hides it)."""
+        self._placeholder.setText(text)
+        self._placeholder.setVisible(bool(text))
+        if text:
+            vb = self.getPlotItem().getViewBox()
+            (x0, x1), (y0, y1) = vb.viewRange()
+            self._placeholder.setPos((x0 + x1) / 2, (y0 + y1) / 2)
+
+    def curve(self, color: Optional[QColor] = None, width: float = 2.0, name: Optional[str] = None,
+              symbol: Optional[str] = None, style=Qt.PenStyle.SolidLine) -> pg.PlotDataItem:
+        pen = pg.mkPen(color or series_colors(1)[0], width=width, style=style)
+        kw = {}
+        if symbol:
+            kw = dict(symbol=symbol, symbolSize=5, symbolBrush=pen.color(), symbolPen=None)
+        return self.getPlotItem().plot([], [], pen=pen, name=name, **kw)
+
+    def legend(self) -> pg.LegendItem:
+        item = self.getPlotItem()
+        if item.legend is None:
+            item.addLegend(offset=(-10, 10), labelTextColor=palette_color(QPalette.ColorRole.Text))
+        return item.legend
+
+
+def set_category_ticks(axis: pg.AxisItem, names: Sequence[str], max_chars: int = 14) -> None:
+    """Label integer positions 0..n-1 of ``axis`` with category names (shortened if long)."""
+    short = [(i, n if len(n) <= max_chars else n[: max_chars - 1] + "…") for i, n in enumerate(names)]
+    axis.setTicks([short, []])
+
+
+class HeatMap(Figure):
+    """A matrix as an image with category ticks on both axes and the value written in each cell."""
+
+    def __init__(self, name, question, xlabel, ylabel, parent=None) -> None:
+        super().__init__(name, question, xlabel, None, ylabel, None, parent)
+        item = self.getPlotItem()
+        item.showGrid(x=False, y=False)
+        item.invertY(True)
+        item.setAspectLocked(False)
+        self.image = pg.ImageItem()
+        self.image.setColorMap(pg.colormap.get("viridis"))
+        item.addItem(self.image)
+        self._texts: List[pg.TextItem] = []
+        self._font = QFont()
+        self._font.setPointSizeF(7.5)
+
+    def set_matrix(self, values: np.ndarray, names: Sequence[str], fmt: str = "{:.0f}",
+                   levels=None) -> None:
+        values = np.asarray(values, dtype=float)
+        n_rows, n_cols = values.shape
+        self.image.setImage(values, levels=levels or (0.0, max(1e-12, float(np.nanmax(values)))))
+        self.image.setRect(-0.5, -0.5, n_cols, n_rows)
+        item = self.getPlotItem()
+        set_category_ticks(item.getAxis("bottom"), names)
+        set_category_ticks(item.getAxis("left"), names)
+        item.getAxis("bottom").setStyle(tickTextOffset=2)
+        for t in self._texts:
+            item.removeItem(t)
+        self._texts = []
+        if n_rows * n_cols <= 400:
+            hi = float(np.nanmax(values)) if values.size else 1.0
+            for r in range(n_rows):
+                for c in range(n_cols):
+                    v = values[r, c]
+                    color = QColor("black") if hi > 0 and v > 0.6 * hi else QColor("white")
+                    t = pg.TextItem(fmt.format(v), color=color, anchor=(0.5, 0.5))
+                    t.setFont(self._font)
+                    t.setPos(c, r)
+                    item.addItem(t)
+                    self._texts.append(t)
+        item.setRange(xRange=(-0.5, n_cols - 0.5), yRange=(-0.5, n_rows - 0.5), padding=0)
+        self.set_placeholder("")
+
+
+class Bars(Figure):
+    """Grouped bars over categories (one group per series, e.g. run A and run B)."""
+
+    def __init__(self, name, question, xlabel, ylabel, yunits, parent=None) -> None:
+        super().__init__(name, question, xlabel, None, ylabel, yunits, parent)
+        self._bars: List[pg.BarGraphItem] = []
+
+    def set_series(self, names: Sequence[str], series: Sequence[np.ndarray],
+                   labels: Sequence[str] = ()) -> None:
+        item = self.getPlotItem()
+        colors = series_colors(max(1, len(series)))
+        while len(self._bars) < len(series):
+            b = pg.BarGraphItem(x=[0], height=[0], width=0.1)
+            item.addItem(b)
+            self._bars.append(b)
+        width = 0.8 / max(1, len(series))
+        legend = self.legend() if len(series) > 1 else None
+        if legend is not None:
+            legend.clear()
+        for i, b in enumerate(self._bars):
+            if i < len(series):
+                h = np.nan_to_num(np.asarray(series[i], dtype=float))
+                x = np.arange(len(h)) - 0.4 + width * (i + 0.5)
+                b.setOpts(x=x, height=h, width=width * 0.95, brush=colors[i], pen=pg.mkPen(None))
+                b.setVisible(True)
+                if legend is not None and i < len(labels):
+                    legend.addItem(b, labels[i])
+            else:
+                b.setVisible(False)
+        set_category_ticks(item.getAxis("bottom"), names)
+        item.setXRange(-0.6, len(names) - 0.4, padding=0)
+        self.set_placeholder("" if names else "no data yet")
+
+
+def export_figure(fig: pg.PlotWidget, path) -> Path:
+    """Write ``fig`` to ``path``: ``.svg`` as vector graphics, anything else as a PNG raster."""
+    path = Path(path)
+    if path.suffix.lower() == ".svg":
+        exporter = pg.exporters.SVGExporter(fig.getPlotItem())
+    else:
+        if path.suffix.lower() != ".png":
+            path = path.with_suffix(".png")
+        exporter = pg.exporters.ImageExporter(fig.getPlotItem())
+        exporter.parameters()["width"] = max(800, fig.width() * 2)
+    exporter.export(str(path))
+    return path

@@ -1,0 +1,337 @@
+"""Results panel: metrics of a run (overall and per class), per-class bars, confusion matrix or PR curves,
+and the run history so two runs can be compared side by side.
+
+Every number comes from a :class:`~fvstudio.gui.workspace.RunRecord` (a pipeline ``RunResult`` as
+saved in the session): the overall metrics (``mean_per_class_accuracy``, ``accuracy``, ``top5_accuracy``
+for single-label data, ``map`` for multi-label data), the per-class values (top-1 accuracy or AP), the
+confusion matrix (rows = true class, summed over splits) and, for multi-label data, the PR curve of each
+class from the test scores and targets through :func:`fvstudio.engine.metrics.precision_recall`.
+Run B ("compare with") adds a second column / bar series and the config keys in which the runs differ.
+Tables export as CSV, figures as PNG/SVG (see the main window's Export menu).
+"""
+from __future__ import annotations
+
+import csv
+import io
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QHeaderView, QLabel, QSplitter,
+                               QStackedWidget, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from .plots import Bars, Figure, HeatMap, series_colors
+from .workspace import RunRecord
+
+_METRIC_NAMES = {
+    "mean_per_class_accuracy": "Mean per-class accuracy (%)",
+    "accuracy": "Overall accuracy (%)",
+    "top5_accuracy": "Top-5 accuracy (%)",
+    "map": "mAP (%)",
+}
+
+
+def _is_fraction_metric(name: str) -> bool:
+    return any(s in name for s in ("accuracy", "map", "ap", "precision", "recall"))
+
+
+def _fmt(value: Optional[float], percent: bool) -> str:
+    if value is None or not np.isfinite(value):
+        return "—"
+    return f"{100 * value:.2f}" if percent else f"{value:.4g}"
+
+
+def config_diff(a: Dict, b: Dict) -> List[str]:
+    """Dotted keys whose values differ between two nested config dicts, as 'key: a → b'."""
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in (d or {}).items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+    fa, fb = flat(a), flat(b)
+    return [f"{k}: {fa.get(k)} → {fb.get(k)}" for k in sorted(set(fa) | set(fb))
+            if fa.get(k) != fb.get(k) and not k.startswith("runtime.")]
+
+
+class ResultsPanel(QWidget):
+    selection_changed = Signal()
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setObjectName("panel:results")
+        self.runs: List[RunRecord] = []
+
+        self.run_a = QComboBox()
+        self.run_a.setObjectName("run_a")
+        self.run_a.setToolTip("The run whose results are shown")
+        self.run_b = QComboBox()
+        self.run_b.setObjectName("run_b")
+        self.run_b.setToolTip("A second run to compare with (extra column, bars and config differences)")
+        self.run_a.currentIndexChanged.connect(self._refresh)
+        self.run_b.currentIndexChanged.connect(self._refresh)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Run:"))
+        top.addWidget(self.run_a, 2)
+        top.addWidget(QLabel("compare with:"))
+        top.addWidget(self.run_b, 2)
+        self.diff_label = QLabel("")
+        self.diff_label.setWordWrap(True)
+        self.diff_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        self.metrics = QTableWidget(0, 2)
+        self.metrics.setObjectName("metrics_table")
+        self.per_class = QTableWidget(0, 2)
+        self.per_class.setObjectName("per_class_table")
+        for t in (self.metrics, self.per_class):
+            t.verticalHeader().setVisible(False)
+            t.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+            t.setAlternatingRowColors(True)
+            t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+            t.horizontalHeader().setStretchLastSection(True)
+            t.setSortingEnabled(False)
+
+        self.bars = Bars("per_class", "Which classes are recognised well? Per-class score on the test set",
+                         "class", "score", "%")
+        self.confusion = HeatMap("confusion", "Which classes are confused? Test images per (true, predicted)",
+                                 "predicted class", "true class")
+        self.pr = Figure("pr_curves", "How do precision and recall trade off? PR curve per class",
+                         "recall", "%", "precision", "%")
+        self.pr.getPlotItem().setRange(xRange=(0, 100), yRange=(0, 100))
+        self._pr_curves: List = []
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.confusion)
+        self.stack.addWidget(self.pr)
+
+        tables = QWidget()
+        tl = QVBoxLayout(tables)
+        tl.setContentsMargins(0, 0, 0, 0)
+        tl.addWidget(QLabel("<b>Overall</b>"))
+        tl.addWidget(self.metrics, 2)
+        tl.addWidget(QLabel("<b>Per class</b>"))
+        tl.addWidget(self.per_class, 3)
+
+        figs = QWidget()
+        fl = QGridLayout(figs)
+        fl.setContentsMargins(0, 0, 0, 0)
+        fl.addWidget(self.bars, 0, 0)
+        fl.addWidget(self.stack, 1, 0)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(tables)
+        split.addWidget(figs)
+        split.setStretchFactor(0, 2)
+        split.setStretchFactor(1, 3)
+        split.setSizes([430, 700])
+
+        self.empty = QLabel("No results yet: press <b>Run all</b> (F5) in the Pipeline panel.")
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(self.diff_label)
+        layout.addWidget(split, 1)
+        layout.addWidget(self.empty)
+
+    # ---------------------------------------------------------------- history
+    def set_runs(self, runs: Sequence[RunRecord], current: Optional[str] = None,
+                 compare: Optional[str] = None) -> None:
+        self.runs = list(runs)
+        for combo, sel, none in ((self.run_a, current, False), (self.run_b, compare, True)):
+            combo.blockSignals(True)
+            combo.clear()
+            if none:
+                combo.addItem("(none)", None)
+            for r in reversed(self.runs):
+                combo.addItem(self._run_title(r), r.id)
+            i = combo.findData(sel) if sel is not None else (0 if not none else 0)
+            combo.setCurrentIndex(max(0, i))
+            combo.blockSignals(False)
+        self._refresh()
+
+    def add_run(self, record: RunRecord) -> None:
+        prev = self.current_id()
+        self.set_runs(self.runs + [record], current=record.id,
+                      compare=self.compare_id() or (prev if prev != record.id else None))
+
+    @staticmethod
+    def _run_title(r: RunRecord) -> str:
+        m = r.metrics
+        head = m.get("mean_per_class_accuracy", m.get("map"))
+        score = f" — {100 * head:.1f}%" if head is not None else ""
+        return f"{r.label}{score}"
+
+    def current_id(self) -> Optional[str]:
+        return self.run_a.currentData()
+
+    def compare_id(self) -> Optional[str]:
+        return self.run_b.currentData()
+
+    def record(self, rid: Optional[str]) -> Optional[RunRecord]:
+        for r in self.runs:
+            if r.id == rid:
+                return r
+        return None
+
+    # ---------------------------------------------------------------- drawing
+    def _refresh(self, *_) -> None:
+        a = self.record(self.current_id())
+        b = self.record(self.compare_id())
+        if b is not None and a is not None and b.id == a.id:
+            b = None
+        self.empty.setVisible(a is None)
+        self._fill_metrics(a, b)
+        self._fill_per_class(a, b)
+        if a is not None and b is not None:
+            diff = config_diff(a.config, b.config)
+            self.diff_label.setText("<b>Config differences (A → B):</b> " + ("; ".join(diff) if diff else
+                                                                             "none (same config)"))
+        else:
+            self.diff_label.setText("")
+        self._draw(a, b)
+        self.selection_changed.emit()
+
+    def _fill_metrics(self, a: Optional[RunRecord], b: Optional[RunRecord]) -> None:
+        cols = ["Metric", "A"] + (["B", "B − A"] if b else [])
+        t = self.metrics
+        t.clear()
+        t.setColumnCount(len(cols))
+        t.setHorizontalHeaderLabels(cols)
+        if a is None:
+            t.setRowCount(0)
+            return
+        names = list(a.metrics) + [k for k in (b.metrics if b else {}) if k not in a.metrics]
+        std = a.summary.get("metrics_std") or {}
+        rows = []
+        for n in names:
+            pct = _is_fraction_metric(n)
+            va, vb = a.metrics.get(n), (b.metrics.get(n) if b else None)
+            label = _METRIC_NAMES.get(n, n.replace("_", " ") + (" (%)" if pct else ""))
+            ta = _fmt(va, pct)
+            if std.get(n):
+                ta += f" ± {_fmt(std[n], pct)}"
+            row = [label, ta]
+            if b:
+                d = None if va is None or vb is None else vb - va
+                row += [_fmt(vb, pct), ("+" if d is not None and d > 0 else "") + _fmt(d, pct)]
+            rows.append(row)
+        times_a, times_b = a.timings, (b.timings if b else {})
+        for s in list(times_a) + [k for k in times_b if k not in times_a]:
+            row = [f"time: {s} (s)", _fmt(times_a.get(s), False)]
+            if b:
+                row += [_fmt(times_b.get(s), False), ""]
+            rows.append(row)
+        self._set_rows(t, rows)
+
+    def _fill_per_class(self, a: Optional[RunRecord], b: Optional[RunRecord]) -> None:
+        t = self.per_class
+        t.clear()
+        if a is None:
+            t.setRowCount(0)
+            return
+        metric, va = self._per_class_values(a)
+        _, vb = self._per_class_values(b) if b else (None, None)
+        cols = ["Class", f"{metric} A (%)"] + ([f"{metric} B (%)", "B − A"] if b is not None else [])
+        t.setColumnCount(len(cols))
+        t.setHorizontalHeaderLabels(cols)
+        rows = []
+        for i, name in enumerate(a.class_names):
+            x = va[i] if va is not None and i < len(va) else None
+            row = [name, _fmt(x, True)]
+            if b is not None:
+                y = vb[i] if vb is not None and i < len(vb) else None
+                d = None if x is None or y is None else y - x
+                row += [_fmt(y, True), ("+" if d is not None and d > 0 else "") + _fmt(d, True)]
+            rows.append(row)
+        self._set_rows(t, rows)
+
+    @staticmethod
+    def _per_class_values(r: Optional[RunRecord]):
+        if r is None:
+            return "", None
+        pc = r.per_class
+        if not pc:
+            return "score", None
+        preferred = r.summary.get("per_class_metric")
+        name = preferred if preferred in pc else next(iter(pc))
+        label = {"ap": "AP", "accuracy": "accuracy"}.get(name, name)
+        return label, pc[name]
+
+    @staticmethod
+    def _set_rows(t: QTableWidget, rows: List[List[str]]) -> None:
+        t.setRowCount(len(rows))
+        for r, row in enumerate(rows):
+            for c, text in enumerate(row):
+                item = QTableWidgetItem(text)
+                if c:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                t.setItem(r, c, item)
+
+    def _draw(self, a: Optional[RunRecord], b: Optional[RunRecord]) -> None:
+        if a is None:
+            self.bars.set_series([], [])
+            self.bars.set_placeholder("no results yet")
+            return
+        metric, va = self._per_class_values(a)
+        series = [100 * np.asarray(va)] if va is not None else []
+        labels = [f"A: {a.label}"]
+        if b is not None:
+            _, vb = self._per_class_values(b)
+            if vb is not None and len(vb) == len(a.class_names):
+                series.append(100 * np.asarray(vb))
+                labels.append(f"B: {b.label}")
+        self.bars.set_series(a.class_names, series, labels)
+        self.bars.getPlotItem().setLabel("left", f"per-class {metric}", units="%")
+        self.bars.getPlotItem().setYRange(0, 100, padding=0.02)
+        if a.multilabel or a.confusion is None:
+            self.stack.setCurrentWidget(self.pr)
+            self._draw_pr(a)
+        else:
+            self.stack.setCurrentWidget(self.confusion)
+            self.confusion.set_matrix(a.confusion, a.class_names)
+
+    def _draw_pr(self, r: RunRecord) -> None:
+        from fvstudio.engine.metrics import precision_recall
+
+        scores, targets = r.scores, r.targets
+        item = self.pr.getPlotItem()
+        if scores is None or targets is None:
+            for c in self._pr_curves:
+                c.setData([], [])
+            self.pr.set_placeholder("this run has no test scores")
+            return
+        n = scores.shape[1]
+        colors = series_colors(n)
+        legend = self.pr.legend()
+        while len(self._pr_curves) < n:
+            self._pr_curves.append(self.pr.curve(colors[len(self._pr_curves)], width=1.5))
+        legend.clear()
+        for c, curve in enumerate(self._pr_curves):
+            if c >= n:
+                curve.setData([], [])
+                continue
+            p, rec, _ = precision_recall(scores[:, c], targets[:, c])
+            curve.setData(100 * np.r_[0.0, rec], 100 * np.r_[p[:1] if len(p) else [1.0], p])
+            curve.setPen(colors[c], width=1.5)
+            legend.addItem(curve, r.class_names[c] if c < len(r.class_names) else str(c))
+        item.setRange(xRange=(0, 100), yRange=(0, 102), padding=0)
+        self.pr.set_placeholder("")
+
+    # ---------------------------------------------------------------- export
+    def figures(self) -> List[Figure]:
+        return [self.bars, self.confusion, self.pr]
+
+    def tables(self) -> Dict[str, QTableWidget]:
+        return {"metrics": self.metrics, "per_class": self.per_class}
+
+
+def table_to_csv(table: QTableWidget) -> str:
+    """The table's header and cells as CSV text."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([table.horizontalHeaderItem(c).text() if table.horizontalHeaderItem(c) else ""
+                for c in range(table.columnCount())])
+    for r in range(table.rowCount()):
+        w.writerow([table.item(r, c).text() if table.item(r, c) else "" for c in range(table.columnCount())])
+    return buf.getvalue()

@@ -1,0 +1,496 @@
+"""Descriptor cache: extract one channel's dense descriptors for a dataset once, keep them on disk.
+
+Descriptor extraction is about two thirds of the paper's whole pipeline cost (Fig. 6), so it is
+done once per (dataset, channel, parameters) and stored in the workspace; every later step (PCA,
+GMM, encoding) reads from the store.
+
+Layout (one store per channel and parameter set)::
+
+    <workspace>/descriptors/<channel>-<key[:16]>/
+        store.json            what this store holds (channel, params, max_pixels, dataset root, key)
+        index.json            consolidated copy of all image entries (a summary, rebuilt if stale)
+        images/<h>.npy        float32 (T, D + 4): row t = [descriptor (D) | x | y | scale | norm]
+        images/<h>.json       the image's entry: id, status "ok"/"failed", reason, T, image_shape,
+                              and the source file's size and mtime_ns when it was extracted
+
+``<h>`` is the first 20 hex digits of SHA-1 of the image id (ids are relative paths, which may hold
+characters a file name cannot). T may be 0 (an image smaller than one patch); positions are patch
+centres (x, y) in the pixels of the loaded (resized) image, ``image_shape`` is its (H, W).
+
+Why one file per image (and not chunks of many images): the image is the unit of work, of
+parallelism and of resumption. Each worker thread writes its own image's files through a
+temporary name + ``os.replace``: the
+``.npy`` first, then the ``.json`` entry, whose presence is what marks the image as done. A cancel
+or a crash therefore loses at most the images being worked on; nothing already written is ever
+rewritten, and no chunk needs a read-modify-write. The per-image ``.npy`` is memory-mapped for
+:meth:`DescriptorStore.sample`, so drawing a PCA/GMM training sample reads only the sampled rows'
+pages, not every image's descriptors. ``index.json`` is rewritten (atomically) at the end of every
+:meth:`DescriptorStore.extract` call, including a cancelled one, so opening a store of 10K images
+reads one file; per-image entries newer than it (after a crash) are picked up by a directory listing.
+
+Keys. ``key`` = SHA-256 of (format version, dataset kind, resolved dataset root, channel, extraction
+parameters, ``max_pixels``). The list of image ids and the files' sizes/mtimes are deliberately NOT in
+the key but checked per image: adding images to a dataset, or editing one of them, re-extracts only
+the new or changed images instead of discarding the whole store. An entry is valid if its id is in
+the dataset and the source file's (size, mtime_ns) still match; :meth:`extract` redoes stale ones.
+
+Failures. A file :func:`fvstudio.data.images.load_image` cannot read (missing, 0-byte, truncated,
+not an image) gets a "failed" entry with the reason, is listed in the report and skipped by
+:meth:`get` (None) and :meth:`sample`; it is retried only if the file changes. An image giving zero
+descriptors is stored (T = 0) and listed in ``report.empty``. Any other exception in a worker is
+reported as a failure for that image but not recorded, so it is retried on the next call.
+
+Parallelism. ``n_jobs`` threads each load, extract and write whole images. This scales because
+the heavy parts release the GIL: OpenCV decoding/resizing, the descriptor kernels (numba,
+``nogil=True``) and file writes (see ``benchmarks`` / the closing note for measured speed-ups).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from fvstudio.data.datasets import Dataset
+from fvstudio.data.images import ImageLoadError, load_image
+from fvstudio.engine.progress import Cancelled, is_cancelled, report
+from fvstudio.engine.serialization import atomic_write_bytes
+from fvstudio.engine.validation import check_positive_int, rng_from_seed
+
+FORMAT_VERSION = 1
+#: Extra columns stored after the descriptor: x, y, scale, norm.
+N_EXTRA = 4
+#: Temporary files older than this (seconds) are leftovers of a crash and deleted on open.
+STALE_TMP_SECONDS = 600
+
+
+@dataclass
+class ExtractionReport:
+    """What one :meth:`DescriptorStore.extract` call did, for the requested images."""
+
+    n_requested: int = 0
+    n_cached: int = 0          # valid entries found (ok or failed) and not recomputed
+    n_extracted: int = 0       # images extracted (or found unreadable) during this call
+    n_descriptors: int = 0     # descriptors over all requested images with an "ok" entry
+    failures: List[Tuple[Path, str]] = field(default_factory=list)   # unreadable files + reason
+    empty: List[Tuple[Path, str]] = field(default_factory=list)      # readable, zero descriptors
+    seconds: float = 0.0
+
+    @property
+    def n_failed(self) -> int:
+        return len(self.failures)
+
+    def summary(self) -> str:
+        rate = self.n_extracted / self.seconds if self.seconds > 0 else 0.0
+        return (f"{self.n_requested} images: {self.n_cached} cached, {self.n_extracted} extracted "
+                f"({rate:.1f} images/s), {self.n_failed} unreadable, {len(self.empty)} without "
+                f"descriptors; {self.n_descriptors} descriptors")
+
+
+def _jsonable(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return value.as_posix()
+    return value
+
+
+def _entry_name(image_id: str) -> str:
+    return hashlib.sha1(image_id.encode("utf-8")).hexdigest()[:20]
+
+
+def _replace_into(path: Path, write) -> None:
+    """Write a file through a temporary name + ``os.replace`` (atomic for readers and for a cancel
+    or a process crash). Not fsynced: per-image files are many and cheap to redo; see
+    ``DescriptorStore._data_intact`` for how a file lost to a power cut is detected."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _stamp(path: Path) -> Optional[List[int]]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [int(st.st_size), int(st.st_mtime_ns)]
+
+
+class DescriptorStore:
+    """On-disk descriptors of one channel for one dataset (see the module docstring).
+
+    ``params`` are the keyword arguments of
+    :func:`fvstudio.engine.descriptors.extract_channel`; a ``"max_pixels"`` entry there (or the
+    ``max_pixels`` argument) sets the image size cap used when loading (default 100K, Sec. 3.1).
+    """
+
+    def __init__(self, workspace, dataset: Dataset, channel: str, params: Optional[Mapping[str, Any]] = None,
+                 *, max_pixels: Optional[int] = None) -> None:
+        from fvstudio.engine.descriptors import CHANNELS
+
+        if not isinstance(dataset, Dataset):
+            raise ValueError(f"dataset must be a fvstudio Dataset, got {type(dataset).__name__}")
+        if channel not in CHANNELS:
+            raise ValueError(f"channel must be one of {list(CHANNELS)}, got {channel!r}")
+        params = dict(params or {})
+        mp = params.pop("max_pixels", None)
+        if max_pixels is None:
+            max_pixels = 100_000 if mp is None else mp
+        if max_pixels is not None and max_pixels != 0:
+            max_pixels = check_positive_int(max_pixels, "max_pixels")
+        self.workspace = Path(workspace)
+        self.dataset = dataset
+        self.channel = channel
+        self.params = {k: _jsonable(v) for k, v in sorted(params.items())}
+        self.max_pixels = max_pixels or None
+        ident = {"format": FORMAT_VERSION, "kind": dataset.kind,
+                 "root": Path(dataset.root).resolve().as_posix(), "channel": channel,
+                 "params": self.params, "max_pixels": self.max_pixels}
+        self._ident = ident
+        self.key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+        self.folder = self.workspace / "descriptors" / f"{channel}-{self.key[:16]}"
+        self._images = self.folder / "images"
+        self._entries: Dict[str, dict] = {}   # id -> entry
+        self._loaded = False
+        self._dim: Optional[int] = None
+
+    # ------------------------------------------------------------------ index
+    def _ensure_open(self) -> None:
+        if self._loaded:
+            return
+        self._images.mkdir(parents=True, exist_ok=True)
+        store_json = self.folder / "store.json"
+        if not store_json.exists():
+            info = dict(self._ident, key=self.key, n_images_at_creation=len(self.dataset),
+                        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            atomic_write_bytes(store_json, json.dumps(info, indent=1, sort_keys=True).encode())
+        entries: Dict[str, dict] = {}
+        index = self.folder / "index.json"
+        if index.exists():
+            try:
+                entries = {e["id"]: e for e in json.loads(index.read_text("utf-8"))["entries"]}
+            except (ValueError, KeyError, TypeError):
+                entries = {}  # a damaged summary is rebuilt from the per-image entries
+        listing = os.listdir(self._images)
+        on_disk = {n[:-5] for n in listing if n.endswith(".json") and not n.startswith(".")}
+        by_name = {_entry_name(i): e for i, e in entries.items()}
+        fresh: Dict[str, dict] = {}
+        for name in on_disk:
+            e = by_name.get(name)
+            if e is None:
+                e = self._read_entry(name)
+            if e is not None and self._data_intact(name, e):
+                fresh[e["id"]] = e
+        now = time.time()
+        for n in listing:  # temporary files of writes interrupted by a crash (old enough not to be
+            if n.startswith(".") and n.endswith(".tmp"):  # another live process's write in progress)
+                try:
+                    if now - os.stat(self._images / n).st_mtime > STALE_TMP_SECONDS:
+                        os.unlink(self._images / n)
+                except OSError:
+                    pass
+        self._entries = fresh
+        self._loaded = True
+
+    def _data_intact(self, name: str, e: dict) -> bool:
+        """An "ok" entry's .npy exists and is long enough for its rows (a file cut short by a power
+        loss -- per-image files are not fsynced -- drops the entry, so the image is redone)."""
+        if e.get("status") != "ok":
+            return True
+        try:
+            size = os.stat(self._images / f"{name}.npy").st_size
+        except OSError:
+            return False
+        return size >= 64 + 4 * int(e["n"]) * (int(e["dim"]) + N_EXTRA)
+
+    def _read_entry(self, name: str) -> Optional[dict]:
+        try:
+            e = json.loads((self._images / f"{name}.json").read_text("utf-8"))
+            if _entry_name(e["id"]) != name or e["status"] not in ("ok", "failed"):
+                return None
+            return e
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _write_index(self) -> None:
+        entries = [self._entries[i] for i in sorted(self._entries)]
+        payload = {"format": FORMAT_VERSION, "key": self.key, "channel": self.channel,
+                   "dim": self._dim, "entries": entries}
+        atomic_write_bytes(self.folder / "index.json", json.dumps(payload, separators=(",", ":")).encode())
+
+    def _entry(self, i: int) -> Optional[dict]:
+        self._ensure_open()
+        return self._entries.get(self.dataset.ids[i])
+
+    def _valid(self, entry: Optional[dict], i: int) -> bool:
+        return entry is not None and entry.get("stamp") == _stamp(self.dataset.paths[i])
+
+    def _indices(self, indices) -> np.ndarray:
+        n = len(self.dataset)
+        if indices is None:
+            return np.arange(n, dtype=np.int64)
+        idx = np.asarray(indices, dtype=np.int64).ravel()
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise ValueError(f"indices must lie in [0, {n}), got values in [{idx.min()}, {idx.max()}]")
+        return idx
+
+    # ------------------------------------------------------------------ extraction
+    def _probe(self) -> int:
+        """Run the extractor once on a small blank image: bad params fail here, not per image."""
+        from fvstudio.engine.descriptors import extract_channel
+
+        dd = extract_channel(self.channel, np.zeros((64, 64, 3), np.float32), **self.params)
+        return int(dd.descriptors.shape[1])
+
+    def _work(self, i: int, stamp) -> dict:
+        from fvstudio.engine.descriptors import extract_channel
+
+        image_id = self.dataset.ids[i]
+        path = self.dataset.paths[i]
+        name = _entry_name(image_id)
+        entry = {"id": image_id, "stamp": stamp}
+        try:
+            rgb = load_image(path, self.max_pixels)
+        except ImageLoadError as exc:
+            entry.update(status="failed", reason=exc.reason, n=0, image_shape=None)
+            text = json.dumps(entry).encode()
+            _replace_into(self._images / f"{name}.json", lambda fh: fh.write(text))
+            try:
+                os.unlink(self._images / f"{name}.npy")
+            except FileNotFoundError:
+                pass
+            return entry
+        dd = extract_channel(self.channel, rgb, **self.params)
+        t, d = dd.descriptors.shape
+        rows = np.empty((t, d + N_EXTRA), np.float32)
+        rows[:, :d] = dd.descriptors
+        rows[:, d:d + 2] = dd.positions
+        rows[:, d + 2] = dd.scales
+        rows[:, d + 3] = dd.norms
+        _replace_into(self._images / f"{name}.npy", lambda fh: np.save(fh, rows, allow_pickle=False))
+        entry.update(status="ok", reason="", n=int(t), dim=int(d),
+                     image_shape=[int(v) for v in dd.image_shape])
+        text = json.dumps(entry).encode()
+        _replace_into(self._images / f"{name}.json", lambda fh: fh.write(text))
+        return entry
+
+    def _empty_reason(self, entry: dict) -> str:
+        h, w = entry["image_shape"]
+        patch = self.params.get("patch", 24)
+        return f"no descriptors: the {h}x{w} image (after loading) is smaller than one {patch}-px patch"
+
+    def extract(self, indices=None, *, n_jobs: int = 2, progress=None, cancel=None) -> ExtractionReport:
+        """Extract (or find in the cache) the descriptors of ``indices`` (default: all images).
+
+        Progress: one update per image (``done`` counts cached images too; values ``id``,
+        ``n_descriptors``, ``status``). Cancel: no new image is started, the images in flight are
+        finished and kept, the index is written, then :class:`Cancelled` is raised; calling
+        ``extract`` again resumes. Unreadable files are reported, not raised.
+        """
+        n_jobs = check_positive_int(n_jobs, "n_jobs")
+        t0 = time.perf_counter()
+        idx = self._indices(indices)
+        self._ensure_open()
+        rep = ExtractionReport(n_requested=int(idx.size))
+        todo: List[Tuple[int, Any]] = []
+        for i in idx.tolist():
+            stamp = _stamp(self.dataset.paths[i])
+            e = self._entries.get(self.dataset.ids[i])
+            if e is not None and e.get("stamp") == stamp:
+                rep.n_cached += 1
+            else:
+                todo.append((i, stamp))
+        total = int(idx.size)
+        done = rep.n_cached
+        report(progress, done, total, f"{done} of {total} images already cached", cached=done)
+        errors: Dict[int, str] = {}
+        if todo:
+            if is_cancelled(cancel):
+                raise Cancelled("descriptor extraction cancelled")
+            self._dim = self._probe()
+            inflight: Dict[Future, int] = {}
+            pos = 0
+            cancelled = False
+            fatal: Optional[BaseException] = None
+            with ThreadPoolExecutor(max_workers=n_jobs, thread_name_prefix="fv-extract") as pool:
+                try:
+                    while pos < len(todo) or inflight:
+                        while (pos < len(todo) and len(inflight) < 2 * n_jobs and not cancelled
+                               and fatal is None):
+                            i, stamp = todo[pos]
+                            inflight[pool.submit(self._work, i, stamp)] = i
+                            pos += 1
+                        if not inflight:
+                            break
+                        finished, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+                        for fut in finished:
+                            i = inflight.pop(fut)
+                            try:
+                                entry = fut.result()
+                            except Exception as exc:  # noqa: BLE001 - one image's error must not stop the rest
+                                errors[i] = f"{type(exc).__name__}: {exc}"
+                                entry = None
+                            except BaseException as exc:  # KeyboardInterrupt etc.: stop, keep what is done
+                                fatal = exc
+                                entry = None
+                            if entry is not None:
+                                self._entries[entry["id"]] = entry
+                            rep.n_extracted += 1
+                            done += 1
+                            report(progress, done, total, self.dataset.ids[i], id=self.dataset.ids[i],
+                                   index=i, status="error" if entry is None else entry["status"],
+                                   n_descriptors=0 if entry is None else entry["n"])
+                        if is_cancelled(cancel):
+                            cancelled = True
+                finally:
+                    if fatal is None and pos < len(todo) and not cancelled:
+                        cancelled = is_cancelled(cancel)
+                    self._write_index()
+            if fatal is not None:
+                raise fatal
+            if cancelled and pos < len(todo):
+                raise Cancelled(f"descriptor extraction cancelled after {done} of {total} images "
+                                f"(finished images are kept; extract again to resume)")
+        elif self._dim is None:
+            self._dim = next((e.get("dim") for e in self._entries.values() if e.get("dim")), None)
+        for i in idx.tolist():
+            e = self._entries.get(self.dataset.ids[i])
+            path = self.dataset.paths[i]
+            if i in errors:
+                rep.failures.append((path, errors[i]))
+            elif e is None:
+                continue
+            elif e["status"] == "failed":
+                rep.failures.append((path, e["reason"]))
+            elif e["n"] == 0:
+                rep.empty.append((path, self._empty_reason(e)))
+            else:
+                rep.n_descriptors += int(e["n"])
+        rep.seconds = time.perf_counter() - t0
+        return rep
+
+    # ------------------------------------------------------------------ reading
+    def is_complete(self, indices=None) -> bool:
+        """True if every image of ``indices`` has a valid entry (extracted or known unreadable)."""
+        idx = self._indices(indices)
+        self._ensure_open()
+        return all(self._valid(self._entries.get(self.dataset.ids[i]), i) for i in idx.tolist())
+
+    def counts(self, indices=None) -> np.ndarray:
+        """Descriptors per image of ``indices``; -1 for images not extracted or unreadable."""
+        idx = self._indices(indices)
+        self._ensure_open()
+        out = np.full(idx.size, -1, dtype=np.int64)
+        for k, i in enumerate(idx.tolist()):
+            e = self._entries.get(self.dataset.ids[i])
+            if e is not None and e["status"] == "ok":
+                out[k] = e["n"]
+        return out
+
+    @property
+    def dim(self) -> Optional[int]:
+        """Descriptor dimension D (None until something was extracted)."""
+        self._ensure_open()
+        if self._dim is None:
+            self._dim = next((e.get("dim") for e in self._entries.values() if e.get("dim")), None)
+        return self._dim
+
+    def _rows(self, i: int, entry: dict, mmap: bool):
+        path = self._images / f"{_entry_name(entry['id'])}.npy"
+        try:
+            rows = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cached descriptors of {self.dataset.ids[i]!r} ({path}) are unreadable: "
+                             f"{exc}; delete the file and extract again") from exc
+        if rows.ndim != 2 or rows.shape[0] != entry["n"] or rows.shape[1] != entry["dim"] + N_EXTRA:
+            raise ValueError(f"cached descriptors {path} have shape {rows.shape}, the index says "
+                             f"({entry['n']}, {entry['dim'] + N_EXTRA}); delete the file and extract again")
+        return rows
+
+    def get(self, i: int):
+        """The cached :class:`~fvstudio.engine.descriptors.DenseDescriptors` of image ``i``, or None
+        if the file was unreadable. ValueError if it has not been extracted."""
+        from fvstudio.engine.descriptors import DenseDescriptors
+
+        i = int(self._indices([i])[0])
+        e = self._entry(i)
+        if e is None:
+            raise ValueError(f"image {i} ({self.dataset.ids[i]!r}) has no cached {self.channel} "
+                             f"descriptors; run extract() first")
+        if e["status"] == "failed":
+            return None
+        rows = self._rows(i, e, mmap=False)
+        d = e["dim"]
+        return DenseDescriptors(descriptors=np.ascontiguousarray(rows[:, :d]),
+                                positions=np.ascontiguousarray(rows[:, d:d + 2]),
+                                scales=np.ascontiguousarray(rows[:, d + 2]),
+                                norms=np.ascontiguousarray(rows[:, d + 3]),
+                                image_shape=tuple(e["image_shape"]))
+
+    def sample(self, n: int, seed=0, indices=None) -> np.ndarray:
+        """``n`` descriptors drawn uniformly without replacement from all cached descriptors of
+        ``indices`` (default: every image; pass the training images to keep test data out of
+        PCA/GMM fitting), as a float32 (n, D) array in storage order (by image, then row).
+
+        If fewer than ``n`` exist, all of them are returned. Only the sampled rows are read (the
+        per-image files are memory-mapped). ValueError if an image of ``indices`` is not extracted.
+        """
+        n = check_positive_int(n, "n")
+        idx = self._indices(indices)
+        self._ensure_open()
+        imgs, counts = [], []
+        missing = []
+        for i in idx.tolist():
+            e = self._entries.get(self.dataset.ids[i])
+            if e is None:
+                missing.append(i)
+            elif e["status"] == "ok" and e["n"] > 0:
+                imgs.append(i)
+                counts.append(e["n"])
+        if missing:
+            raise ValueError(f"{len(missing)} of the requested images have no cached descriptors "
+                             f"(e.g. {self.dataset.ids[missing[0]]!r}); run extract() first")
+        if not imgs:
+            raise ValueError("no cached descriptors among the requested images")
+        counts_arr = np.asarray(counts, dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(counts_arr)])
+        total = int(offsets[-1])
+        if n >= total:
+            picks = np.arange(total, dtype=np.int64)
+        else:
+            picks = np.sort(rng_from_seed(seed).choice(total, size=n, replace=False))
+        owner = np.searchsorted(offsets, picks, side="right") - 1
+        d = self.dim
+        out = np.empty((picks.size, d), np.float32)
+        bounds = np.flatnonzero(np.diff(owner)) + 1
+        starts = np.concatenate([[0], bounds])
+        stops = np.concatenate([bounds, [picks.size]])
+        for a, b in zip(starts.tolist(), stops.tolist()):
+            k = int(owner[a])
+            i = imgs[k]
+            rows = self._rows(i, self._entries[self.dataset.ids[i]], mmap=True)
+            out[a:b] = rows[picks[a:b] - offsets[k], :d]
+        return out
+
+    def __repr__(self) -> str:
+        return (f"DescriptorStore({self.channel!r}, {len(self.dataset)} images of {self.dataset.root}, "
+                f"params={self.params}, max_pixels={self.max_pixels}, folder={self.folder})")

@@ -6,9 +6,11 @@ k-fold cross-validation on the training set when ``classifier.select_lambda`` is
 
 Several channels (Sec. 3.2):
 - ``fusion.mode = "late"``: one classifier per channel; test scores fused as
-  s = w s_1 + (1 - w) s_2 with w chosen on out-of-fold training scores over w in {0, 0.1, ..., 1}
-  (or fixed ``fusion.weight``). The paper found 0.6 SIFT + 0.4 LCS on VOC 2007.
-- ``fusion.mode = "early"``: one classifier on the concatenated (per-channel normalised) FVs.
+  s = w s_1 + (1 - w) s_2 (:class:`fvstudio.engine.fusion.LateFusion`) with w chosen on out-of-fold
+  training scores (:func:`fvstudio.engine.svm.cross_val_decision`) over w in {0, 0.1, ..., 1}, or fixed
+  by ``fusion.weight``. The paper found 0.6 SIFT + 0.4 LCS on VOC 2007.
+- ``fusion.mode = "early"``: one classifier on the concatenated FVs, each channel's block L2-normalised
+  and scaled by sqrt(1/2) (:class:`fvstudio.engine.fusion.ConcatRows`, read lazily, never copied).
 
 Evaluate: single-label data -> mean per-class top-1 accuracy (Caltech/SUN, Sec. 3.3-3.4), overall
 accuracy, top-k accuracy, per-class accuracy, confusion matrix, and the one-vs-rest mAP; multi-label
@@ -25,28 +27,6 @@ from ..engine import metrics as M
 from ..engine.progress import check_cancel
 from .results import RunResult
 
-FUSION_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
-
-
-class ConcatRows:
-    """Row provider over several (n, d_i) matrices: row r = [A_1[r] | A_2[r] | ...] (early fusion)."""
-
-    def __init__(self, mats):
-        self.mats = list(mats)
-        self.n = len(self.mats[0])
-
-    def __len__(self) -> int:
-        return self.n
-
-    @property
-    def dim(self) -> int:
-        return int(sum(m.shape[1] for m in self.mats))
-
-    def rows(self, indices) -> np.ndarray:
-        idx = np.asarray(indices, np.int64)
-        return np.ascontiguousarray(np.hstack([np.asarray(m[idx], np.float32) for m in self.mats]))
-
-
 def _classifier_params(config) -> Dict[str, Any]:
     balance = config.get("classifier.balance")
     return {"loss": config.get("classifier.loss"),
@@ -57,39 +37,10 @@ def _classifier_params(config) -> Dict[str, Any]:
             "seed": config.get("classifier.seed")}
 
 
-def _fusion_metric(scores, y, multilabel, n_classes) -> float:
-    if multilabel:
-        with np.errstate(all="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                return M.mean_average_precision(scores, y, mode="area")
-    return M.mean_per_class_accuracy(y, np.argmax(scores, axis=1), n_classes)
-
-
-def select_fusion_weight(cv_scores: List[np.ndarray], y, multilabel: bool, n_classes: int,
-                         grid=FUSION_GRID) -> float:
-    """Weight w of the first channel maximising the out-of-fold metric of w s_1 + (1 - w) s_2.
-
-    Ties go to the weight closest to 0.5 (equal trust).
-    """
-    best, best_w = -np.inf, 0.5
-    for w in sorted(grid, key=lambda v: abs(v - 0.5)):
-        fused = w * cv_scores[0] + (1.0 - w) * cv_scores[1]
-        m = _fusion_metric(fused, y, multilabel, n_classes)
-        if m > best + 1e-12:
-            best, best_w = m, float(w)
-    return best_w
-
-
 def train_and_score(pipe, encoded: Dict[str, Any], folder, sub, cancel) -> Dict[str, Any]:
     """Train the classifiers of every split and score its test images (see the module docstring)."""
+    from ..engine.fusion import ConcatRows, LateFusion
     from ..engine.svm import ArrayRows, OneVsRestSGD, SubsetRows, cross_val_decision
-    try:
-        from ..engine import fusion as F
-    except ImportError:  # pragma: no cover - fusion module not there
-        F = None
 
     c = pipe.config
     ds = pipe.dataset
@@ -102,7 +53,7 @@ def train_and_score(pipe, encoded: Dict[str, Any], folder, sub, cancel) -> Dict[
     # all channels encode the same dataset indices in the same order
     first = encoded[channels[0]]
     if len(channels) > 1 and c.get("fusion.mode") == "early":
-        groups = {"early": ConcatRows([encoded[ch].fvs for ch in channels])}
+        groups = {"early": ConcatRows([ArrayRows(encoded[ch].fvs, check=False) for ch in channels])}
     else:
         groups = {ch: ArrayRows(encoded[ch].fvs, check=False) for ch in channels}
 
@@ -126,7 +77,8 @@ def train_and_score(pipe, encoded: Dict[str, Any], folder, sub, cancel) -> Dict[
                 # out-of-fold training scores for the fusion weight take ~1/3 of this unit's time
                 model = OneVsRestSGD(**params).fit(SubsetRows(base, tr_rows), y_tr, progress=part,
                                                    cancel=cancel, classes=classes)
-                fixed = {**params, "lam": float(model.lam_)}
+                fixed = {k: v for k, v in params.items() if k not in ("seed", "cv_folds", "lam_grid")}
+                fixed["lam"] = float(model.lam_)
                 cv_scores.append(cross_val_decision(SubsetRows(base, tr_rows), y_tr,
                                                     folds=c.get("classifier.cv_folds"),
                                                     seed=c.get("classifier.seed"), classes=classes,
@@ -141,10 +93,12 @@ def train_and_score(pipe, encoded: Dict[str, Any], folder, sub, cancel) -> Dict[
             paths[name] = rel
         if late:
             if c.get("fusion.select_weight"):
-                w = select_fusion_weight(cv_scores, y_tr, multilabel, n_classes)
+                fusion = LateFusion(step=0.1).fit(cv_scores, y_tr)
             else:
-                w = float(c.get("fusion.weight"))
-            fused = w * ch_scores[channels[0]] + (1.0 - w) * ch_scores[channels[1]]
+                fusion = LateFusion()
+                fusion.weights_ = np.array([c.get("fusion.weight"), 1.0 - c.get("fusion.weight")])
+            w = float(fusion.weights_[0])
+            fused = fusion.fuse([ch_scores[ch] for ch in channels])
             out["fusion_weights"].append(w)
         else:
             fused = next(iter(ch_scores.values()))

@@ -71,6 +71,12 @@ class RunResult:
         """Test targets of the first split, (n_test, C) in {+1, -1, 0 = ignore}."""
         return self.test_targets[0]
 
+    def pr_curve(self, class_index: int, split: int = 0):
+        """(precision, recall, thresholds) of one class on one split's test set, best score first."""
+        from ..engine.metrics import precision_recall
+
+        return precision_recall(self.test_scores[split][:, class_index], self.test_targets[split][:, class_index])
+
     @property
     def predictions(self) -> List[Dict[str, Any]]:
         """One dict per test image and split: split, id, true, predicted, scores (list per class)."""

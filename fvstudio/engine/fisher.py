@@ -44,20 +44,11 @@ Soft-BoV (eq. 34): h_k = A_k / T per region (K values), same normalisations. VLA
 each x_t is hard-assigned to the nearest GMM mean (Euclidean), v_k = sum_{t -> k} (x_t - mu_k)
 (K blocks of D per region, not divided by T), then signed square root + L2 by default.
 
-Posteriors for encoding (``_sparse_statistics`` below) are those of ``posteriors.py`` (same
-GaussianTerms GEMM, same Gaussian-centred statistics) but exponentiate only the log-joints within
-log(theta) of the row maximum: no other entry can survive the threshold, and after renormalisation
-over the survivors the survivors' posteriors do not depend on the discarded mass. Only an entry
-exactly at the survival boundary can differ (relative mass below K theta), and the per-descriptor
-log-likelihood, which encoding does not need, is not computed. With theta = 0 it is the dense
-posterior (entries more than 40 nats below the maximum, exp(-40) ~ 4e-18, are skipped as in
-``posteriors.py``).
+Posteriors and statistics come from the shared E-step (``posteriors.accumulate_statistics``: one
+GEMM for all log-joints, thresholded + renormalised posteriors, sparse accumulation), the same code
+the GMM's EM uses, so the encoder and the model agree on gamma_t(k) by construction.
 
-The kernel accumulates C - A = sum_t gamma_t(k) (z_tk^2 - 1) directly (no cancellation in eq. 18),
-and sums B and C - A in float32 over at most 8192 descriptors before adding them into float64.
-
-Constants: L_p floor 1e-12 (as VLFeat), FIM floor (empirical) 1e-12 x the largest std, blocks of
-1024 descriptors per GEMM (the log-joint block stays in L2 cache).
+Constants: L_p floor 1e-12 (as VLFeat), FIM floor (empirical) 1e-12 x the largest std.
 """
 from __future__ import annotations
 
@@ -65,13 +56,13 @@ import math
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 from numba import njit
 
-from .posteriors import GaussianTerms
-from .progress import Cancelled, CancelLike, ProgressCallback, check_cancel, is_cancelled, report
+from .posteriors import GaussianTerms, accumulate_statistics
+from .progress import CancelLike, ProgressCallback, check_cancel, is_cancelled, report
 from .validation import as_float32_matrix, check_choice
 
 __all__ = [
@@ -81,9 +72,7 @@ __all__ = [
 ]
 
 LP_EPS = 1e-12
-_LOG_NEGLIGIBLE = -40.0
 _BLOCK = 1024
-_FLUSH = 8192
 
 
 class EmptyRegionWarning(RuntimeWarning):
@@ -112,104 +101,6 @@ class Block:
 
 # ----------------------------------------------------------------------------------------------
 # numba kernels
-
-
-@njit(cache=True, nogil=True)
-def _sparse_statistics_block(X, means, inv_sigma, logp, c0, log_cut, threshold, regions, moments,
-                             A, B, C, acc):
-    """Thresholded posteriors of one block and their Gaussian-centred statistics.
-
-    ``logp + c0`` are the log-joints log(w_k u_k(x_t)) (the constant is added here, not in a
-    separate pass); ``acc`` is a float32 scratch of 16 lanes for a vectorisable row maximum.
-    """
-    N, D = X.shape
-    K = logp.shape[1]
-    L = regions.shape[1]
-    idx = np.empty(K, dtype=np.int64)
-    val = np.empty(K, dtype=np.float64)
-    K16 = K - K % 16
-    for t in range(N):
-        if L == 1 and regions[t, 0] < 0:
-            continue
-        row = logp[t]
-        for k in range(K):
-            row[k] += c0[k]
-        # row maximum on 16 independent lanes (LLVM vectorises this, not a scalar max chain)
-        if K16 > 0:
-            for j in range(16):
-                acc[j] = row[j]
-            for k in range(16, K16, 16):
-                for j in range(16):
-                    v = row[k + j]
-                    acc[j] = v if v > acc[j] else acc[j]
-            m = acc[0]
-            for j in range(1, 16):
-                if acc[j] > m:
-                    m = acc[j]
-        else:
-            m = row[0]
-        for k in range(K16, K):
-            if row[k] > m:
-                m = row[k]
-        cut = m + log_cut
-        n = 0
-        for k in range(K):
-            if row[k] > cut:
-                idx[n] = k
-                n += 1
-        s = 0.0
-        for j in range(n):
-            e = math.exp(row[idx[j]] - m)
-            val[j] = e
-            s += e
-        lim = threshold * s
-        keep = 0
-        tot = 0.0
-        for j in range(n):
-            if val[j] >= lim:
-                idx[keep] = idx[j]
-                val[keep] = val[j]
-                tot += val[j]
-                keep += 1
-        if not tot > 0.0:
-            continue
-        inv_tot = 1.0 / tot
-        x = X[t]
-        for j in range(keep):
-            k = idx[j]
-            g = val[j] * inv_tot
-            g32 = np.float32(g)
-            if not moments:
-                for l in range(L):
-                    r = regions[t, l]
-                    if r >= 0:
-                        A[r, k] += g
-                continue
-            mk = means[k]
-            sk = inv_sigma[k]
-            for l in range(L):
-                r = regions[t, l]
-                if r < 0:
-                    continue
-                A[r, k] += g
-                b = B[r, k]
-                c = C[r, k]
-                for d in range(D):
-                    z = (x[d] - mk[d]) * sk[d]
-                    gz = g32 * z
-                    b[d] += gz
-                    c[d] += gz * z - g32
-
-
-@njit(cache=True, nogil=True)
-def _center_square(X, origin, Z):
-    """Z = [x - o, (x - o)^2], the left operand of the log-joint GEMM (``GaussianTerms``)."""
-    N, D = X.shape
-    for t in range(N):
-        for d in range(D):
-            v = X[t, d] - origin[d]
-            Z[t, d] = v
-            Z[t, D + d] = v * v
 
 
 @njit(cache=True, nogil=True)
@@ -531,8 +422,8 @@ class FisherEncoder(_Encoder):
 
     def _raw(self, X, regions):
         moments = ("m" in self.gradients) or ("s" in self.gradients)
-        A, B, C1, counts = _sparse_statistics(X, self._terms, self.posterior_threshold, regions,
-                                             self.n_regions, moments)
+        A, B, C, counts = _statistics(X, self._terms, self.posterior_threshold, regions,
+                                      self.n_regions, moments)
         R, K, D = self.n_regions, self.n_components, self.n_features
         T = np.maximum(counts, 1).astype(np.float64)
         parts = []
@@ -542,7 +433,7 @@ class FisherEncoder(_Encoder):
             elif g == "m":
                 parts.append((B * self._scale_m / T[:, None, None]).reshape(R, K * D))
             else:
-                parts.append((C1 * self._scale_s / T[:, None, None]).reshape(R, K * D))
+                parts.append(((C - A[:, :, None]) * self._scale_s / T[:, None, None]).reshape(R, K * D))
         return np.concatenate(parts, axis=1), counts
 
     def _post(self, Z):
@@ -580,8 +471,8 @@ class SoftBoWEncoder(_Encoder):
         return [("h", 1)]
 
     def _raw(self, X, regions):
-        A, _, _, counts = _sparse_statistics(X, self._terms, self.posterior_threshold, regions,
-                                             self.n_regions, False)
+        A, _, _, counts = _statistics(X, self._terms, self.posterior_threshold, regions,
+                                      self.n_regions, False)
         return A / np.maximum(counts, 1)[:, None], counts
 
 
@@ -615,51 +506,17 @@ class VLADEncoder(_Encoder):
         return V.reshape(R, K * D), counts.sum(1)
 
 
-def _sparse_statistics(X, terms: GaussianTerms, threshold: float, regions, n_regions: int, moments: bool):
-    """A (R, K), B, C1 (R, K, D) float64 and (R,) descriptor counts, where A and B are the statistics
-    of the module docstring and C1 = C - A = sum_t gamma_t(k) (z_tk^2 - 1), accumulated directly so
-    the sigma gradient suffers no cancellation. B and C1 are summed in float32 over at most
-    ``_FLUSH`` descriptors (a vectorised inner loop), then added into float64."""
-    N, D = X.shape
-    K = terms.n_components
-    A = np.zeros((n_regions, K), dtype=np.float64)
-    Dm = D if moments else 0
-    B = np.zeros((n_regions, K, Dm), dtype=np.float64)
-    C1 = np.zeros((n_regions, K, Dm), dtype=np.float64)
+def _statistics(X, terms: GaussianTerms, threshold: float, regions, n_regions: int, moments: bool):
+    """Shared E-step statistics (A, B, C of ``posteriors.py``) and the (R,) descriptor count per region."""
     if regions is None:
-        counts = np.array([N], dtype=np.int64)
-        regions = np.zeros((N, 1), dtype=np.int32)
+        counts = np.array([X.shape[0]], dtype=np.int64)
     else:
         counts = np.zeros(n_regions, dtype=np.int64)
         for g in range(regions.shape[1]):
             counts += np.bincount(regions[:, g], minlength=n_regions)
-    if N == 0:
-        return A, B, C1, counts
-    B32 = np.zeros((n_regions, K, Dm), dtype=np.float32)
-    C32 = np.zeros((n_regions, K, Dm), dtype=np.float32)
-    nb = min(N, _BLOCK)
-    work = np.empty((nb, 2 * D), dtype=np.float32)
-    logp = np.empty((nb, K), dtype=np.float32)
-    acc = np.empty(16, dtype=np.float32)
-    log_cut = math.log(threshold) if threshold > 0.0 else _LOG_NEGLIGIBLE
-    pending = 0
-    for s in range(0, N, _BLOCK):
-        e = min(N, s + _BLOCK)
-        # GaussianTerms.log_joint's GEMM, with the centring fused and the constant c added in the kernel
-        Z = work[: e - s]
-        _center_square(X[s:e], terms.origin32, Z)
-        lp = np.matmul(Z, terms.P, out=logp[: e - s])
-        _sparse_statistics_block(X[s:e], terms.means, terms.inv_sigma, lp, terms.c, log_cut, float(threshold),
-                                 regions[s:e], moments, A, B32, C32, acc)
-        pending += e - s
-        if moments and (pending >= _FLUSH or e == N):
-            B += B32
-            C1 += C32
-            if e < N:
-                B32.fill(0.0)
-                C32.fill(0.0)
-            pending = 0
-    return A, B, C1, counts
+    st = accumulate_statistics(X, terms, threshold=threshold, regions=regions, n_regions=n_regions,
+                               moments=moments)
+    return st.A, st.B, st.C, counts
 
 
 ENCODER_KINDS = {"fisher": FisherEncoder, "soft_bow": SoftBoWEncoder, "vlad": VLADEncoder}

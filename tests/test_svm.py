@@ -1,0 +1,244 @@
+"""One-vs-rest SGD: equivalence with a naive per-class SGD, learning, targets, providers, CV, I/O."""
+import math
+import threading
+
+import numpy as np
+import pytest
+
+from fvstudio.engine import svm
+from fvstudio.engine.progress import CancelToken, Cancelled
+from fvstudio.engine.svm import ArrayRows, OneVsRestSGD, SubsetRows
+
+
+def blobs(n=300, d=20, c=3, sep=3.0, seed=0):
+    rng = np.random.default_rng(seed)
+    means = rng.standard_normal((c, d)) * sep / np.sqrt(d) * 2
+    y = rng.integers(0, c, n)
+    X = (means[y] + rng.standard_normal((n, d)) / np.sqrt(d)).astype(np.float32)
+    return X, y
+
+
+def naive_sgd(X, Y, loss, lam, epochs, averaging, seed, eta0):
+    """Textbook per-class SGD on explicit weight vectors (no scaling trick), same sample order."""
+    n, d = X.shape
+    C = Y.shape[1]
+    t0 = 1 / (lam * eta0)
+    W = np.zeros((C, d))
+    b = np.zeros(C)
+    A = np.zeros((C, d))
+    ab = np.zeros(C)
+    t = np.zeros(C)
+    start = np.full(C, np.inf)
+    rng = np.random.default_rng(seed)
+    for ep in range(epochs):
+        if averaging and ep == (1 if epochs > 1 else 0):
+            start = t.copy()
+        for i in rng.permutation(n):
+            x = X[i].astype(np.float64)
+            for c in range(C):
+                y = Y[i, c]
+                if y == 0:
+                    continue
+                z = y * (W[c] @ x + b[c])
+                dl = {"hinge": -1.0 if z < 1 else 0.0, "log": -1 / (1 + math.exp(z)),
+                      "squared": z - 1}[loss]
+                eta = 1 / (lam * (t[c] + t0))
+                W[c] = (1 - eta * lam) * W[c] - eta * dl * y * x
+                b[c] -= eta * dl * y
+                if t[c] >= start[c]:
+                    mu = 1 / (t[c] - start[c] + 1)
+                    A[c] = (1 - mu) * A[c] + mu * W[c]
+                    ab[c] = (1 - mu) * ab[c] + mu * b[c]
+                t[c] += 1
+    return (A, ab) if averaging else (W, b)
+
+
+@pytest.mark.parametrize("loss", svm.LOSSES)
+@pytest.mark.parametrize("averaging", [False, True])
+def test_matches_naive_per_class_sgd(loss, averaging):
+    X, y = blobs(n=80, d=12, c=3)
+    Y = np.where(y[:, None] == np.arange(3)[None, :], 1, -1)
+    Y[::7, 1] = 0  # some ignored entries
+    lam = 1e-2
+    m = OneVsRestSGD(loss=loss, lam=lam, epochs=3, averaging=averaging, seed=3).fit(X, Y)
+    r = lam ** -0.25
+    dl_typ = {"hinge": 1.0, "log": 1 / (1 + math.exp(-r)), "squared": 1 + r}[loss]
+    eta0 = r / max(1.0, dl_typ)
+    if loss == "squared":
+        eta0 = min(eta0, 1 / (np.max(np.sum(X * X, axis=1)) + 1))
+    assert m.eta0_ == pytest.approx(eta0, rel=1e-5)
+    W, b = naive_sgd(X, Y, loss, lam, 3, averaging, seed=3, eta0=m.eta0_)
+    np.testing.assert_allclose(m.coef_, W, rtol=2e-3, atol=2e-4 * np.abs(W).max())
+    np.testing.assert_allclose(m.intercept_, b, rtol=2e-3, atol=2e-4 * max(1, np.abs(b).max()))
+
+
+def test_renormalisation_keeps_the_same_model():
+    # tiny lambda*eta0 ... large lambda makes the divisor grow past 1e5 many times
+    X, y = blobs(n=60, d=8, c=2)
+    Y = np.where(y[:, None] == np.arange(2)[None, :], 1, -1)
+    m = OneVsRestSGD(lam=0.5, epochs=40, averaging=True, seed=1).fit(X, Y)
+    W, b = naive_sgd(X, Y, "hinge", 0.5, 40, True, seed=1, eta0=m.eta0_)
+    np.testing.assert_allclose(m.coef_, W, rtol=1e-2, atol=1e-3 * np.abs(W).max())
+
+
+@pytest.mark.parametrize("loss", svm.LOSSES)
+def test_learns_separable_classes(loss):
+    X, y = blobs(n=600, d=30, c=4, seed=1)
+    Xt, yt = blobs(n=300, d=30, c=4, seed=1)  # same means (same seed), fresh noise below
+    Xt = Xt + np.random.default_rng(9).standard_normal(Xt.shape).astype(np.float32) * 0.05
+    m = OneVsRestSGD(loss=loss, lam=1e-4, epochs=5, seed=0).fit(X, y)
+    assert (m.predict(Xt) == yt).mean() > 0.9
+    assert m.loss_history_[-1] < m.loss_history_[0]
+    assert m.coef_.shape == (4, 30) and m.coef_.dtype == np.float32
+
+
+def test_labels_map_to_classes_and_topk():
+    X, y = blobs(n=300, d=10, c=3, seed=2)
+    labels = np.array([5, 7, 11])[y]
+    m = OneVsRestSGD(lam=1e-3, epochs=3).fit(X, labels)
+    np.testing.assert_array_equal(m.classes_, [5, 7, 11])
+    s = m.decision_function(X)
+    assert s.shape == (300, 3) and s.dtype == np.float32
+    np.testing.assert_allclose(s, X @ m.coef_.T + m.intercept_, rtol=1e-5, atol=1e-5)
+    top = m.predict_topk(X, 2)
+    np.testing.assert_array_equal(top[:, 0], m.predict(X))
+    np.testing.assert_array_equal(top, m.classes_[np.argsort(-s, axis=1, kind="stable")[:, :2]])
+    assert m.predict_topk(X, 10).shape == (300, 3)
+
+
+def test_rows_with_all_zero_targets_are_never_read():
+    X, y = blobs(n=120, d=10, c=3)
+    Y = np.where(y[:, None] == np.arange(3)[None, :], 1, -1).astype(np.int8)
+    Y[:20] = 0
+    a = OneVsRestSGD(lam=1e-3, epochs=2, seed=0).fit(X, Y)
+    X2 = X.copy()
+    X2[:20] = 1e6  # garbage in ignored rows must not matter
+    b = OneVsRestSGD(lam=1e-3, epochs=2, seed=0).fit(X2, Y)
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    assert a.multilabel_ and a.predict(X).shape == (120, 3)
+
+
+class ListRows:
+    """A provider with no dense array behind it (forces the chunked, gathered path)."""
+
+    def __init__(self, X):
+        self.X = X
+        self.calls = 0
+
+    def __len__(self):
+        return len(self.X)
+
+    @property
+    def dim(self):
+        return self.X.shape[1]
+
+    def rows(self, indices):
+        self.calls += 1
+        return np.ascontiguousarray(self.X[np.asarray(indices)], dtype=np.float32)
+
+
+def test_providers_give_identical_models(tmp_path):
+    X, y = blobs(n=200, d=16, c=3)
+    ref = OneVsRestSGD(lam=1e-3, epochs=2, seed=4).fit(X, y)
+    mm = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=X.shape)
+    mm[:] = X
+    mm.flush()
+    ro = np.load(tmp_path / "x.npy", mmap_mode="r")
+    lr = ListRows(X)
+    for source in (ro, ArrayRows(ro), lr, ArrayRows(X.astype(np.float64))):
+        m = OneVsRestSGD(lam=1e-3, epochs=2, seed=4).fit(source, y)
+        np.testing.assert_allclose(m.coef_, ref.coef_, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(m.decision_function(source), ref.decision_function(X), atol=1e-5)
+    assert lr.calls > 0
+    sub = SubsetRows(ArrayRows(X), np.arange(50, 150))
+    m1 = OneVsRestSGD(lam=1e-3, epochs=2, seed=4).fit(sub, y[50:150])
+    m2 = OneVsRestSGD(lam=1e-3, epochs=2, seed=4).fit(X[50:150], y[50:150])
+    np.testing.assert_allclose(m1.coef_, m2.coef_, rtol=1e-5, atol=1e-6)
+
+
+def test_balance_sample_uses_all_positives_and_some_negatives():
+    X, y = blobs(n=400, d=10, c=4, seed=5)
+    m = OneVsRestSGD(lam=1e-3, epochs=3, balance="sample", neg_ratio=1.0, seed=0).fit(X, y)
+    pos = np.bincount(y, minlength=4)
+    neg = 400 - pos
+    expected = 3 * (pos + pos)  # all positives + on average neg_ratio * n_pos negatives per epoch
+    assert np.all(np.abs(m.n_steps_ - expected) < 4 * np.sqrt(3 * pos) + 5)
+    assert np.all(m.n_steps_ < 3 * (pos + neg))
+    mw = OneVsRestSGD(lam=1e-3, epochs=3, balance="weight").fit(X, y)
+    np.testing.assert_array_equal(mw.n_steps_, [1200] * 4)
+    assert (mw.predict(X) == y).mean() > 0.8
+
+
+def test_select_lambda_and_cv_fit():
+    X, y = blobs(n=240, d=10, c=3, sep=0.5, seed=6)
+    grid = [1e-4, 1e-2, 1.0, 100.0]
+    res = svm.select_lambda(X, y, grid=grid, folds=3, seed=0, epochs=3)
+    assert res.scores.shape == (4, 3)
+    assert res.best_lam in (1e-4, 1e-2)  # lambda = 100 crushes the weights: the bias decides
+    assert res.mean_scores[3] < res.mean_scores.max() - 0.1
+    m = OneVsRestSGD(lam="cv", lam_grid=grid, cv_folds=3, epochs=3).fit(X, y)
+    assert m.lam_ == res.best_lam
+    oof = svm.cross_val_decision(X, y, folds=3, lam=1e-3, epochs=3)
+    assert oof.shape == (240, 3) and (np.argmax(oof, 1) == y).mean() > 0.8
+    folds = svm.make_folds(y, 3, seed=0)
+    for c in range(3):  # stratified: each fold gets a third of every class (+-1)
+        counts = np.bincount(folds[y == c], minlength=3)
+        assert counts.max() - counts.min() <= 1
+
+
+def test_progress_cancel_and_save_load(tmp_path):
+    X, y = blobs(n=200, d=8, c=3)
+    seen = []
+    m = OneVsRestSGD(lam=1e-3, epochs=4).fit(X, y, progress=seen.append)
+    assert [p.values["epoch"] for p in seen] == [1, 2, 3, 4]
+    assert all(np.isfinite(p.values["loss"]) for p in seen)
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        OneVsRestSGD(epochs=2).fit(X, y, cancel=token)
+    path = m.save(tmp_path / "svm.npz")
+    m2 = OneVsRestSGD.load(path)
+    np.testing.assert_array_equal(m2.decision_function(X), m.decision_function(X))
+    np.testing.assert_array_equal(m2.classes_, m.classes_)
+    assert m2.get_params() == m.get_params()
+    with pytest.raises(ValueError, match="GMM|OneVsRestSGD|model"):
+        from fvstudio.engine.serialization import atomic_save_npz
+        atomic_save_npz(tmp_path / "other.npz", {"a": np.zeros(1)}, {"kind": "PCA"})
+        OneVsRestSGD.load(tmp_path / "other.npz")
+
+
+def test_threads_can_train_concurrently():
+    X, y = blobs(n=200, d=8, c=3)
+    out = [None, None]
+
+    def work(k):
+        out[k] = OneVsRestSGD(lam=1e-3, epochs=2, seed=k).fit(X, y).coef_
+
+    th = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    [t.start() for t in th]
+    [t.join() for t in th]
+    ref = OneVsRestSGD(lam=1e-3, epochs=2, seed=1).fit(X, y).coef_
+    np.testing.assert_array_equal(out[1], ref)
+
+
+def test_bad_inputs_name_the_argument():
+    X, y = blobs(n=50, d=5, c=2)
+    with pytest.raises(ValueError, match="loss"):
+        OneVsRestSGD(loss="huber").fit(X, y)
+    with pytest.raises(ValueError, match="lam"):
+        OneVsRestSGD(lam=-1).fit(X, y)
+    with pytest.raises(ValueError, match="y has"):
+        OneVsRestSGD().fit(X, y[:10])
+    with pytest.raises(ValueError, match="NaN"):
+        Xb = X.copy()
+        Xb[3, 2] = np.nan
+        OneVsRestSGD().fit(Xb, y)
+    with pytest.raises(ValueError, match="targets"):
+        OneVsRestSGD().fit(X, np.full((50, 2), 2))
+    with pytest.raises(ValueError, match="2 classes"):
+        OneVsRestSGD().fit(X, np.zeros(50, int))
+    m = OneVsRestSGD(epochs=1).fit(X, y)
+    with pytest.raises(ValueError, match="features"):
+        m.decision_function(X[:, :3])
+    with pytest.raises(ValueError, match="not fitted"):
+        OneVsRestSGD().predict(X)

@@ -429,26 +429,69 @@ def _cell_kernel(b: int) -> np.ndarray:
     return k[k > 0].astype(np.float32)
 
 
-@njit(cache=True, nogil=True)
-def _gather_lcs(moments, b, step, ny, nx, out, norms):
-    """moments (H, W, 6) = local means of R, G, B, R^2, G^2, B^2; out (ny*nx, 96)."""
+@njit(cache=True, nogil=True, fastmath=True)
+def _lcs_level(img, ker, b, step, ny, nx, out, norms):
+    """Cell means/stds of one level: img (H, W, 3); out (ny*nx, 96); norms (ny*nx,).
+
+    For each frame row and each of its 4 cell rows, the box-weighted local sums of (R, G, B) and
+    (R^2, G^2, B^2) are computed at every column (a vertical then a horizontal pass, both over
+    contiguous memory); each cell is then a lookup at its centre column.
+    """
+    H, W, C = img.shape
+    L = ker.shape[0]
+    R = (L - 1) // 2
+    WC = W * C
+    flat = img.reshape(H, WC)
+    pad1 = np.empty((W + 2 * R) * C, dtype=np.float32)  # vertical sums, replicate-padded in x
+    pad2 = np.empty((W + 2 * R) * C, dtype=np.float32)
+    mean = np.empty((N_SPATIAL, WC), dtype=np.float32)  # box means at the 4 cell rows
+    sq = np.empty((N_SPATIAL, WC), dtype=np.float32)
     for j in range(ny):
+        for by in range(N_SPATIAL):
+            yc = j * step + by * b - R
+            for e in range(WC):
+                pad1[R * C + e] = 0.0
+                pad2[R * C + e] = 0.0
+            for d in range(L):  # one array written per loop: LLVM vectorises those
+                src = flat[min(max(yc + d, 0), H - 1)]
+                w = ker[d]
+                for e in range(WC):
+                    pad1[R * C + e] += w * src[e]
+                for e in range(WC):
+                    pad2[R * C + e] += w * src[e] * src[e]
+            for x in range(R):
+                for c in range(C):
+                    pad1[x * C + c] = pad1[R * C + c]
+                    pad2[x * C + c] = pad2[R * C + c]
+                    pad1[(W + R + x) * C + c] = pad1[(W + R - 1) * C + c]
+                    pad2[(W + R + x) * C + c] = pad2[(W + R - 1) * C + c]
+            m1 = mean[by]
+            m2 = sq[by]
+            for e in range(WC):
+                m1[e] = 0.0
+                m2[e] = 0.0
+            for d in range(L):
+                w = ker[d]
+                off = d * C
+                for e in range(WC):
+                    m1[e] += w * pad1[off + e]
+                for e in range(WC):
+                    m2[e] += w * pad2[off + e]
         for i in range(nx):
-            k = j * nx + i
+            f = j * nx + i
             sd_sum = np.float32(0.0)
             for by in range(N_SPATIAL):
-                yc = j * step + by * b
                 for bx in range(N_SPATIAL):
-                    xc = i * step + bx * b
+                    q = (i * step + bx * b) * C
                     base = 6 * (N_SPATIAL * by + bx)
-                    for c in range(3):
-                        mu = moments[yc, xc, c]
-                        var = moments[yc, xc, 3 + c] - mu * mu
+                    for c in range(C):
+                        mu = mean[by, q + c]
+                        var = sq[by, q + c] - mu * mu
                         sd = np.float32(math.sqrt(var)) if var > 0 else np.float32(0.0)
-                        out[k, base + c] = mu
-                        out[k, base + 3 + c] = sd
+                        out[f, base + c] = mu
+                        out[f, base + 3 + c] = sd
                         sd_sum += sd
-            norms[k] = sd_sum / np.float32(3 * N_SPATIAL * N_SPATIAL)
+            norms[f] = sd_sum / np.float32(3 * N_SPATIAL * N_SPATIAL)
 
 
 def local_color_statistics(rgb, *, patch: int = 24, step: int = 4, scales: int = 5,
@@ -474,10 +517,8 @@ def local_color_statistics(rgb, *, patch: int = 24, step: int = 4, scales: int =
     start = 0
     for s, size_hw, ny, nx in levels:
         level = _level_image(img, size_hw)
-        stack = np.concatenate([level, level * level], axis=2)
-        moments = cv2.sepFilter2D(stack, cv2.CV_32F, ker, ker, borderType=cv2.BORDER_REPLICATE)
         stop = start + ny * nx
-        _gather_lcs(np.ascontiguousarray(moments), b, step, ny, nx, desc[start:stop], norms[start:stop])
+        _lcs_level(level, ker, b, step, ny, nx, desc[start:stop], norms[start:stop])
         pos[start:stop], sizes[start:stop] = _level_frames(shape, size_hw, ny, nx, patch, step)
         start = stop
     return DenseDescriptors(desc, pos, sizes, norms, tuple(int(v) for v in shape))

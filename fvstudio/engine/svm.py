@@ -53,7 +53,8 @@ Layouts: ``coef_`` (C, D) float32, ``intercept_`` (C,) float32, ``classes_`` (C,
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -247,7 +248,7 @@ def _axpys(V, rows, coef, n, x):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _sgd_pass(X, rows, Yw, loss_id, lam, t0, eta0, schedule_id, fit_bias, avg_start,
+def _sgd_pass(X, rows, Yw, loss_id, lam, t0, eta0, schedule_id, fit_bias, renorm, avg_start,
               V, U, b, ab, wdiv, adiv, wfrac, t, stats):
     """One SGD pass over ``rows`` of ``X``; every class with Yw[i, c] != 0 takes a step per row.
 
@@ -334,7 +335,7 @@ def _sgd_pass(X, rows, Yw, loss_id, lam, t0, eta0, schedule_id, fit_bias, avg_st
                     wfrac[c] += mu * adiv[c] / wdiv[c]
                     ab[c] += mu * (b[c] - ab[c])
             t[c] = tc + 1.0
-            if wdiv[c] > _RENORM or (averaging and adiv[c] > _RENORM):
+            if wdiv[c] > renorm or (averaging and adiv[c] > renorm):
                 if averaging:  # fold f V into U, then a = U with divisor 1
                     f = np.float32(wfrac[c])
                     inv_a = np.float32(1.0 / adiv[c])
@@ -410,13 +411,15 @@ class OneVsRestSGD:
 
     ``lam`` is a float or ``"cv"`` (chosen by :func:`select_lambda` over ``lam_grid`` with
     ``cv_folds`` folds on the training set). ``epochs`` passes over the data; ``seed`` fixes the
-    sample order and the negative subsampling.
+    sample order and the negative subsampling. ``n_jobs`` threads each train a contiguous block of
+    classes over the same row order (the kernel releases the GIL); the result does not depend on it.
     """
 
     def __init__(self, loss: str = "hinge", lam=1e-5, epochs: int = 10, bias: bool = True,
                  averaging: bool = True, balance: Optional[str] = None, neg_ratio: float = 5.0,
                  learning_rate: str = "optimal", eta0: Optional[float] = None,
-                 lam_grid: Sequence[float] = DEFAULT_LAMBDA_GRID, cv_folds: int = 3, seed=0):
+                 lam_grid: Sequence[float] = DEFAULT_LAMBDA_GRID, cv_folds: int = 3, n_jobs: int = 1,
+                 seed=0):
         self.loss = loss
         self.lam = lam
         self.epochs = epochs
@@ -428,6 +431,7 @@ class OneVsRestSGD:
         self.eta0 = eta0
         self.lam_grid = lam_grid
         self.cv_folds = cv_folds
+        self.n_jobs = n_jobs
         self.seed = seed
 
     # -- parameters --------------------------------------------------------------------------------
@@ -436,6 +440,7 @@ class OneVsRestSGD:
                 "averaging": self.averaging, "balance": self.balance, "neg_ratio": self.neg_ratio,
                 "learning_rate": self.learning_rate, "eta0": self.eta0,
                 "lam_grid": [float(v) for v in self.lam_grid], "cv_folds": self.cv_folds,
+                "n_jobs": self.n_jobs,
                 "seed": self.seed if isinstance(self.seed, (int, np.integer, type(None))) else None}
 
     def _check_params(self):
@@ -445,6 +450,7 @@ class OneVsRestSGD:
             raise ValueError(f"balance must be None, 'sample' or 'weight', got {self.balance!r}")
         check_positive_int(self.epochs, "epochs")
         check_positive_int(self.cv_folds, "cv_folds", minimum=2)
+        check_positive_int(self.n_jobs, "n_jobs")
         if not (isinstance(self.neg_ratio, (int, float)) and self.neg_ratio > 0):
             raise ValueError(f"neg_ratio must be a number > 0, got {self.neg_ratio!r}")
         if not (isinstance(self.lam, str) and self.lam == "cv"):
@@ -516,44 +522,61 @@ class OneVsRestSGD:
         avg_epoch = 1 if self.epochs > 1 else 0
 
         dense = _dense_source(provider)
+        consts = (_LOSS_ID[self.loss], lam, t0, eta0, _SCHEDULE_ID[self.learning_rate], bool(self.bias),
+                  float(_RENORM))
+        n_threads = min(self.n_jobs, C)
+        groups = [slice(int(g[0]), int(g[-1]) + 1) for g in np.array_split(np.arange(C), n_threads)]
+        pool = ThreadPoolExecutor(n_threads) if n_threads > 1 else None
         chunk = max(1, _CHUNK_BYTES // (4 * dim))
         Ypos = (Y > 0)
         Yneg = (Y < 0)
         history = []
-        for epoch in range(self.epochs):
-            if self.averaging and epoch == avg_epoch:
-                avg_start = t.copy()
-            stats = np.zeros((C, 2))
-            order = rng.permutation(n)
-            for s in range(0, n, chunk):
-                check_cancel(cancel, "SVM training")
-                idx = order[s:s + chunk]
-                use = Ypos[idx] | Yneg[idx]
-                if self.balance == "sample":
-                    use = Ypos[idx] | (Yneg[idx] & (rng.random((idx.size, C)) < keep_neg))
-                Yw = np.where(Ypos[idx], wpos, -wneg) * use
-                needed = use.any(axis=1)
-                if not needed.all():
-                    idx, Yw = idx[needed], Yw[needed]
-                if idx.size == 0:
-                    continue
-                Yw = np.ascontiguousarray(Yw, dtype=np.float64)
-                if dense is not None:
-                    arr, imap = dense
-                    rows = idx if imap is None else imap[idx]
-                    Xc = arr
-                else:
-                    srt = np.argsort(idx, kind="stable")  # read in storage order, step in random order
-                    Xc = provider.rows(idx[srt])
-                    rows = np.empty(idx.size, np.int64)
-                    rows[srt] = np.arange(idx.size)
-                _sgd_pass(Xc, rows.astype(np.int64), Yw, _LOSS_ID[self.loss], lam, t0, eta0,
-                          _SCHEDULE_ID[self.learning_rate], bool(self.bias), avg_start,
-                          V, U, b, ab, wdiv, adiv, wfrac, t, stats)
-            epoch_loss = stats[:, 0] / np.maximum(stats[:, 1], 1e-300)
-            history.append(float(np.mean(epoch_loss)))
-            report(progress, epoch + 1, self.epochs, f"epoch {epoch + 1}/{self.epochs}",
-                   epoch=epoch + 1, loss=history[-1])
+        try:
+            for epoch in range(self.epochs):
+                if self.averaging and epoch == avg_epoch:
+                    avg_start[:] = t
+                stats = np.zeros((C, 2))
+                order = rng.permutation(n)
+                for s in range(0, n, chunk):
+                    check_cancel(cancel, "SVM training")
+                    idx = order[s:s + chunk]
+                    use = Ypos[idx] | Yneg[idx]
+                    if self.balance == "sample":
+                        use = Ypos[idx] | (Yneg[idx] & (rng.random((idx.size, C)) < keep_neg))
+                    Yw = np.where(Ypos[idx], wpos, -wneg) * use
+                    needed = use.any(axis=1)
+                    if not needed.all():
+                        idx, Yw = idx[needed], Yw[needed]
+                    if idx.size == 0:
+                        continue
+                    Yw = np.ascontiguousarray(Yw, dtype=np.float64)
+                    if dense is not None:
+                        arr, imap = dense
+                        rows = idx if imap is None else imap[idx]
+                        Xc = arr
+                    else:
+                        # read in storage order, step in the random order
+                        srt = np.argsort(idx, kind="stable")
+                        Xc = provider.rows(idx[srt])
+                        rows = np.empty(idx.size, np.int64)
+                        rows[srt] = np.arange(idx.size)
+                    rows = rows.astype(np.int64)
+                    if pool is None:
+                        _sgd_pass(Xc, rows, Yw, *consts, avg_start, V, U, b, ab, wdiv, adiv, wfrac, t,
+                                  stats)
+                    else:
+                        jobs = [pool.submit(_sgd_pass, Xc, rows, np.ascontiguousarray(Yw[:, g]), *consts,
+                                            avg_start[g], V[g], U[g], b[g], ab[g], wdiv[g], adiv[g],
+                                            wfrac[g], t[g], stats[g]) for g in groups]
+                        for job in jobs:
+                            job.result()
+                epoch_loss = stats[:, 0] / np.maximum(stats[:, 1], 1e-300)
+                history.append(float(np.mean(epoch_loss)))
+                report(progress, epoch + 1, self.epochs, f"epoch {epoch + 1}/{self.epochs}",
+                       epoch=epoch + 1, loss=history[-1])
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
 
         averaged = self.averaging and np.isfinite(avg_start).all()
         if averaged:

@@ -206,3 +206,25 @@ def test_keys_params_and_sampling(tmp_path):
     assert len({r.tobytes() for r in only_b}) == 200                # without replacement
     with pytest.raises(ValueError, match="no cached descriptors"):
         DescriptorStore(tmp_path / "ws2", ds, "sift", {}).sample(10)
+
+
+def test_float16_storage_halves_disk_and_returns_float32(tmp_path):
+    root = tmp_path / "data"
+    for i in range(2):
+        _texture(root / "a" / f"{i}.png", 80, 100, seed=i)
+    ds = open_dataset(root)
+    s32 = DescriptorStore(tmp_path / "ws", ds, "sift", {"step": 5})
+    s16 = DescriptorStore(tmp_path / "ws", ds, "sift", {"step": 5}, descriptor_dtype="float16")
+    assert s16.key != s32.key
+    s32.extract()
+    s16.extract()
+    for i in range(2):
+        a, b = s32.get(i), s16.get(i)
+        assert b.descriptors.dtype == np.float32
+        assert np.allclose(a.descriptors, b.descriptors, rtol=1e-3, atol=1e-4)
+        assert np.array_equal(a.positions, b.positions) and np.array_equal(a.norms, b.norms)
+    size = {s: sum(p.stat().st_size for p in (s.folder / "images").glob("*.npy")) for s in (s32, s16)}
+    assert size[s16] < 0.6 * size[s32]
+    assert s16.sample(50, seed=0).dtype == np.float32
+    with pytest.raises(ValueError, match="descriptor_dtype"):
+        DescriptorStore(tmp_path / "ws", ds, "sift", {}, descriptor_dtype="int8")

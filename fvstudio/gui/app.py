@@ -119,6 +119,7 @@ def run_gui(workspace=None, screenshot=None, panel: Optional[str] = None) -> int
     if panel:
         window.show_panel(panel)
     if screenshot:
+        window.persist = False
         window.resize(1400, 880)
         window.show()
         wait_until_drawn(app, window)

@@ -193,7 +193,13 @@ class ThumbnailModel(QAbstractListModel):
         if image is None or image.isNull():
             self._failed.add(path)
             return
-        self._cache[path] = QPixmap.fromImage(image)
+        # Every icon is THUMB x THUMB (image centred) so every cell leaves the same room for its text.
+        pm = QPixmap(THUMB, THUMB)
+        pm.fill(Qt.GlobalColor.transparent)
+        painter = QPainter(pm)
+        painter.drawImage((THUMB - image.width()) // 2, (THUMB - image.height()) // 2, image)
+        painter.end()
+        self._cache[path] = pm
         while len(self._cache) > _CACHE_MAX:
             self._cache.popitem(last=False)
         if self._ds is None:
@@ -231,11 +237,21 @@ class ImageView(QGraphicsView):
         self.fit()
 
     def set_patches(self, positions: Optional[np.ndarray], size: float) -> None:
+        """Draw the patch centres of one scale as dots, and the patch squares of a non-overlapping
+        subset (every k-th grid column/row, k = patch size / grid step) so their size stays readable."""
         path = QPainterPath()
         if positions is not None and len(positions):
+            pos = np.asarray(positions, dtype=float)
+            for x, y in pos:
+                path.addRect(QRectF(x - 0.5, y - 0.5, 1.0, 1.0))
+            xs, ys = np.unique(pos[:, 0]), np.unique(pos[:, 1])
+            step = float(np.min(np.diff(xs))) if len(xs) > 1 else size
+            k = max(1, int(round(size / max(step, 1e-6))))
+            keep_x, keep_y = set(xs[::k].tolist()), set(ys[::k].tolist())
             h = size / 2.0
-            for x, y in np.asarray(positions, dtype=float):
-                path.addRect(QRectF(x - h, y - h, size, size))
+            for x, y in pos:
+                if x in keep_x and y in keep_y:
+                    path.addRect(QRectF(x - h, y - h, size, size))
         pen = QPen(self.palette().color(QPalette.ColorRole.Highlight), 0)
         pen.setCosmetic(True)
         self._grid.setPen(pen)
@@ -312,8 +328,8 @@ class DatasetPanel(QWidget):
         self.grid.setObjectName("thumbnails")
         self.grid.setViewMode(QListView.ViewMode.IconMode)
         self.grid.setIconSize(QSize(THUMB, THUMB))
-        self.grid.setGridSize(QSize(THUMB + 34, THUMB + 44))
-        self.grid.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.grid.setGridSize(QSize(THUMB + 44, THUMB + 44))
+        self.grid.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.grid.setResizeMode(QListView.ResizeMode.Adjust)
         self.grid.setMovement(QListView.Movement.Static)
         self.grid.setUniformItemSizes(True)

@@ -94,6 +94,7 @@ class MainWindow(QMainWindow):
         self.error_box: Optional[QMessageBox] = None
         self._job_step: Optional[str] = None
         self._clock = ProgressClock()
+        self.persist = True  # False: closing writes neither QSettings nor the session (screenshots)
         self.setWindowTitle("fvstudio")
         self.setWindowIcon(app_icon())
         self.setAcceptDrops(True)
@@ -600,12 +601,13 @@ class MainWindow(QMainWindow):
         if self.runner.is_busy():
             self.runner.cancel()
             self.runner.wait(10.0)
-        self.settings.setValue("geometry", self.saveGeometry())
-        self.settings.setValue("window_state", self.saveState())
-        self.settings.setValue("panel", self.current_panel())
-        try:
-            self.save_session(quiet=True)
-        except Exception as exc:  # noqa: BLE001 - closing must not fail
-            log.warning("session not saved: %s", exc)
+        if self.persist:
+            self.settings.setValue("geometry", self.saveGeometry())
+            self.settings.setValue("window_state", self.saveState())
+            self.settings.setValue("panel", self.current_panel())
+            try:
+                self.save_session(quiet=True)
+            except Exception as exc:  # noqa: BLE001 - closing must not fail
+                log.warning("session not saved: %s", exc)
         logging.getLogger("fvstudio").removeHandler(self._log_handler)
         super().closeEvent(event)

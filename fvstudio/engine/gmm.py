@@ -1,0 +1,465 @@
+"""Diagonal-covariance Gaussian mixture learned by EM: the generative model of the Fisher Vector.
+
+The model (eqs. 8-10, 79): u(x) = sum_k w_k u_k(x), u_k = N(mu_k, diag(sigma_k^2)), sum_k w_k = 1.
+EM follows Appendix B's good practices:
+
+- E-step in the log domain with posterior thresholding and renormalisation (``posteriors.py``:
+  gamma_t(k) < theta -> 0, theta = ``posterior_threshold``), which yields per Gaussian the
+  Gaussian-centred statistics A_k = sum_t gamma_t(k), B_k = sum_t gamma_t(k) (x_t - mu_k) / sigma_k,
+  C_k = sum_t gamma_t(k) (x_t - mu_k)^2 / sigma_k^2.
+- M-step from those statistics, with no raw second moment (so no cancellation):
+
+      w_k = A_k / N,   mu_k <- mu_k + sigma_k B_k / A_k,   sigma_k^2 <- sigma_k^2 (C_k / A_k - (B_k / A_k)^2)
+
+- variance flooring relative to the global variance: sigma_kd^2 >= alpha * var_d(X), alpha = ``var_floor``
+  (0.01, HTK's value); an absolute floor of 1e-6 x the mean global variance (1e-6 if X is constant)
+  keeps a constant dimension finite;
+- a component whose weight falls below 0.01 / K (empty, collapsed) is re-seeded by splitting the
+  heaviest component: both halves get half its weight and means mu_h -/+ 0.2 sigma_h. Nothing can
+  become NaN or infinite;
+- initialisation ``"kmeans++"`` (greedy k-means++ seeding and up to 30 Lloyd iterations on a subsample of at most
+  max(10,000, 40 K) descriptors; per-cluster variances and weights), ``"split"`` (Appendix B's
+  incremental training: 1 Gaussian in closed form, then every Gaussian split as above, 1 -> 2 -> 4 ...;
+  when K is not a power of two the last level splits only the heaviest K - K' components; 5 EM
+  iterations per intermediate level) or ``"random"`` (K distinct random descriptors as means, the
+  global variance, uniform weights);
+- ``n_init`` restarts, keeping the one with the best final mean log-likelihood.
+
+Convergence: stop when the mean log-likelihood per descriptor changes by less than ``tol``
+(absolute, in nats) between iterations. ``log_likelihood_[i]`` is the mean log-likelihood of the
+parameters at the start of iteration i (the value the E-step of iteration i computes).
+
+Progress: one :func:`~fvstudio.engine.progress.report` per EM iteration with values
+``log_likelihood``, ``stage`` ("init" during split/k-means initialisation, "em" after), ``restart``,
+``iteration`` and ``n_components``; the cancel token is checked between iterations and raises
+:class:`~fvstudio.engine.progress.Cancelled` (the model is left unfitted). Saved as ``.npz`` (arrays
+``weights``, ``means``, ``variances``, ``log_likelihood``) + JSON metadata of kind ``"diagonal_gmm"``.
+Learned arrays are float32; EM itself runs its parameter updates in float64.
+"""
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from .posteriors import GaussianTerms, Statistics, accumulate_statistics, posteriors
+from .progress import CancelLike, ProgressCallback, check_cancel, report
+from .serialization import atomic_save_npz, load_npz
+from .validation import as_float32_matrix, check_choice, check_positive_int, rng_from_seed
+
+KIND = "diagonal_gmm"
+INITS = ("kmeans++", "split", "random")
+#: a component with weight below this / K is empty and gets re-seeded
+_EMPTY_WEIGHT = 0.01
+#: mean perturbation (in standard deviations) when splitting a Gaussian
+_SPLIT_STEP = 0.2
+_SPLIT_EM_ITERS = 5
+_KMEANS_ITERS = 30
+_ABS_VAR_FLOOR = 1e-6
+
+
+class DiagonalGMM:
+    """Diagonal GMM fitted by EM (see the module docstring for the equations and practices).
+
+    ``n_jobs`` > 1 splits each E-step over that many threads (BLAS pinned to one thread meanwhile).
+    """
+
+    def __init__(self, n_components: int, *, max_iter: int = 100, tol: float = 1e-4,
+                 init: str = "kmeans++", var_floor: float = 0.01, posterior_threshold: float = 1e-4,
+                 n_init: int = 1, seed=0, n_jobs: int = 1):
+        self.n_components = n_components
+        self.max_iter = max_iter
+        self.tol = tol
+        self.init = init
+        self.var_floor = var_floor
+        self.posterior_threshold = posterior_threshold
+        self.n_init = n_init
+        self.seed = seed
+        self.n_jobs = n_jobs
+        self._terms: Optional[GaussianTerms] = None
+
+    # ------------------------------------------------------------------------------------------
+    # parameters
+
+    def get_params(self) -> dict:
+        return {"n_components": self.n_components, "max_iter": self.max_iter, "tol": self.tol,
+                "init": self.init, "var_floor": self.var_floor,
+                "posterior_threshold": self.posterior_threshold, "n_init": self.n_init,
+                "seed": self.seed if self.seed is None or isinstance(self.seed, (int, np.integer)) else None,
+                "n_jobs": self.n_jobs}
+
+    def _check_params(self) -> None:
+        check_positive_int(self.n_components, "n_components")
+        check_positive_int(self.max_iter, "max_iter", minimum=0)
+        check_positive_int(self.n_init, "n_init")
+        check_positive_int(self.n_jobs, "n_jobs")
+        check_choice(self.init, "init", INITS)
+        if not (isinstance(self.tol, (int, float)) and self.tol >= 0 and math.isfinite(self.tol)):
+            raise ValueError(f"tol must be a finite number >= 0, got {self.tol!r}")
+        if not (0.0 <= float(self.var_floor) < 1.0):
+            raise ValueError(f"var_floor must be in [0, 1), got {self.var_floor!r}")
+        if not (0.0 <= float(self.posterior_threshold) < 1.0):
+            raise ValueError(f"posterior_threshold must be in [0, 1), got {self.posterior_threshold!r}")
+
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "means_")
+
+    def _require_fitted(self) -> None:
+        if not self.is_fitted:
+            raise ValueError("this DiagonalGMM is not fitted yet: call fit() or from_params() first")
+
+    @property
+    def terms(self) -> GaussianTerms:
+        """The E-step quantities of the fitted parameters (computed once, cached)."""
+        self._require_fitted()
+        if self._terms is None:
+            self._terms = GaussianTerms(self.weights_, self.means_, self.variances_)
+        return self._terms
+
+    def _set_params(self, w, mu, var) -> None:
+        self.weights_ = np.asarray(w, dtype=np.float32)
+        self.means_ = np.ascontiguousarray(mu, dtype=np.float32)
+        self.variances_ = np.ascontiguousarray(var, dtype=np.float32)
+        self._terms = None
+
+    @classmethod
+    def from_params(cls, weights, means, variances, **params) -> "DiagonalGMM":
+        """A fitted model from arrays: weights (K,) >= 0 summing to 1, means and variances (K, D)."""
+        mu = as_float32_matrix(means, "means", min_rows=1)
+        K, D = mu.shape
+        var = as_float32_matrix(variances, "variances", n_features=D)
+        if var.shape[0] != K:
+            raise ValueError(f"variances has {var.shape[0]} rows, means has {K}")
+        if (var <= 0).any():
+            raise ValueError("variances must all be > 0")
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != (K,) or not np.isfinite(w).all():
+            raise ValueError(f"weights must be a finite ({K},) array, got shape {w.shape}")
+        if (w < 0).any() or abs(w.sum() - 1.0) > 1e-3:
+            raise ValueError(f"weights must be >= 0 and sum to 1 (sum is {w.sum():.6g})")
+        gmm = cls(K, **params)
+        gmm._set_params(w / w.sum(), mu, var)
+        gmm.log_likelihood_ = []
+        gmm.n_iter_ = 0
+        gmm.converged_ = False
+        gmm.n_reseeded_ = 0
+        return gmm
+
+    # ------------------------------------------------------------------------------------------
+    # fitting
+
+    def fit(self, X, progress: Optional[ProgressCallback] = None, cancel: CancelLike = None) -> "DiagonalGMM":
+        """Learn the mixture from X (N, D) float32 (other real dtypes are converted)."""
+        self._check_params()
+        X = as_float32_matrix(X, "X", min_rows=1)
+        N, D = X.shape
+        K = int(self.n_components)
+        if K > N:
+            raise ValueError(f"n_components={K} exceeds the number of samples in X ({N})")
+        Xd = X.astype(np.float64)
+        global_var = Xd.var(axis=0)
+        scale = float(global_var.mean())
+        abs_floor = _ABS_VAR_FLOOR * (scale if scale > 0 else 1.0)
+        floor = np.maximum(float(self.var_floor) * global_var, abs_floor)
+        self.global_variance_ = global_var.astype(np.float32)
+        self.variance_floor_ = floor.astype(np.float32)
+        fit_state = _Fit(self, X, Xd, floor, progress, cancel)
+
+        base = rng_from_seed(self.seed)
+        rngs = base.spawn(self.n_init)
+        best, best_ll = None, -np.inf
+        restart_ll = []
+        for r, rng in enumerate(rngs):
+            result = fit_state.run(r, rng)
+            ll = result[3][-1] if result[3] else -np.inf
+            restart_ll.append(ll)
+            if best is None or ll > best_ll:
+                best, best_ll = result, ll
+        w, mu, var, history, n_iter, converged, reseeded = best
+        self._set_params(w, mu, var)
+        self.log_likelihood_ = [float(v) for v in history]
+        self.n_iter_ = int(n_iter)
+        self.converged_ = bool(converged)
+        self.n_reseeded_ = int(reseeded)
+        self.restart_log_likelihoods_ = [float(v) for v in restart_ll]
+        return self
+
+    # ------------------------------------------------------------------------------------------
+    # inference
+
+    def _check_X(self, X) -> np.ndarray:
+        self._require_fitted()
+        return as_float32_matrix(X, "X", n_features=self.means_.shape[1])
+
+    def predict_proba(self, X, threshold: float = 0.0) -> np.ndarray:
+        """Posteriors gamma_t(k) (N, K) float32 (eq. 15); ``threshold`` > 0 thresholds + renormalises."""
+        return posteriors(self._check_X(X), self.terms, threshold=threshold)
+
+    def predict(self, X) -> np.ndarray:
+        """Index of the most probable Gaussian of every row."""
+        return self.predict_proba(X).argmax(axis=1)
+
+    def score_samples(self, X) -> np.ndarray:
+        """log u(x_t) per row, (N,) float64."""
+        X = self._check_X(X)
+        return accumulate_statistics(X, self.terms, threshold=0.0, moments=False).log_likelihood
+
+    def score(self, X) -> float:
+        """Mean log-likelihood per row."""
+        return float(self.score_samples(X).mean())
+
+    # ------------------------------------------------------------------------------------------
+    # persistence
+
+    def save(self, path):
+        self._require_fitted()
+        meta = {"kind": KIND, "version": 1, "params": self.get_params(), "n_iter": int(self.n_iter_),
+                "converged": bool(self.converged_), "n_components": int(self.means_.shape[0]),
+                "n_features": int(self.means_.shape[1])}
+        arrays = {"weights": self.weights_, "means": self.means_, "variances": self.variances_,
+                  "log_likelihood": np.asarray(self.log_likelihood_, dtype=np.float64)}
+        if hasattr(self, "variance_floor_"):
+            arrays["variance_floor"] = self.variance_floor_
+            arrays["global_variance"] = self.global_variance_
+        return atomic_save_npz(path, arrays, meta)
+
+    @classmethod
+    def load(cls, path) -> "DiagonalGMM":
+        arrays, meta = load_npz(path, kind=KIND)
+        try:
+            params = dict(meta.get("params", {}))
+            params.pop("n_components", None)
+            gmm = cls.from_params(arrays["weights"], arrays["means"], arrays["variances"], **params)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ValueError(f"{path} is not a valid DiagonalGMM file: {exc}") from exc
+        gmm.log_likelihood_ = [float(v) for v in arrays.get("log_likelihood", [])]
+        gmm.n_iter_ = int(meta.get("n_iter", 0))
+        gmm.converged_ = bool(meta.get("converged", False))
+        if "variance_floor" in arrays:
+            gmm.variance_floor_ = arrays["variance_floor"]
+            gmm.global_variance_ = arrays["global_variance"]
+        return gmm
+
+    def __repr__(self) -> str:
+        state = f"fitted, D={self.means_.shape[1]}" if self.is_fitted else "not fitted"
+        return f"DiagonalGMM(n_components={self.n_components}, init={self.init!r}, {state})"
+
+
+# ----------------------------------------------------------------------------------------------
+# the EM machinery (one object per fit call)
+
+
+class _Fit:
+    def __init__(self, gmm: DiagonalGMM, X, Xd, floor, progress, cancel):
+        self.gmm = gmm
+        self.X = X
+        self.Xd = Xd
+        self.floor = floor
+        self.progress = progress
+        self.cancel = cancel
+        self.K = int(gmm.n_components)
+        self.theta = float(gmm.posterior_threshold)
+        self.n_jobs = int(gmm.n_jobs)
+        self.reseeded = 0
+
+    # E-step ---------------------------------------------------------------------------------
+    def e_step(self, w, mu, var) -> Statistics:
+        terms = GaussianTerms(w, mu, var)
+        X = self.X
+        if self.n_jobs <= 1 or len(X) < 2 * 4096:
+            return accumulate_statistics(X, terms, threshold=self.theta, cancel=self.cancel)
+        from threadpoolctl import threadpool_limits
+
+        bounds = np.linspace(0, len(X), self.n_jobs + 1).astype(int)
+        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(self.n_jobs) as pool:
+            parts = list(pool.map(lambda ab: accumulate_statistics(X[ab[0]:ab[1]], terms, threshold=self.theta,
+                                                                   cancel=self.cancel),
+                                  zip(bounds[:-1], bounds[1:])))
+        A = sum(p.A for p in parts)
+        B = sum(p.B for p in parts)
+        C = sum(p.C for p in parts)
+        return Statistics(A, B, C, np.concatenate([p.log_likelihood for p in parts]),
+                          np.concatenate([p.max_posterior for p in parts]),
+                          np.concatenate([p.n_active for p in parts]))
+
+    # M-step ---------------------------------------------------------------------------------
+    def m_step(self, st: Statistics, mu, var):
+        A = st.A[0]
+        Kc = A.shape[0]
+        sig = np.sqrt(var)
+        ok = A > 0
+        Ak = np.where(ok, A, 1.0)[:, None]
+        b = st.B[0] / Ak
+        mu_new = mu + sig * b
+        var_new = var * np.maximum(st.C[0] / Ak - b * b, 0.0)
+        var_new = np.maximum(var_new, self.floor)
+        w = A / A.sum()
+        mu_new = np.where(ok[:, None], mu_new, mu)
+        var_new = np.where(ok[:, None] & np.isfinite(var_new), var_new, var)
+        return self.reseed_empty(w, mu_new, var_new, Kc)
+
+    def reseed_empty(self, w, mu, var, Kc):
+        empty = (w < _EMPTY_WEIGHT / Kc) | ~np.isfinite(mu).all(1)
+        if not empty.any() or empty.all():
+            return w, mu, var
+        w = w.copy()
+        for k in np.flatnonzero(empty):
+            h = int(np.argmax(np.where(empty, -1.0, w)))
+            step = _SPLIT_STEP * np.sqrt(var[h])
+            mu[k] = mu[h] + step
+            mu[h] = mu[h] - step
+            var[k] = var[h]
+            w[h] *= 0.5
+            w[k] = w[h]
+            empty[k] = False
+            self.reseeded += 1
+        return w / w.sum(), mu, var
+
+    # EM loop --------------------------------------------------------------------------------
+    def em(self, w, mu, var, n_iter: int, tol: float, restart: int, stage: str, history: list):
+        converged = False
+        it = 0
+        for it in range(n_iter):
+            check_cancel(self.cancel, "GMM fit")
+            st = self.e_step(w, mu, var)
+            ll = float(st.log_likelihood.mean())
+            w, mu, var = self.m_step(st, mu, var)
+            history.append(ll)
+            K_now = mu.shape[0]
+            if stage == "em":
+                done, total = restart * self.gmm.max_iter + it + 1, self.gmm.n_init * self.gmm.max_iter
+                msg = f"EM iteration {it + 1}/{n_iter}"
+            else:
+                done, total = restart * self.gmm.max_iter, self.gmm.n_init * max(self.gmm.max_iter, 1)
+                msg = f"initialisation: {K_now} Gaussians, EM iteration {it + 1}/{n_iter}"
+            if self.gmm.n_init > 1:
+                msg = f"restart {restart + 1}/{self.gmm.n_init}: {msg}"
+            report(self.progress, done, total, msg, log_likelihood=ll, stage=stage, restart=restart,
+                   iteration=it + 1, n_components=K_now)
+            if len(history) > 1 and abs(history[-1] - history[-2]) < tol:
+                converged = True
+                break
+        return w, mu, var, it + 1 if n_iter else 0, converged
+
+    def run(self, restart: int, rng: np.random.Generator):
+        self.reseeded = 0
+        check_cancel(self.cancel, "GMM fit")
+        init = self.gmm.init
+        if init == "random":
+            w, mu, var = self.init_random(rng)
+        elif init == "kmeans++":
+            w, mu, var = self.init_kmeans(rng)
+        else:
+            w, mu, var = self.init_split(restart)
+        history: List[float] = []
+        w, mu, var, n_iter, converged = self.em(w, mu, var, int(self.gmm.max_iter), float(self.gmm.tol),
+                                                restart, "em", history)
+        return w, mu, var, history, n_iter, converged, self.reseeded
+
+    # initialisations -----------------------------------------------------------------------
+    def init_random(self, rng):
+        N, D = self.X.shape
+        idx = rng.choice(N, self.K, replace=False)
+        mu = self.Xd[idx].copy()
+        var = np.tile(np.maximum(self.Xd.var(0), self.floor), (self.K, 1))
+        return np.full(self.K, 1.0 / self.K), mu, var
+
+    def init_split(self, restart: int):
+        Xd = self.Xd
+        mu = Xd.mean(0, keepdims=True)
+        var = np.maximum(Xd.var(0, keepdims=True), self.floor)
+        w = np.ones(1)
+        while mu.shape[0] < self.K:
+            Kc = mu.shape[0]
+            n_split = min(Kc, self.K - Kc)
+            heavy = np.argsort(-w, kind="stable")[:n_split]
+            step = _SPLIT_STEP * np.sqrt(var[heavy])
+            new_mu = mu[heavy] + step
+            mu = mu.copy()
+            mu[heavy] -= step
+            w = w.copy()
+            w[heavy] *= 0.5
+            mu = np.vstack([mu, new_mu])
+            var = np.vstack([var, var[heavy]])
+            w = np.concatenate([w, w[heavy]])
+            if mu.shape[0] < self.K:  # the last level's EM is the main loop
+                w, mu, var, _, _ = self.em(w, mu, var, _SPLIT_EM_ITERS, 0.0, restart, "init", [])
+        return w, mu, var
+
+    def init_kmeans(self, rng):
+        X = self.X
+        N, D = X.shape
+        K = self.K
+        n_sub = min(N, max(10_000, 40 * K))
+        sub = np.sort(rng.choice(N, n_sub, replace=False)) if n_sub < N else np.arange(N)
+        centre = X[sub].mean(0)
+        Xs = (X[sub] - centre).astype(np.float32)
+        xx = np.einsum("ij,ij->i", Xs, Xs, dtype=np.float64)
+        C = _kmeans_pp(Xs, xx, K, rng)
+        labels = None
+        for _ in range(_KMEANS_ITERS):
+            check_cancel(self.cancel, "GMM initialisation")
+            d2 = _sq_distances(Xs, xx, C)
+            new_labels = d2.argmin(1)
+            if labels is not None and np.array_equal(new_labels, labels):
+                break
+            labels = new_labels
+            C = _centroids(Xs.astype(np.float64), labels, K, C)
+        if labels is None:
+            labels = _sq_distances(Xs, xx, C).argmin(1)
+        counts = np.bincount(labels, minlength=K).astype(np.float64)
+        Xs64 = Xs.astype(np.float64)
+        mean = _centroids(Xs64, labels, K, C)
+        sq = np.zeros((K, D))
+        np.add.at(sq, labels, (Xs64 - mean[labels]) ** 2)
+        var = np.where(counts[:, None] >= 2, sq / np.maximum(counts, 1)[:, None], Xs64.var(0))
+        var = np.maximum(var, self.floor)
+        w = np.maximum(counts, 1.0)
+        report(self.progress, 0, max(self.gmm.max_iter, 1) * self.gmm.n_init, "initialisation: k-means++",
+               stage="init", n_components=K)
+        return w / w.sum(), mean + centre.astype(np.float64), var
+
+
+def _sq_distances(Xs, xx, C) -> np.ndarray:
+    C32 = C.astype(np.float32)
+    cc = np.einsum("ij,ij->i", C, C)
+    d2 = xx[:, None] - 2.0 * (Xs @ C32.T) + cc[None, :]
+    return np.maximum(d2, 0.0)
+
+
+def _centroids(Xs64, labels, K, old) -> np.ndarray:
+    sums = np.zeros((K, Xs64.shape[1]))
+    np.add.at(sums, labels, Xs64)
+    counts = np.bincount(labels, minlength=K)
+    C = old.astype(np.float64).copy()
+    nz = counts > 0
+    C[nz] = sums[nz] / counts[nz, None]
+    return C
+
+
+def _kmeans_pp(Xs, xx, K, rng) -> np.ndarray:
+    """Greedy k-means++ seeding: at each step draw 2 + ln K candidates by D^2 sampling and keep the
+    one that lowers the k-means potential most; uniform picks once every point is covered."""
+    n = len(Xs)
+    trials = 2 + int(math.log(K))
+    C = np.empty((K, Xs.shape[1]), dtype=np.float64)
+    first = int(rng.integers(n))
+    C[0] = Xs[first]
+    d2 = np.maximum(xx - 2.0 * (Xs @ Xs[first]) + xx[first], 0.0)
+    for k in range(1, K):
+        tot = d2.sum()
+        if not (tot > 0 and np.isfinite(tot)):
+            i = int(rng.integers(n))
+            C[k] = Xs[i]
+            continue
+        cand = np.searchsorted(np.cumsum(d2), rng.random(trials) * tot, side="right")
+        cand = np.minimum(cand, n - 1)
+        dc = np.maximum(xx[:, None] - 2.0 * (Xs @ Xs[cand].T) + xx[cand][None, :], 0.0)
+        new = np.minimum(d2[:, None], dc)
+        best = int(np.argmin(new.sum(0)))
+        C[k] = Xs[cand[best]]
+        d2 = new[:, best]
+    return C

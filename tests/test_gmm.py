@@ -225,3 +225,14 @@ def test_two_threads_match_one(blobs):
     b = DiagonalGMM(5, max_iter=4, tol=0.0, seed=1, n_jobs=2).fit(X)
     np.testing.assert_allclose(a.means_, b.means_, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(a.log_likelihood_, b.log_likelihood_, rtol=1e-6)
+
+
+def test_warm_start_from_params(blobs):
+    X, *_ = blobs
+    first = DiagonalGMM(5, max_iter=3, tol=0.0, seed=0).fit(X)
+    cont = DiagonalGMM(5, max_iter=4, tol=0.0).fit(
+        X, init_params=(first.weights_, first.means_, first.variances_))
+    full = DiagonalGMM(5, max_iter=7, tol=0.0, seed=0).fit(X)
+    np.testing.assert_allclose(cont.means_, full.means_, atol=1e-3)
+    with pytest.raises(ValueError, match="init_params"):
+        DiagonalGMM(4).fit(X, init_params=(first.weights_, first.means_, first.variances_))

@@ -151,14 +151,26 @@ class DiagonalGMM:
     # ------------------------------------------------------------------------------------------
     # fitting
 
-    def fit(self, X, progress: Optional[ProgressCallback] = None, cancel: CancelLike = None) -> "DiagonalGMM":
-        """Learn the mixture from X (N, D) float32 (other real dtypes are converted)."""
+    def fit(self, X, progress: Optional[ProgressCallback] = None, cancel: CancelLike = None, *,
+            init_params: Optional[Tuple] = None) -> "DiagonalGMM":
+        """Learn the mixture from X (N, D) float32 (other real dtypes are converted).
+
+        ``init_params=(weights, means, variances)`` starts EM from those parameters instead of
+        ``init`` (a warm start, e.g. to continue training; a single run whatever ``n_init``).
+        """
         self._check_params()
         X = as_float32_matrix(X, "X", min_rows=1)
         N, D = X.shape
         K = int(self.n_components)
         if K > N:
             raise ValueError(f"n_components={K} exceeds the number of samples in X ({N})")
+        start = None
+        if init_params is not None:
+            ref = DiagonalGMM.from_params(*init_params)
+            if ref.means_.shape != (K, D):
+                raise ValueError(f"init_params means have shape {ref.means_.shape}, expected {(K, D)}")
+            start = (ref.weights_.astype(np.float64), ref.means_.astype(np.float64),
+                     ref.variances_.astype(np.float64))
         Xd = X.astype(np.float64)
         global_var = Xd.var(axis=0)
         scale = float(global_var.mean())
@@ -166,10 +178,10 @@ class DiagonalGMM:
         floor = np.maximum(float(self.var_floor) * global_var, abs_floor)
         self.global_variance_ = global_var.astype(np.float32)
         self.variance_floor_ = floor.astype(np.float32)
-        fit_state = _Fit(self, X, Xd, floor, progress, cancel)
+        fit_state = _Fit(self, X, Xd, floor, progress, cancel, start)
 
         base = rng_from_seed(self.seed)
-        rngs = base.spawn(self.n_init)
+        rngs = base.spawn(1 if start is not None else self.n_init)
         best, best_ll = None, -np.inf
         restart_ll = []
         for r, rng in enumerate(rngs):
@@ -253,7 +265,8 @@ class DiagonalGMM:
 
 
 class _Fit:
-    def __init__(self, gmm: DiagonalGMM, X, Xd, floor, progress, cancel):
+    def __init__(self, gmm: DiagonalGMM, X, Xd, floor, progress, cancel, start=None):
+        self.start = start
         self.gmm = gmm
         self.X = X
         self.Xd = Xd
@@ -348,7 +361,10 @@ class _Fit:
         self.reseeded = 0
         check_cancel(self.cancel, "GMM fit")
         init = self.gmm.init
-        if init == "random":
+        if self.start is not None:
+            w, mu, var = (a.copy() for a in self.start)
+            var = np.maximum(var, self.floor)
+        elif init == "random":
             w, mu, var = self.init_random(rng)
         elif init == "kmeans++":
             w, mu, var = self.init_kmeans(rng)

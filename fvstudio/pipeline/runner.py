@@ -503,7 +503,7 @@ class Pipeline:
             check_cancel(cancel, "gmm")
             gmm = _call(DiagonalGMM, K, max_iter=c.get("gmm.max_iter"), tol=c.get("gmm.tol"),
                         init=c.get("gmm.init"), var_floor=c.get("gmm.var_floor"), n_init=c.get("gmm.n_init"),
-                        seed=c.get("gmm.seed"))
+                        seed=c.get("gmm.seed"), n_jobs=c.get("runtime.n_jobs"))
             gmm.fit(X, progress=sub.part((j + 0.1) / n_ch, (j + 1) / n_ch, channel=ch), cancel=cancel)
             gmm.save(self._step_dir("gmm", key) / "gmm.npz")
             ll = list(getattr(gmm, "log_likelihood_", []) or [])

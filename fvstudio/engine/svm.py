@@ -53,6 +53,7 @@ Layouts: ``coef_`` (C, D) float32, ``intercept_`` (C,) float32, ``classes_`` (C,
 from __future__ import annotations
 
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional, Protocol, Sequence, runtime_checkable
@@ -60,7 +61,7 @@ from typing import Optional, Protocol, Sequence, runtime_checkable
 import numpy as np
 from numba import njit
 
-from .progress import CancelLike, Cancelled, check_cancel, report, scaled
+from .progress import CancelLike, check_cancel, report, scaled
 from .serialization import atomic_save_npz, load_npz
 from .validation import check_choice, check_positive_int, rng_from_seed
 
@@ -466,8 +467,9 @@ class OneVsRestSGD:
         """Learn ``coef_``/``intercept_`` from rows ``X`` (array, memmap or RowProvider) and ``y``.
 
         ``classes`` fixes the label set (and column order) when ``y`` may miss some classes.
-        Progress: one update per epoch with values ``epoch`` and ``loss`` (mean training loss per class
-        seen in that epoch, before each step). Cancel is checked between row chunks.
+        Progress: an update per epoch with values ``epoch`` and ``loss`` (mean over classes of the
+        training loss seen in that epoch, each taken before its step), and value-less updates at most
+        every 0.5 s within an epoch. Cancel is checked between row chunks (<= 32 MB of rows).
         """
         self._check_params()
         provider = as_row_provider(X)
@@ -531,6 +533,7 @@ class OneVsRestSGD:
         Ypos = (Y > 0)
         Yneg = (Y < 0)
         history = []
+        last_report = time.perf_counter()
         try:
             for epoch in range(self.epochs):
                 if self.averaging and epoch == avg_epoch:
@@ -539,6 +542,9 @@ class OneVsRestSGD:
                 order = rng.permutation(n)
                 for s in range(0, n, chunk):
                     check_cancel(cancel, "SVM training")
+                    if progress is not None and time.perf_counter() - last_report > 0.5:
+                        last_report = time.perf_counter()
+                        report(progress, epoch + s / n, self.epochs, f"epoch {epoch + 1}/{self.epochs}")
                     idx = order[s:s + chunk]
                     use = Ypos[idx] | Yneg[idx]
                     if self.balance == "sample":

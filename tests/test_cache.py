@@ -163,6 +163,20 @@ def test_bad_files_reported_skipped_and_nothing_lost(tmp_path):
     for name, dd in kept.items():
         _same(fresh.get(ds.index_of(name)), dd)
 
+    # a crash after re-extracting a changed image but before the summary index was rewritten:
+    # the newer per-image entry wins over the stale summary
+    stale_index = (fresh.folder / "index.json").read_bytes()
+    _texture(root / "a" / "g1.png", 50, 50, seed=21)
+    changed = DescriptorStore(ws, open_dataset(root), "lcs", {})
+    assert changed.extract().n_extracted == 1
+    new_g1 = changed.get(ds.index_of("a/g1.png"))
+    (fresh.folder / "index.json").write_bytes(stale_index)
+    os.utime(fresh.folder / "index.json", ns=(1, 1))
+    reopened = DescriptorStore(ws, open_dataset(root), "lcs", {})
+    assert reopened.is_complete()
+    _same(reopened.get(ds.index_of("a/g1.png")), new_g1)
+    assert new_g1.image_shape == (50, 50)
+
     # adding an image to the dataset keeps the cache of all the others
     _texture(root / "a" / "g9.png", seed=11)
     bigger = open_dataset(root)

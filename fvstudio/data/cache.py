@@ -207,31 +207,45 @@ class DescriptorStore:
             atomic_write_bytes(store_json, json.dumps(info, indent=1, sort_keys=True).encode())
         entries: Dict[str, dict] = {}
         index = self.folder / "index.json"
+        index_mtime = -1
         if index.exists():
             try:
+                index_mtime = index.stat().st_mtime_ns
                 entries = {e["id"]: e for e in json.loads(index.read_text("utf-8"))["entries"]}
-            except (ValueError, KeyError, TypeError):
-                entries = {}  # a damaged summary is rebuilt from the per-image entries
-        listing = os.listdir(self._images)
-        on_disk = {n[:-5] for n in listing if n.endswith(".json") and not n.startswith(".")}
+            except (OSError, ValueError, KeyError, TypeError):
+                entries, index_mtime = {}, -1  # a damaged summary is rebuilt from the image entries
         by_name = {_entry_name(i): e for i, e in entries.items()}
         fresh: Dict[str, dict] = {}
-        for name in on_disk:
-            e = by_name.get(name)
-            if e is None:
-                e = self._read_entry(name)
-            if e is not None and self._data_intact(name, e):
-                fresh[e["id"]] = e
         now = time.time()
-        for n in listing:  # temporary files of writes interrupted by a crash (old enough not to be
-            if n.startswith(".") and n.endswith(".tmp"):  # another live process's write in progress)
-                try:
-                    if now - os.stat(self._images / n).st_mtime > STALE_TMP_SECONDS:
-                        os.unlink(self._images / n)
-                except OSError:
-                    pass
+        with os.scandir(self._images) as it:
+            for de in it:
+                n = de.name
+                if n.startswith("."):
+                    # temporary file of a write interrupted by a crash; old enough not to be
+                    # another live process's write in progress
+                    if n.endswith(".tmp"):
+                        try:
+                            if now - de.stat().st_mtime > STALE_TMP_SECONDS:
+                                os.unlink(de.path)
+                        except OSError:
+                            pass
+                    continue
+                if not n.endswith(".json"):
+                    continue
+                name = n[:-5]
+                e = by_name.get(name)
+                # an entry written after the summary (a crash before it was rewritten) wins
+                if e is None or de.stat().st_mtime_ns >= index_mtime:
+                    e = self._read_entry(name)
+                if e is not None and self._data_intact(name, e):
+                    fresh[e["id"]] = e
         self._entries = fresh
         self._loaded = True
+
+    def refresh(self) -> None:
+        """Forget the in-memory index; the next call re-reads the store (after another process or
+        another store object wrote to it)."""
+        self._loaded = False
 
     def _data_intact(self, name: str, e: dict) -> bool:
         """An "ok" entry's .npy exists and is long enough for its rows (a file cut short by a power

@@ -106,7 +106,8 @@ class _SubProgress:
             return None
 
         def _cb(p: Progress) -> None:
-            self.emit(a + (b - a) * p.fraction, p.message, **{**dict(p.values), **tags})
+            # only the runner's own final event reports a step as complete (fraction 1)
+            self.emit(min(a + (b - a) * p.fraction, 0.999), p.message, **{**dict(p.values), **tags})
 
         return _cb
 
@@ -595,7 +596,7 @@ class Pipeline:
                     mm[start:start + len(chunk)] = _call(enc.encode_batch, d, positions=p, image_shapes=s,
                                                          n_jobs=c.get("runtime.n_jobs"), progress=part,
                                                          cancel=cancel)
-                    sub.emit((lo + (hi - lo) * min(n, start + len(chunk)) / n),
+                    sub.emit(min(0.999, lo + (hi - lo) * min(n, start + len(chunk)) / n),
                              f"encode[{ch}]: {min(n, start + len(chunk))}/{n} images", channel=ch)
                 mm.flush()
                 del mm

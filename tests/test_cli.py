@@ -1,0 +1,200 @@
+"""The ``fvstudio`` command: run, sweep (+ Table-1 preset), config errors, Ctrl-C."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fvstudio.cli import main
+
+TINY = """\
+[dataset]
+root = "{root}"
+train_list = "train.txt"
+test_list = "test.txt"
+max_pixels = 20000
+
+[descriptors]
+channels = ["sift"]
+scales = 1
+step = 6
+
+[pca]
+n_components = 16
+sample = 5000
+
+[gmm]
+n_components = 4
+sample = 5000
+max_iter = 20
+
+[encoder]
+kind = "fisher"
+
+[classifier]
+lam_grid = [1e-4, 1e-3]
+epochs = 5
+"""
+
+CLASSES = ("bricks", "rust", "spots", "waves")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, sample_data_dir):
+    src = Path(sample_data_dir) / "textures"
+    if not src.is_dir():
+        pytest.skip("sample_data/textures is not there")
+    base = tmp_path_factory.mktemp("cli")
+    root = base / "scenes"
+    train, test = [], []
+    for cls in CLASSES:
+        (root / cls).mkdir(parents=True)
+        for j, f in enumerate(sorted((src / cls).iterdir())[:7]):
+            shutil.copy(f, root / cls / f.name)
+            (train if j < 4 else test).append(f"{cls}/{f.name}")
+    (base / "train.txt").write_text("\n".join(train) + "\n")
+    (base / "test.txt").write_text("\n".join(test) + "\n")
+    cfg = base / "tiny.toml"
+    cfg.write_text(TINY.format(root="scenes"))  # relative to the config file
+    return base, cfg
+
+
+def test_run_writes_results_and_predictions(tiny, capsys):
+    base, cfg = tiny
+    out = base / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--workspace", str(base / "ws")]) == 0
+    doc = json.loads((out / "results.json").read_text())
+    for key in ("mean_per_class_accuracy", "accuracy", "top5_accuracy"):
+        assert 0.0 <= doc[key] <= 1.0 and doc["metrics"][key] == doc[key]
+    assert set(doc["per_class"]) == set(CLASSES)
+    assert set(doc["timings"]) == {"descriptors", "pca", "gmm", "encode", "classifier", "evaluate"}
+    assert all(isinstance(v, float) and v >= 0 for v in doc["timings"].values())
+    assert doc["config"]["gmm"]["n_components"] == 4
+    assert doc["config"]["encoder"]["power"] == 0.5  # unspecified key resolved to its default
+    assert doc["config"]["dataset"]["root"] == str((base / "scenes").resolve())
+    assert {"fvstudio", "numpy", "numba"} <= set(doc["versions"])
+    assert len(doc["confusion"]) == 4 and sum(map(sum, doc["confusion"])) == 12
+    with open(out / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 12
+    assert list(rows[0])[:4] == ["split", "id", "true", "predicted"]
+    assert {f"score_{c}" for c in CLASSES} <= set(rows[0])
+    acc = np.mean([r["true"] == r["predicted"] for r in rows])
+    assert acc == pytest.approx(doc["accuracy"])
+    # the scores in the CSV agree with the predicted class
+    for r in rows:
+        scores = {c: float(r[f"score_{c}"]) for c in CLASSES}
+        assert max(scores, key=scores.get) == r["predicted"]
+    # a second run hits every cache and reproduces the numbers
+    out2 = base / "out2"
+    assert main(["run", str(cfg), "--out", str(out2), "--workspace", str(base / "ws"), "-q"]) == 0
+    doc2 = json.loads((out2 / "results.json").read_text())
+    assert doc2["metrics"] == doc["metrics"]
+    assert doc2["cached_steps"] == ["descriptors", "pca", "gmm", "encode", "classifier", "evaluate"]
+
+
+def test_sweep_writes_table_and_plot(tiny):
+    base, cfg = tiny
+    out = base / "sweep"
+    assert main(["sweep", str(cfg), "--set", "gmm.n_components=2,4", "--set", "classifier.epochs=3",
+                 "--out", str(out), "--workspace", str(base / "ws"), "-q"]) == 0
+    with open(out / "sweep.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["gmm.n_components"] for r in rows] == ["2", "4"]
+    assert all(0 <= float(r["mean_per_class_accuracy"]) <= 1 for r in rows)
+    # descriptors and PCA are shared by both variants (computed once, by the run test or variant 1)
+    assert "descriptors" in rows[1]["cached_steps"] and "pca" in rows[1]["cached_steps"]
+    png = (out / "sweep.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
+    assert len(list((out / "runs").glob("*/results.json"))) == 2
+
+
+def test_table1_preset_runs_eight_variants(tiny):
+    base, cfg = tiny
+    out = base / "table1"
+    assert main(["sweep", str(cfg), "--preset", "table1", "--out", str(out), "--workspace", str(base / "ws"),
+                 "-q"]) == 0
+    with open(out / "sweep.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["label"] for r in rows] == ["none", "PN", "L2", "SP", "PN+L2", "PN+SP", "L2+SP", "PN+L2+SP"]
+    none = rows[0]
+    assert none["encoder.power"] == "0" and none["encoder.lp"] == "0" and none["encoder.pyramid"] == "1x1"
+    # all eight share descriptors, PCA and GMM
+    assert all({"descriptors", "pca", "gmm"} <= set(r["cached_steps"].split("+")) for r in rows[1:])
+    assert (out / "sweep.png").stat().st_size > 5_000
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('[gmm]\nn_components = "many"\n', "gmm.n_components"),
+    ('[encoder]\nkind = "bow"\n', "encoder.kind"),
+    ('[dataset]\nroot = "does-not-exist"\n', "dataset.root"),
+])
+def test_bad_config_exits_2_naming_the_key(tmp_path, capsys, text, needle):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o"), "--workspace", str(tmp_path / "ws")]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "error" in err
+
+
+def test_bad_set_value_is_named(tiny, capsys):
+    base, cfg = tiny
+    assert main(["sweep", str(cfg), "--set", "gmm.n_components=4,0", "--out", str(base / "x")]) == 2
+    assert "gmm.n_components" in capsys.readouterr().err
+
+
+def test_no_arguments_opens_the_gui(monkeypatch):
+    import types
+
+    calls = []
+    fake = types.ModuleType("fvstudio.gui.app")
+    fake.run_gui = lambda **kw: calls.append(kw) or 0
+    monkeypatch.setitem(sys.modules, "fvstudio.gui.app", fake)
+    assert main([]) == 0
+    assert main(["gui", "--panel", "results", "--screenshot", "x.png"]) == 0
+    assert calls[0] == {"workspace": None, "screenshot": None, "panel": None}
+    assert calls[1]["panel"] == "results" and str(calls[1]["screenshot"]) == "x.png"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT delivery differs on Windows")
+def test_ctrl_c_exits_130_and_rerun_matches(tiny, tmp_path):
+    base, cfg = tiny
+    # slow enough that the interrupt lands mid-run: more scales and more Gaussians
+    text = cfg.read_text().replace("scales = 1", "scales = 3").replace("n_components = 4", "n_components = 16")
+    slow = base / "slow.toml"
+    slow.write_text(text)
+    ws, out = tmp_path / "ws", tmp_path / "out"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "fvstudio", "run", str(slow), "--out", str(out),
+                             "--workspace", str(ws)], stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                            text=True)
+    buf = ""
+    deadline = time.time() + 60
+    while time.time() < deadline:  # wait until the descriptor step is under way
+        ch = proc.stderr.read(1)
+        if not ch:
+            break
+        buf += ch
+        if "descriptors" in buf and "[" in buf.split("descriptors")[-1]:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, buf + err
+    assert "cancelled" in err
+    assert not (out / "results.json").exists()
+    assert [p for p in ws.rglob("*") if ".tmp" in p.name] == []
+    assert main(["run", str(slow), "--out", str(out), "--workspace", str(ws), "-q"]) == 0
+    assert main(["run", str(slow), "--out", str(tmp_path / "fresh"), "--workspace", str(tmp_path / "ws2"),
+                 "-q"]) == 0
+    a = json.loads((out / "results.json").read_text())
+    b = json.loads((tmp_path / "fresh" / "results.json").read_text())
+    assert a["metrics"] == b["metrics"]

@@ -51,7 +51,7 @@ def test_em_step_matches_float64_reference(blobs):
     mu = X[rng.choice(len(X), 5, replace=False)].astype(np.float64)
     var = rng.uniform(2.0, 4.0, size=(5, 4))
     gmm = DiagonalGMM(5, posterior_threshold=0.0, var_floor=0.0)
-    fit = _Fit(gmm, X, X.astype(np.float64), np.full(4, 1e-12), None, None)
+    fit = _Fit(gmm, X, np.full(4, 1e-12), None, None)
     st = fit.e_step(w, mu, var)
     w1, mu1, var1 = fit.m_step(st, mu, var)
     lp, ll = _log_density(X, w, mu, var)
@@ -111,7 +111,7 @@ def test_n_init_keeps_best(blobs):
 def test_reseeds_empty_component_by_splitting_heaviest():
     gmm = DiagonalGMM(3)
     X = np.zeros((10, 2), np.float32)
-    fit = _Fit(gmm, X, X.astype(np.float64), np.full(2, 1e-6), None, None)
+    fit = _Fit(gmm, X, np.full(2, 1e-6), None, None)
     w = np.array([0.7, 0.3, 0.0])
     mu = np.array([[0.0, 0.0], [5.0, 5.0], [1.0, 1.0]])
     var = np.array([[4.0, 1.0], [1.0, 1.0], [1.0, 1.0]])

@@ -171,14 +171,13 @@ class DiagonalGMM:
                 raise ValueError(f"init_params means have shape {ref.means_.shape}, expected {(K, D)}")
             start = (ref.weights_.astype(np.float64), ref.means_.astype(np.float64),
                      ref.variances_.astype(np.float64))
-        Xd = X.astype(np.float64)
-        global_var = Xd.var(axis=0)
+        global_mean, global_var = _mean_var(X)
         scale = float(global_var.mean())
         abs_floor = _ABS_VAR_FLOOR * (scale if scale > 0 else 1.0)
         floor = np.maximum(float(self.var_floor) * global_var, abs_floor)
         self.global_variance_ = global_var.astype(np.float32)
         self.variance_floor_ = floor.astype(np.float32)
-        fit_state = _Fit(self, X, Xd, floor, progress, cancel, start)
+        fit_state = _Fit(self, X, floor, progress, cancel, start, global_mean, global_var)
 
         base = rng_from_seed(self.seed)
         rngs = base.spawn(1 if start is not None else self.n_init)
@@ -265,11 +264,14 @@ class DiagonalGMM:
 
 
 class _Fit:
-    def __init__(self, gmm: DiagonalGMM, X, Xd, floor, progress, cancel, start=None):
+    def __init__(self, gmm: DiagonalGMM, X, floor, progress, cancel, start=None, mean=None, var=None):
         self.start = start
         self.gmm = gmm
         self.X = X
-        self.Xd = Xd
+        if mean is None or var is None:
+            mean, var = _mean_var(X)
+        self.global_mean = mean
+        self.global_var = var
         self.floor = floor
         self.progress = progress
         self.cancel = cancel
@@ -378,15 +380,14 @@ class _Fit:
     # initialisations -----------------------------------------------------------------------
     def init_random(self, rng):
         N, D = self.X.shape
-        idx = rng.choice(N, self.K, replace=False)
-        mu = self.Xd[idx].copy()
-        var = np.tile(np.maximum(self.Xd.var(0), self.floor), (self.K, 1))
+        idx = np.sort(rng.choice(N, self.K, replace=False))
+        mu = self.X[idx].astype(np.float64)
+        var = np.tile(np.maximum(self.global_var, self.floor), (self.K, 1))
         return np.full(self.K, 1.0 / self.K), mu, var
 
     def init_split(self, restart: int):
-        Xd = self.Xd
-        mu = Xd.mean(0, keepdims=True)
-        var = np.maximum(Xd.var(0, keepdims=True), self.floor)
+        mu = self.global_mean[None, :].copy()
+        var = np.maximum(self.global_var, self.floor)[None, :]
         w = np.ones(1)
         while mu.shape[0] < self.K:
             Kc = mu.shape[0]
@@ -437,6 +438,17 @@ class _Fit:
         report(self.progress, 0, max(self.gmm.max_iter, 1) * self.gmm.n_init, "initialisation: k-means++",
                stage="init", n_components=K)
         return w / w.sum(), mean + centre.astype(np.float64), var
+
+
+def _mean_var(X, chunk: int = 65536):
+    """Per-dimension mean and (population) variance of X in float64, in row chunks."""
+    N, D = X.shape
+    mean = X.mean(axis=0, dtype=np.float64)
+    ss = np.zeros(D)
+    for s in range(0, N, chunk):
+        Xc = X[s:s + chunk].astype(np.float64) - mean
+        ss += np.einsum("ij,ij->j", Xc, Xc)
+    return mean, ss / N
 
 
 def _sq_distances(Xs, xx, C) -> np.ndarray:

@@ -258,6 +258,17 @@ def test_lcs_and_sift_share_the_grid(shape, params):
     assert sift.image_shape == lcs.image_shape == shape
 
 
+def test_concurrent_calls_agree():
+    # kernels release the GIL and own their buffers: the cache runs two images at once
+    from concurrent.futures import ThreadPoolExecutor
+    imgs = [_smooth_noise((120, 150), seed=s) for s in range(4)]
+    serial = [dense_sift(im).descriptors for im in imgs]
+    with ThreadPoolExecutor(2) as pool:
+        threaded = list(pool.map(lambda im: dense_sift(im).descriptors, imgs))
+    for a, b in zip(serial, threaded):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_extract_channel_and_to_gray():
     rgb = np.stack([_smooth_noise((40, 50), seed=s) for s in range(3)], axis=-1)
     gray = to_gray(rgb)

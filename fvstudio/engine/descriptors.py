@@ -19,8 +19,8 @@ Scales
     ``patch * scale_factor**s`` and so does the grid step. With the defaults (24 px, step 4, 5 scales,
     factor sqrt 2) a 100K-pixel image gives ~10.3K descriptors (e.g. 316 x 316: 5625, 2704, 1225, 576,
     256 per level), the paper's "~10K", for ~1.94x the pixels of one level. (Growing the patch on
-    the full-resolution image with a fixed 4-px step instead would give ~22K descriptors.) Levels too small for one frame are
-    skipped. Positions are mapped back to input pixel coordinates by
+    the full-resolution image with a fixed 4-px step instead would give ~22K descriptors.) Levels
+    too small for one frame are skipped. Positions are mapped back to input pixel coordinates by
     ``x_in = (x_level + 0.5) * W / W_level - 0.5`` (the pixel-centre convention of cv2.resize);
     ``scales`` holds each descriptor's patch side in input pixels, ``patch * sqrt(W H / (W_l H_l))``.
 
@@ -415,14 +415,12 @@ def dense_sift(gray, *, patch: int = 24, step: int = 4, scales: int = 5,
     pos = np.empty((total, 2), np.float32)
     sizes = np.empty(total, np.float32)
     start = 0
-    planes = None
-    for s, size_hw, ny, nx in levels:
+    planes_buf = np.empty(img.size * N_ORIENT, np.float32)  # level 0 is the largest
+    for _, size_hw, ny, nx in levels:
         level = _level_image(img, size_hw)
         if presmooth:
             level = cv2.GaussianBlur(level, (0, 0), sigmaX=sigma, sigmaY=sigma,
                                      borderType=cv2.BORDER_REPLICATE)
-        if planes is None:
-            planes_buf = np.empty((level.shape[0] * level.shape[1] * N_ORIENT,), np.float32)
         planes = planes_buf[:level.size * N_ORIENT].reshape(level.shape[0], level.shape[1], N_ORIENT)
         _orientation_planes(level, planes)
         stop = start + ny * nx
@@ -526,7 +524,7 @@ def local_color_statistics(rgb, *, patch: int = 24, step: int = 4, scales: int =
     pos = np.empty((total, 2), np.float32)
     sizes = np.empty(total, np.float32)
     start = 0
-    for s, size_hw, ny, nx in levels:
+    for _, size_hw, ny, nx in levels:
         level = _level_image(img, size_hw)
         stop = start + ny * nx
         _lcs_level(level, ker, b, step, ny, nx, desc[start:stop], norms[start:stop])

@@ -3,18 +3,21 @@
 Late fusion (paper Sec. 3.2, VOC07: 0.6 x SIFT + 0.4 x LCS). Each channel m has its own classifiers
 with scores S_m (N, C); the fused score is the convex combination
 
-    S = sum_m a_m S_m,      a_m >= 0,  sum_m a_m = 1                         (two channels: a S_1 + (1-a) S_2)
+    S = sum_m a_m S_m,   a_m >= 0,  sum_m a_m = 1        (two channels: a S_1 + (1 - a) S_2)
 
-The weights are chosen on TRAINING data by grid search: every point of the simplex whose coordinates
-are multiples of ``step`` (two channels, step 0.1: a in {0, 0.1, ..., 1}), scored by mAP for
-(N, C) targets in {+1, -1, 0} or by mean per-class accuracy for (N,) labels (column indices). The
-scores must not come from classifiers trained on the same samples (they would be over-confident):
-pass out-of-fold scores, e.g. from :func:`fvstudio.engine.svm.cross_val_decision`. Ties between
-weight vectors go to the one closest to uniform, then to the first in grid order.
+The paper cross-validated the weight on VOC07's "val" set; here it is chosen by grid search on
+held-out scores of training data (a validation split's, or out-of-fold ones): every point of the
+simplex whose coordinates are multiples of ``step`` (two channels, step 0.1: a in {0, 0.1, ..., 1}),
+scored by mAP (VOC07 11-point) for (N, C) targets in {+1, -1, 0} or by mean per-class accuracy for
+(N,) labels (column indices). The scores must not come from classifiers trained on the same samples
+(they would be over-confident): pass out-of-fold scores, e.g. from
+:func:`fvstudio.engine.svm.cross_val_decision`. Ties between weight vectors go to the one closest to
+uniform, then to the first in grid order.
 
-Early fusion: concatenate the channels' vectors, each block first L2-normalised and scaled by
-sqrt(beta_m) (beta_m >= 0, sum beta_m = 1; default 1/M), so a fused row has unit L2 norm and a
-linear kernel on it is the beta-weighted sum of the channels' linear kernels:
+Early fusion (the paper's large-scale experiments, Sec. 5): concatenate the channels' vectors,
+each block first L2-normalised and scaled by sqrt(beta_m) (beta_m >= 0, sum beta_m = 1; default
+1/M), so a fused row has unit L2 norm and a linear kernel on it is the beta-weighted sum of the
+channels' linear kernels:
 <[x_1..x_M], [z_1..z_M]> = sum_m beta_m <x_m/|x_m|, z_m/|z_m|>. :class:`ConcatRows` does the same
 lazily over row providers (no concatenated copy in RAM).
 """

@@ -1,15 +1,15 @@
-"""One-vs-rest linear classifiers learned by stochastic gradient descent (paper Sec. 3.1, 4.3).
+"""One-vs-rest linear classifiers learned by stochastic gradient descent (paper Sec. 3.1, 4.3, 5).
 
 For each class c a linear scorer f_c(x) = w_c' x + b_c minimises the regularised empirical risk
 
     E(w_c, b_c) = lambda/2 ||w_c||^2 + 1/n_c sum_i a_ic l(y_ic f_c(x_i))           (Sec. 3.1)
 
 with y_ic in {+1, -1}, a per-sample weight a_ic (1 unless classes are balanced by weighting) and the
-loss l(z) of ``loss``:
+loss l(z) of ``loss`` (the three losses of the paper's Sec. 4.4 / Fig. 9):
 
     hinge    l(z) = max(0, 1 - z)            l'(z) = -1 if z < 1 else 0       (linear SVM)
     log      l(z) = log(1 + exp(-z))         l'(z) = -1 / (1 + exp(z))        (logistic regression)
-    squared  l(z) = (1 - z)^2 / 2            l'(z) = z - 1                    (the paper's quadratic loss)
+    squared  l(z) = (1 - z)^2 / 2            l'(z) = z - 1                    (quadratic loss)
 
 SGD takes one step per sample read (Bottou's SGD for SVMs): with g = a l'(z) y,
 

@@ -166,9 +166,12 @@ def test_bad_files_reported_skipped_and_nothing_lost(tmp_path):
     # a crash after re-extracting a changed image but before the summary index was rewritten:
     # the newer per-image entry wins over the stale summary
     stale_index = (fresh.folder / "index.json").read_bytes()
+    before = fresh.content_key()
     _texture(root / "a" / "g1.png", 50, 50, seed=21)
     changed = DescriptorStore(ws, open_dataset(root), "lcs", {})
     assert changed.extract().n_extracted == 1
+    assert changed.key == fresh.key and changed.content_key() != before
+    assert changed.content_key([0]) == fresh.content_key([0])
     new_g1 = changed.get(ds.index_of("a/g1.png"))
     (fresh.folder / "index.json").write_bytes(stale_index)
     os.utime(fresh.folder / "index.json", ns=(1, 1))

@@ -431,6 +431,19 @@ class DescriptorStore:
         self._ensure_open()
         return all(self._valid(self._entries.get(self.dataset.ids[i]), i) for i in idx.tolist())
 
+    def content_key(self, indices=None) -> str:
+        """SHA-256 of :attr:`key` and, per image of ``indices``, its id, source (size, mtime_ns),
+        status and count: changes whenever any of those images' cached descriptors would change
+        (e.g. an edited image), unlike :attr:`key`. For keying results computed from the store."""
+        idx = self._indices(indices)
+        self._ensure_open()
+        h = hashlib.sha256(self.key.encode())
+        for i in idx.tolist():
+            image_id = self.dataset.ids[i]
+            e = self._entries.get(image_id) or {}
+            h.update(json.dumps([image_id, e.get("stamp"), e.get("status"), e.get("n")]).encode())
+        return h.hexdigest()
+
     def counts(self, indices=None) -> np.ndarray:
         """Descriptors per image of ``indices``; -1 for images not extracted or unreadable."""
         idx = self._indices(indices)

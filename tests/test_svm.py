@@ -158,6 +158,22 @@ def test_providers_give_identical_models(tmp_path):
     np.testing.assert_allclose(m1.coef_, m2.coef_, rtol=1e-5, atol=1e-6)
 
 
+def test_memmap_training_allocates_no_copy_of_the_rows(tmp_path):
+    import tracemalloc
+    X, y = blobs(n=3000, d=400, c=3)
+    np.save(tmp_path / "x.npy", X)
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    OneVsRestSGD(epochs=1).fit(mm[:10], y[:10])  # compile outside the measurement
+    tracemalloc.start()
+    try:
+        m = OneVsRestSGD(lam=1e-3, epochs=2).fit(mm, y)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < X.nbytes / 4, (peak, X.nbytes)
+    assert (m.predict(X) == y).mean() > 0.9
+
+
 def test_balance_sample_uses_all_positives_and_some_negatives():
     X, y = blobs(n=400, d=10, c=4, seed=5)
     m = OneVsRestSGD(lam=1e-3, epochs=3, balance="sample", neg_ratio=1.0, seed=0).fit(X, y)

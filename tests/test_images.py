@@ -109,6 +109,19 @@ def test_resize_never_upscales_and_keeps_aspect(tmp_path):
         load_image(p, max_pixels=-5)
 
 
+def test_large_jpeg_reduced_decode_matches_full_decode(tmp_path):
+    rng = np.random.default_rng(3)
+    small = (rng.random((60, 80, 3)) * 255).astype(np.uint8)
+    big = cv2.resize(small, (1600, 1200), interpolation=cv2.INTER_CUBIC)  # detail at ~20 px
+    p = _write(tmp_path / "big.jpg", big, ".jpg", (cv2.IMWRITE_JPEG_QUALITY, 92))
+    img = load_image(p, max_pixels=100_000)  # decoded at 1/2 (800x600), then area-shrunk
+    full = cv2.imdecode(np.fromfile(str(p), np.uint8), cv2.IMREAD_COLOR)
+    ref = cv2.resize(full, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_AREA)[:, :, ::-1] / 255.0
+    assert img.shape[0] * img.shape[1] <= 100_000
+    assert np.abs(img - ref).mean() < 2.0 / 255
+    assert load_image(p, max_pixels=None).shape == (1200, 1600, 3)
+
+
 def test_rgba_resize_path(tmp_path):
     bgra = np.zeros((300, 400, 4), np.uint8)
     bgra[..., 3] = 0  # fully transparent -> white everywhere, also after resizing

@@ -35,13 +35,30 @@ def _image(name: str, pixels: int) -> np.ndarray:
 def _opencv_runner(gray: np.ndarray, res):
     sift = cv2.SIFT_create()
     u8 = np.clip(gray * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    kps = [cv2.KeyPoint(float(x), float(y), float(s) / 6.0)
+    kps = [cv2.KeyPoint(float(x), float(y), float(s) / 6.0, 0.0)
            for (x, y), s in zip(res.positions.tolist(), res.scales.tolist())]
 
     def run():
         _, d = sift.compute(u8, kps)
         return d
     return run
+
+
+def _to_opencv_layout() -> np.ndarray:
+    """Column permutation taking our SIFT order to OpenCV's: OpenCV stores bin (bx, by) and
+    orientation t (clockwise on screen, ours) at 8 (4 by + bx) + (-t mod 8) (angles with y up)."""
+    perm = np.empty(128, np.int64)
+    for bx in range(4):
+        for by in range(4):
+            for t in range(8):
+                perm[8 * (4 * by + bx) + (-t) % 8] = 8 * (by + 4 * bx) + (2 - t) % 8
+    return perm
+
+
+def _mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    ok = (na > 0) & (nb > 0)
+    return float(np.mean(np.sum(a[ok] * b[ok], 1) / (na[ok] * nb[ok])))
 
 
 def main() -> None:
@@ -53,6 +70,7 @@ def main() -> None:
 
     images = {name: _image(name, args.pixels) for name in ("astronaut", "coffee")}
     rows = []
+    agreement = {}
     for name, rgb in images.items():
         gray = to_gray(rgb)
         ref = dense_sift(gray)  # also compiles the kernels
@@ -64,6 +82,7 @@ def main() -> None:
             "fvstudio LCS (96-d)": lambda: local_color_statistics(rgb),
         }
         out_opencv = methods["OpenCV SIFT.compute"]()
+        agreement[name] = _mean_cosine(ref.descriptors[:, _to_opencv_layout()], out_opencv)
         times = {m: [] for m in methods}
         for _ in range(args.repeats):
             for m, fn in methods.items():
@@ -90,6 +109,8 @@ def main() -> None:
     for img, m, n, tmin, tmed, rate, ratio in rows:
         print(f"{img:<20} {m:<28} {n:>6d} {tmin:>8.2f} {tmed:>8.2f} {rate:>10.3g} {ratio:>8.1f}x")
     print("(vs OpenCV = OpenCV min time / this method's min time; > 1 means faster than OpenCV)")
+    print("same frames, same values? mean cosine of our gauss descriptors vs OpenCV's (reordered to "
+          "OpenCV's layout): " + ", ".join(f"{k} {v:.3f}" for k, v in agreement.items()))
 
 
 if __name__ == "__main__":

@@ -219,6 +219,8 @@ def test_keys_params_and_sampling(tmp_path):
     assert np.array_equal(a, s1.sample(300, seed=1)) and not np.array_equal(a, s1.sample(300, seed=2))
     rows_b = np.concatenate([s1.get(i).descriptors for i in (2, 3)])
     only_b = s1.sample(200, seed=0, indices=[2, 3])
+    assert np.array_equal(only_b, s1.sample(200, seed=0, indices=[3, 2, 3]))  # a set of images
+    assert s1.extract([1, 1, 2]).n_requested == 2
     assert all((rows_b == r).all(axis=1).any() for r in only_b)  # drawn from those images only
     assert len({r.tobytes() for r in only_b}) == 200                # without replacement
     with pytest.raises(ValueError, match="no cached descriptors"):

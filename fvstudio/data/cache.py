@@ -344,7 +344,7 @@ class DescriptorStore:
         """
         n_jobs = check_positive_int(n_jobs, "n_jobs")
         t0 = time.perf_counter()
-        idx = self._indices(indices)
+        idx = np.unique(self._indices(indices))
         self._ensure_open()
         rep = ExtractionReport(n_requested=int(idx.size))
         todo: List[Tuple[int, Any]] = []
@@ -504,7 +504,7 @@ class DescriptorStore:
         per-image files are memory-mapped). ValueError if an image of ``indices`` is not extracted.
         """
         n = check_positive_int(n, "n")
-        idx = self._indices(indices)
+        idx = np.unique(self._indices(indices))
         self._ensure_open()
         imgs, counts = [], []
         missing = []

@@ -155,7 +155,8 @@ def _decode(path: Path, buf: np.ndarray, max_pixels: Optional[int] = None) -> np
         if fmt is None:
             raise ImageLoadError(path, f"not an image (unrecognised format, {buf.size} bytes)")
         extra = f": {detail}" if detail else ""
-        raise ImageLoadError(path, f"corrupt or truncated {fmt} data ({buf.size} bytes){extra}")
+        raise ImageLoadError(path, f"corrupt or truncated {fmt} data ({buf.size} bytes), or a {fmt} "
+                                   f"variant this OpenCV build cannot decode{extra}")
     return img
 
 

@@ -101,8 +101,6 @@ SIFT_CLAMP = 0.2
 WINDOW_SIZE = 2.0
 #: Pre-smoothing sigma = b / PRESMOOTH_MAGNIF level pixels (VLFeat PHOW's magnif).
 PRESMOOTH_MAGNIF = 6.0
-#: Added to norms before dividing (float32 machine epsilon, as VLFeat).
-_EPS = float(np.finfo(np.float32).eps)
 
 _SIFT_PARAMS = ("patch", "step", "scales", "scale_factor", "window", "presmooth", "root")
 _LCS_PARAMS = ("patch", "step", "scales", "scale_factor")
@@ -351,7 +349,7 @@ def _finish_sift(hist, area, root, out, norms, f):
     """norms[f] = mass / area; out[f] = hist L2-normalised, clamped at 0.2, renormalised (RootSIFT).
 
     min(h / n, 0.2) = min(h, 0.2 n) / n, so the clamp is applied to the raw histogram and only the
-    final result is written (no store-and-reload of hist: ~4x faster).
+    final result is written. eps = float32 machine epsilon, as VLFeat.
     """
     eps = np.float32(1.1920929e-07)
     mass = np.float32(0.0)

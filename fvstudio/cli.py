@@ -185,11 +185,12 @@ def cmd_sweep(args) -> int:
                         for lab, ov in variants]
         style, x_key = "bar", None
         title = "Table 1: power normalisation (PN), L2, spatial pyramid (SP)" if args.preset == "table1" else ""
+        xlabel = "improvements over the plain Fisher kernel" if args.preset == "table1" else ""
     else:
         if not sets:
             raise ValueError("sweep needs --set KEY=V1,V2,... or --preset NAME")
         variants = grid_variants(sets)
-        style, x_key, title = "line", sets[0][0], ""
+        style, x_key, title, xlabel = "line", sets[0][0], "", ""
     bar = TerminalProgress() if not args.quiet else None
 
     def announce(i, label):
@@ -200,8 +201,8 @@ def cmd_sweep(args) -> int:
 
     try:
         sweep = _run_interruptible(lambda tok: run_sweep(cfg, variants, args.out, args.workspace, x_key=x_key,
-                                                          title=title, style=style, progress=bar, cancel=tok,
-                                                          on_variant=announce))
+                                                          title=title, xlabel=xlabel, style=style, progress=bar,
+                                                          cancel=tok, on_variant=announce))
     finally:
         if bar is not None:
             bar.close()

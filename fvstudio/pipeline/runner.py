@@ -37,6 +37,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,6 +223,9 @@ class Pipeline:
             if getattr(ds, "kind", None) != "voc":
                 raise ConfigError(f"dataset.split = 'voc' but {c.get('dataset.root')} is not a VOC devkit")
             return [dmod.voc_split(ds, train=c.get("dataset.voc_train"), test=c.get("dataset.voc_test"))]
+        if getattr(ds, "multilabel", False):
+            raise ConfigError(f"dataset.split = 'random' needs a single-label dataset; {c.get('dataset.root')} is "
+                              f"multi-label (use split = 'voc' or train_list/test_list)")
         n_test = c.get("dataset.n_test") or None
         try:
             splits = dmod.random_splits(ds, c.get("dataset.n_train"), n_test=n_test,
@@ -403,10 +407,13 @@ class Pipeline:
                 continue
             man = [self._manifest(s, v) for v in (k.values() if isinstance(k, dict) else [k])]
             compute[s] = float(sum(m.get("seconds", 0.0) for m in man if m))
-        if "descriptors" in self._memo.get(("desc_seconds",), {}):  # pragma: no cover
-            pass
-        res.compute_timings = compute
-        if not timings_from_cache:
+        man = self._manifest("descriptors", self._descriptor_run_key(keys))
+        compute["descriptors"] = float(man.get("seconds", 0.0)) if man else 0.0
+        res.compute_timings = {s: compute.get(s, 0.0) for s in STEPS}
+        if timings_from_cache:
+            res.timings = dict(res.compute_timings)
+            res.cached_steps = list(STEPS)
+        else:
             res.timings = {s: float(self.last_timings.get(s, 0.0)) for s in STEPS}
             res.cached_steps = list(self.last_cached)
         res.config = self.config.to_dict()
@@ -419,7 +426,19 @@ class Pipeline:
         atomic_write_bytes(self._step_dir(step, key) / "manifest.json",
                            json.dumps(doc, indent=1, default=str).encode())
 
+    def _descriptor_run_key(self, keys) -> str:
+        return _digest(["descriptors", keys["descriptors"], _ids_digest(list(self.dataset.ids),
+                                                                         self._needed_indices())])
+
     def _run_descriptors(self, keys, sub: _SubProgress, cancel) -> None:
+        t0 = time.perf_counter()
+        self._run_descriptor_stores(sub, cancel)
+        # the stores are the cache; this manifest only records what the extraction cost
+        failures = {ch: [(str(p), r) for p, r in v] for ch, v in self._memo[("failures",)].items()}
+        self._write_manifest("descriptors", self._descriptor_run_key(keys), time.perf_counter() - t0,
+                             failures=failures)
+
+    def _run_descriptor_stores(self, sub: _SubProgress, cancel) -> None:
         needed = self._needed_indices()
         n_ch = len(self.channels)
         self._memo[("failures",)] = {}
@@ -593,9 +612,11 @@ class Pipeline:
                     failed += f
                     part = sub.part(lo + (hi - lo) * start / n, lo + (hi - lo) * min(n, start + len(chunk)) / n,
                                     channel=ch)
-                    mm[start:start + len(chunk)] = _call(enc.encode_batch, d, positions=p, image_shapes=s,
-                                                         n_jobs=c.get("runtime.n_jobs"), progress=part,
-                                                         cancel=cancel)
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", RuntimeWarning)  # empty regions: zero blocks
+                        mm[start:start + len(chunk)] = _call(enc.encode_batch, d, positions=p, image_shapes=s,
+                                                             n_jobs=c.get("runtime.n_jobs"), progress=part,
+                                                             cancel=cancel)
                     sub.emit(min(0.999, lo + (hi - lo) * min(n, start + len(chunk)) / n),
                              f"encode[{ch}]: {min(n, start + len(chunk))}/{n} images", channel=ch)
                 mm.flush()

@@ -76,7 +76,7 @@ def _slug(text: str) -> str:
 
 
 def run_sweep(config: PipelineConfig, variants: List[Tuple[str, Dict[str, Any]]], out_dir, workspace=None, *,
-              x_key: Optional[str] = None, title: str = "", style: str = "line", progress=None, cancel=None,
+              x_key: Optional[str] = None, title: str = "", xlabel: str = "", style: str = "line", progress=None, cancel=None,
               on_variant: Optional[Callable[[int, str], None]] = None) -> SweepResult:
     """Run every variant, write ``sweep.csv``, ``sweep.png`` and per-run results into ``out_dir``."""
     out_dir = Path(out_dir)
@@ -149,12 +149,12 @@ def run_sweep(config: PipelineConfig, variants: List[Tuple[str, Dict[str, Any]]]
                 j = cats.index(_fmt(ov[x_key]))
                 series[name][j] = res.metrics[primary]
                 errs[name][j] = res.metrics_std.get(primary) or None
-            xlabel = x_key
+            xlabel = xlabel or x_key
         else:
             cats = [label for label, _ in variants]
             series = {metric_label: [r.metrics[primary] for r in sweep.results]}
             errs = {metric_label: [r.metrics_std.get(primary) or None for r in sweep.results]}
-            xlabel = "variant"
+            xlabel = xlabel or "variant"
         ds_name = Path(config.get("dataset.root") or "dataset").name
         sweep.png_path = category_chart_png(
             out_dir / "sweep.png", cats, series, errors=errs, style=style,

@@ -78,3 +78,15 @@ def test_partial_blocks_and_empty_input(problem):
     np.testing.assert_allclose(odd.log_likelihood, full.log_likelihood, atol=1e-6)
     empty = accumulate_statistics(X[:0], terms)
     assert empty.A.shape == (1, len(w)) and empty.A.sum() == 0 and empty.log_likelihood.shape == (0,)
+
+
+def test_dense_fallback_matches_sparse(problem):
+    X, w, mu, var = problem
+    terms = GaussianTerms(w, mu * 0 + mu.mean(0), var * 4)  # overlapping: most posteriors survive
+    sparse = accumulate_statistics(X, terms, threshold=1e-4)
+    dense = accumulate_statistics(X, terms, threshold=1e-4, allow_dense=True)
+    assert sparse.n_active.mean() > 0.3 * len(w)
+    np.testing.assert_allclose(dense.A, sparse.A, rtol=1e-5)
+    np.testing.assert_allclose(dense.B, sparse.B, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(dense.C, sparse.C, rtol=1e-4, atol=1e-3)
+    np.testing.assert_array_equal(dense.n_active, sparse.n_active)

@@ -285,13 +285,14 @@ class _Fit:
         terms = GaussianTerms(w, mu, var)
         X = self.X
         if self.n_jobs <= 1 or len(X) < 2 * 4096:
-            return accumulate_statistics(X, terms, threshold=self.theta, cancel=self.cancel)
+            return accumulate_statistics(X, terms, threshold=self.theta, cancel=self.cancel,
+                                         allow_dense=True)
         from threadpoolctl import threadpool_limits
 
         bounds = np.linspace(0, len(X), self.n_jobs + 1).astype(int)
         with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(self.n_jobs) as pool:
             parts = list(pool.map(lambda ab: accumulate_statistics(X[ab[0]:ab[1]], terms, threshold=self.theta,
-                                                                   cancel=self.cancel),
+                                                                   cancel=self.cancel, allow_dense=True),
                                   zip(bounds[:-1], bounds[1:])))
         A = sum(p.A for p in parts)
         B = sum(p.B for p in parts)

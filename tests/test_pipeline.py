@@ -183,6 +183,9 @@ def test_changing_only_the_classifier_reuses_everything_before(cached_run):
         {"descriptors": 0, "pca": 0, "gmm": 0, "encode": 0, "classifier": 1, "evaluate": 1}
     # a fresh Pipeline object on the same workspace finds everything cached
     again = Pipeline(pipe.config.copy(), pipe.workspace)
+    loaded = again.result()  # from the cache, before any run
+    assert loaded.metrics == res.metrics and loaded.cached_steps == list(STEPS)
+    assert set(loaded.timings) == set(STEPS) and loaded.timings["classifier"] > 0
     assert again.run_all().metrics == res.metrics and sum(again.computed.values()) == 0
     # back to the first config: a cache hit with the first metrics
     pipe.config.set("classifier.epochs", 5)
@@ -208,6 +211,8 @@ def test_cancel_mid_run_leaves_caches_consistent(folder_dataset, tmp_path):
             token.cancel()
 
     pipe = Pipeline(cfg, tmp_path / "ws")
+    pipe.run_step("pca")  # prerequisites only
+    assert [pipe.status(s) for s in STEPS] == ["cached", "cached"] + ["not run"] * 4
     with pytest.raises(Cancelled):
         pipe.run_all(progress=progress, cancel=token)
     assert [pipe.status(s) for s in STEPS[:3]] == ["cached"] * 3

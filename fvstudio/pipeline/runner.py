@@ -315,7 +315,15 @@ class Pipeline:
     def _is_cached(self, step: str, keys: Dict[str, Any]) -> bool:
         if step == "descriptors":
             needed = self._needed_indices()
-            return all(self.store(ch).is_complete(needed) for ch in self.channels)
+            for ch in self.channels:
+                store = self.store(ch)
+                if not store.is_complete(needed):
+                    if not hasattr(store, "refresh"):
+                        return False
+                    store.refresh()  # another Pipeline object (e.g. a GUI worker) may have extracted since
+                    if not store.is_complete(needed):
+                        return False
+            return True
         k = keys[step]
         if isinstance(k, dict):
             return all(self._manifest(step, v) is not None for v in k.values())

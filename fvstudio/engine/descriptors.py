@@ -295,14 +295,23 @@ def _pool_sift(planes, ky, kx, b, step, ny, nx, root, out, norms):
     """Spatial pooling + normalisation of all frames of one level.
 
     planes (H, W, 8) from :func:`_orientation_planes`; out (ny*nx, 128) in SIFT order;
-    norms (ny*nx,) = histogram mass / frame area.
+    norms (ny*nx,) = histogram mass / frame area. Per row of frames: (1) the 4 bin rows are pooled
+    vertically over whole image rows; (2) those rows are replicate-padded and split into ``step``
+    phases (column m * step + phase -> phases[by, phase, m]), so one tap of one horizontal bin
+    kernel over ALL frames of the row is a single contiguous multiply-add; (3) each frame gathers
+    its 16 bins and is normalised. Inner loops index slices from 0 so numba emits no negative-index
+    wraparound code and LLVM vectorises them (5x faster than indexing with computed offsets).
     """
-    H, W, T = planes.shape
+    H, W, _ = planes.shape
     L = ky.shape[1]
     R = (L - 1) // 2
-    src = planes.reshape(H, W * T)
-    WT = W * T
+    WT = W * N_ORIENT
+    src = planes.reshape(H, WT)
+    n_m = (W + 2 * R + step - 1) // step  # padded columns per phase
+    nxT = nx * N_ORIENT
     rows = np.empty((N_SPATIAL, WT), dtype=np.float32)  # vertically pooled rows of one frame row
+    phases = np.zeros((N_SPATIAL, step, n_m * N_ORIENT), dtype=np.float32)
+    pooled = np.empty((N_SPATIAL, N_SPATIAL, nxT), dtype=np.float32)  # [by, bx, frame * 8 + t]
     hist = np.empty(SIFT_DIM, dtype=np.float32)
     area = np.float32(((N_SPATIAL - 1) * b + 1) ** 2)
     for j in range(ny):
@@ -328,19 +337,32 @@ def _pool_sift(planes, ky, kx, b, step, ny, nx, root, out, norms):
                 for e in range(WT):
                     acc[e] += w0 * s0[e]
                 d += 1
+            for ph in range(step):
+                dst = phases[by, ph]
+                for m in range(n_m):
+                    c = min(max(m * step + ph - R, 0), W - 1)
+                    s_ = acc[c * N_ORIENT:(c + 1) * N_ORIENT]
+                    for k in range(N_ORIENT):
+                        dst[m * N_ORIENT + k] = s_[k]
+        for by in range(N_SPATIAL):
+            for bx in range(N_SPATIAL):
+                dst = pooled[by, bx]
+                for e in range(nxT):
+                    dst[e] = 0.0
+                for d in range(L):
+                    w = kx[bx, d]
+                    c0 = bx * b + d  # padded column of tap d of bin bx in frame 0
+                    off = (c0 // step) * N_ORIENT
+                    s_ = phases[by, c0 % step, off:off + nxT]
+                    for e in range(nxT):
+                        dst[e] += w * s_[e]
         for i in range(nx):
             for bx in range(N_SPATIAL):
-                xc = i * step + bx * b - R
                 for by in range(N_SPATIAL):
-                    base = N_ORIENT * (by + N_SPATIAL * bx)  # SIFT order
-                    acc = rows[by]
+                    s_ = pooled[by, bx, i * N_ORIENT:(i + 1) * N_ORIENT]
+                    h = hist[N_ORIENT * (by + N_SPATIAL * bx):N_ORIENT * (by + N_SPATIAL * bx + 1)]
                     for k in range(N_ORIENT):
-                        hist[base + k] = 0.0
-                    for d in range(L):
-                        w = kx[bx, d]
-                        q = min(max(xc + d, 0), W - 1) * N_ORIENT
-                        for k in range(N_ORIENT):
-                            hist[base + k] += w * acc[q + k]
+                        h[k] = s_[k]
             _finish_sift(hist, area, root, out, norms, j * nx + i)
 
 

@@ -475,19 +475,21 @@ def _lcs_level(img, ker, b, step, ny, nx, out, norms):
     pad2 = np.empty((W + 2 * R) * C, dtype=np.float32)
     mean = np.empty((N_SPATIAL, WC), dtype=np.float32)  # box means at the 4 cell rows
     sq = np.empty((N_SPATIAL, WC), dtype=np.float32)
+    core1 = pad1[R * C:R * C + WC]  # slices indexed from 0: no wraparound code, vectorised loops
+    core2 = pad2[R * C:R * C + WC]
     for j in range(ny):
         for by in range(N_SPATIAL):
             yc = j * step + by * b - R
             for e in range(WC):
-                pad1[R * C + e] = 0.0
-                pad2[R * C + e] = 0.0
+                core1[e] = 0.0
+                core2[e] = 0.0
             for d in range(L):  # one array written per loop: LLVM vectorises those
                 src = flat[min(max(yc + d, 0), H - 1)]
                 w = ker[d]
                 for e in range(WC):
-                    pad1[R * C + e] += w * src[e]
+                    core1[e] += w * src[e]
                 for e in range(WC):
-                    pad2[R * C + e] += w * src[e] * src[e]
+                    core2[e] += w * src[e] * src[e]
             for x in range(R):
                 for c in range(C):
                     pad1[x * C + c] = pad1[R * C + c]
@@ -501,11 +503,12 @@ def _lcs_level(img, ker, b, step, ny, nx, out, norms):
                 m2[e] = 0.0
             for d in range(L):
                 w = ker[d]
-                off = d * C
+                s1 = pad1[d * C:d * C + WC]
+                s2 = pad2[d * C:d * C + WC]
                 for e in range(WC):
-                    m1[e] += w * pad1[off + e]
+                    m1[e] += w * s1[e]
                 for e in range(WC):
-                    m2[e] += w * pad2[off + e]
+                    m2[e] += w * s2[e]
         for i in range(nx):
             f = j * nx + i
             sd_sum = np.float32(0.0)

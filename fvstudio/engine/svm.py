@@ -249,6 +249,30 @@ def _axpys(V, rows, coef, n, x):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
+def _axpys_pair(V, U, rows, cv, cu, n, x):
+    """V[rows[j]] += cv[j] * x and U[rows[j]] += cu[j] * x for j < n, in one sweep over x."""
+    D = x.shape[0]
+    j = 0
+    while j + 2 <= n:
+        v0, v1, u0, u1 = V[rows[j]], V[rows[j + 1]], U[rows[j]], U[rows[j + 1]]
+        a0, a1, b0, b1 = cv[j], cv[j + 1], cu[j], cu[j + 1]
+        for d in range(D):
+            xd = x[d]
+            v0[d] += a0 * xd
+            u0[d] += b0 * xd
+            v1[d] += a1 * xd
+            u1[d] += b1 * xd
+        j += 2
+    if j < n:
+        v0, u0 = V[rows[j]], U[rows[j]]
+        a0, b0 = cv[j], cu[j]
+        for d in range(D):
+            xd = x[d]
+            v0[d] += a0 * xd
+            u0[d] += b0 * xd
+
+
+@njit(cache=True, nogil=True, fastmath=True)
 def _sgd_pass(X, rows, Yw, loss_id, lam, t0, eta0, schedule_id, fit_bias, renorm, avg_start,
               V, U, b, ab, wdiv, adiv, wfrac, t, stats):
     """One SGD pass over ``rows`` of ``X``; every class with Yw[i, c] != 0 takes a step per row.
@@ -318,8 +342,11 @@ def _sgd_pass(X, rows, Yw, loss_id, lam, t0, eta0, schedule_id, fit_bias, renorm
                     n_upd_u += 1
                 if fit_bias:
                     b[c] -= eta * g
-        _axpys(V, upd, dv, n_upd, x)
-        _axpys(U, upd_u, du, n_upd_u, x)
+        if n_upd_u == n_upd and n_upd > 0:  # every updated class is averaging (epochs >= 2)
+            _axpys_pair(V, U, upd, dv, du, n_upd, x)
+        else:
+            _axpys(V, upd, dv, n_upd, x)
+            _axpys(U, upd_u, du, n_upd_u, x)
         for j in range(n_act):
             c = act[j]
             tc = t[c]

@@ -269,3 +269,14 @@ def test_bad_inputs_name_the_argument():
         m.decision_function(X[:, :3])
     with pytest.raises(ValueError, match="not fitted"):
         OneVsRestSGD().predict(X)
+
+
+def test_accuracy_on_par_with_sklearn_sgd():
+    sk = pytest.importorskip("sklearn.linear_model")
+    X, y = blobs(n=1500, d=40, c=4, sep=0.15, seed=11)  # overlapping: ~70% reachable
+    Xt, yt = X[1000:], y[1000:]
+    X, y = X[:1000], y[:1000]
+    ours = (OneVsRestSGD(lam=1e-4, epochs=5, seed=0).fit(X, y).predict(Xt) == yt).mean()
+    ref = (sk.SGDClassifier(loss="hinge", alpha=1e-4, max_iter=5, tol=None, random_state=0)
+           .fit(X, y).predict(Xt) == yt).mean()
+    assert ours >= ref - 0.02, (ours, ref)

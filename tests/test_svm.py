@@ -118,6 +118,10 @@ def test_rows_with_all_zero_targets_are_never_read():
     b = OneVsRestSGD(lam=1e-3, epochs=2, seed=0).fit(X2, Y)
     np.testing.assert_array_equal(a.coef_, b.coef_)
     assert a.multilabel_ and a.predict(X).shape == (120, 3)
+    full = np.where(y[:, None] == np.arange(3)[None, :], 1, -1)
+    c = OneVsRestSGD(lam=1e-3, epochs=2, seed=0).fit(X, full > 0)  # bools: False = negative
+    d = OneVsRestSGD(lam=1e-3, epochs=2, seed=0).fit(X, full)
+    np.testing.assert_array_equal(c.coef_, d.coef_)
 
 
 class ListRows:

@@ -40,7 +40,7 @@ through BLAS at equal accuracy here (``benchmarks/bench_svm.py``).
 
 Targets. ``y`` is either (N,) integer labels (classes = the sorted distinct labels >= 0; a sample
 labelled < 0 is a negative for every class) or (N, C) targets in {+1, -1, 0}, where 0 (VOC
-"difficult") means the sample is ignored for that class. Class balancing:
+"difficult") means the sample is ignored for that class (bool (N, C) targets: True = +1, False = -1). Class balancing:
     None      every sample is used by every class (besides 0 targets);
     "sample"  per epoch, each class uses all its positives and a fresh random subset of
               ``neg_ratio`` x n_pos of its negatives (the paper's large-scale practice, Sec. 5);
@@ -397,6 +397,8 @@ def _targets_matrix(y, n: int, classes=None):
         Y = np.where(lab[:, None] == cls[None, :], 1, -1).astype(np.int8)
         return Y, cls, False
     if arr.ndim == 2:
+        if arr.dtype == np.bool_:  # True = positive, False = negative (not "ignored")
+            arr = np.where(arr, 1, -1)
         if not np.isin(arr, (-1, 0, 1)).all():
             raise ValueError("y targets (N, C) must hold only +1 (positive), -1 (negative), 0 (ignore)")
         cls = np.arange(arr.shape[1], dtype=np.int64)

@@ -40,7 +40,8 @@ through BLAS at equal accuracy here (``benchmarks/bench_svm.py``).
 
 Targets. ``y`` is either (N,) integer labels (classes = the sorted distinct labels >= 0; a sample
 labelled < 0 is a negative for every class) or (N, C) targets in {+1, -1, 0}, where 0 (VOC
-"difficult") means the sample is ignored for that class (bool targets: True = +1, False = -1). Class balancing:
+"difficult") means the sample is ignored for that class (bool targets: True = +1, False = -1).
+Class balancing:
     None      every sample is used by every class (besides 0 targets);
     "sample"  per epoch, each class uses all its positives and a fresh random subset of
               ``neg_ratio`` x n_pos of its negatives (the paper's large-scale practice, Sec. 5);

@@ -276,6 +276,7 @@ class DatasetPanel(QWidget):
         super().__init__(parent)
         self.setObjectName("panel:dataset")
         self.runner = runner
+        self.submit = runner.start  # the main window replaces this with its queueing submit
         self.ds = None
         self.split = None
         self.config = None
@@ -567,9 +568,9 @@ class DatasetPanel(QWidget):
         def job(progress=None, cancel=None):
             return key, dense_sift(to_gray(rgb), **params)
 
-        if not self.runner.start("patch grid", job):
+        if not self.submit("patch grid", job) or self.runner.current != "patch grid":
             self.view_info.setText(self.view_info.text().split("<br><i>")[0] +
-                                   "<br><i>patch grid: waiting for the running job to finish</i>")
+                                   "<br><i>patch grid: drawn when the running job has finished</i>")
 
     def on_job_done(self, name: str, result: Any) -> None:
         """Called by the main window for the 'patch grid' job."""

@@ -93,6 +93,7 @@ class MainWindow(QMainWindow):
         self.last_error: Optional[tuple] = None
         self.error_box: Optional[QMessageBox] = None
         self._job_step: Optional[str] = None
+        self._queued: List[tuple] = []  # (name, fn) waiting for the runner
         self._clock = ProgressClock()
         self.persist = True  # False: closing writes neither QSettings nor the session (screenshots)
         self.setWindowTitle("fvstudio")
@@ -166,6 +167,8 @@ class MainWindow(QMainWindow):
         self.runner.cancelled.connect(self._on_cancelled)
         self.runner.failed.connect(self._on_failed)
         self.runner.busy_changed.connect(self._set_busy_widgets)
+        self.runner.finished.connect(lambda _name: QTimer.singleShot(0, self._start_queued))
+        self.dataset_panel.submit = self.submit
         self._status_timer = QTimer(self)
         self._status_timer.setSingleShot(True)
         self._status_timer.setInterval(150)
@@ -292,6 +295,18 @@ class MainWindow(QMainWindow):
             self.dataset_panel.set_config(self.config)
         self._status_timer.start()
 
+    def _renew_pipeline(self) -> None:
+        """A fresh Pipeline on the same dataset object: forgets what the old one memoised (descriptor
+        store indexes, loaded models) after a job changed the workspace."""
+        from fvstudio.pipeline import Pipeline
+
+        if self.pipeline is None or self.pipeline_error is not None:
+            return
+        try:
+            self.pipeline = Pipeline(self.config.copy(), self.workspace, dataset=self.pipeline.dataset)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("pipeline: %s", exc)
+
     def refresh(self) -> None:
         """Step statuses: the pipeline's (cached / stale / not run) unless the explorer knows better."""
         for s in self.steps:
@@ -340,6 +355,34 @@ class MainWindow(QMainWindow):
             self.eta_label.setText(format_eta(None))
             self._clock.reset()
 
+    LOW_PRIORITY = ("diagnostics", "patch grid")
+
+    def submit(self, name: str, fn) -> bool:
+        """Start a job now, or queue it behind the running one. A pipeline run pre-empts (cancels) a
+        running low-priority job (diagnostics, patch grid); a second pipeline run is refused."""
+        if not self.runner.is_busy() and not self._queued:
+            return self.runner.start(name, fn)
+        current = self.runner.current
+        if name not in self.LOW_PRIORITY and current is not None and current not in self.LOW_PRIORITY:
+            self.status_message.setText(f"{current} is still running")
+            return False
+        self._queued = [(n, f) for n, f in self._queued if n != name]
+        if name in self.LOW_PRIORITY:
+            self._queued.append((name, fn))
+        else:
+            self._queued.insert(0, (name, fn))
+            if current in self.LOW_PRIORITY:
+                self.runner.cancel()
+        return True
+
+    def _start_queued(self) -> None:
+        if self._queued and not self.runner.is_busy():
+            name, fn = self._queued.pop(0)
+            self.runner.start(name, fn)
+
+    def is_idle(self) -> bool:
+        return not self.runner.is_busy() and not self._queued
+
     def cancel_job(self) -> None:
         if self.runner.is_busy():
             self.status_message.setText(f"Cancelling {self.runner.current}…")
@@ -365,8 +408,9 @@ class MainWindow(QMainWindow):
         return self._start_run(f"run {step}", step)
 
     def _start_run(self, name: str, step: str) -> bool:
-        if self.runner.is_busy():
-            self.status_message.setText(f"{self.runner.current} is still running")
+        current = self.runner.current
+        if current is not None and current not in self.LOW_PRIORITY:
+            self.status_message.setText(f"{current} is still running")
             return False
         make = self._job_pipeline()
 
@@ -384,7 +428,7 @@ class MainWindow(QMainWindow):
         if step in self.steps[self.steps.index("gmm"):] and self.pipeline_panel.status("gmm") != "cached":
             self.pipeline_panel.reset_log_likelihood()
             self.diagnostics_panel.reset_log_likelihood()
-        return self.runner.start(name, job)
+        return self.submit(name, job)
 
     def _on_progress(self, name: str, p: Progress) -> None:
         self.progress_bar.setValue(int(round(1000 * p.fraction)))
@@ -416,6 +460,7 @@ class MainWindow(QMainWindow):
             self.diagnostics_ready.emit()
             return
         # a pipeline run
+        self._renew_pipeline()
         for s, t in payload["timings"].items():
             if s not in payload["cached"]:
                 self.overlay[s] = "done"
@@ -446,14 +491,15 @@ class MainWindow(QMainWindow):
         def job(progress=None, cancel=None):
             return compute_diagnostics(make(), progress=progress, cancel=cancel)
 
-        # Started on the next turn of the event loop: the runner is still finishing the previous job.
-        QTimer.singleShot(0, lambda: self.runner.start("diagnostics", job))
-        return True
+        return self.submit("diagnostics", job)
 
     def _on_cancelled(self, name: str) -> None:
+        if name in self.LOW_PRIORITY:
+            return
         if self._job_step is not None:
             self.overlay[self._job_step] = "cancelled"
         self._job_step = None
+        self._renew_pipeline()
         self.status_message.setText(f"{name} cancelled; caches are consistent")
         self.refresh()
 
@@ -465,6 +511,7 @@ class MainWindow(QMainWindow):
             if step in self.steps:
                 self.overlay[step] = "failed"
         self._job_step = None
+        self._renew_pipeline()
         self.refresh()
         self.status_message.setText(f"{name} failed: {message}")
         self.show_error(f"{name} failed", message, tb)

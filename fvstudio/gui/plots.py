@@ -184,7 +184,27 @@ def export_figure(fig: pg.PlotWidget, path) -> Path:
     """Write ``fig`` to ``path``: ``.svg`` as vector graphics, anything else as a PNG raster."""
     path = Path(path)
     if path.suffix.lower() == ".svg":
-        exporter = pg.exporters.SVGExporter(fig.getPlotItem())
+        # QSvgGenerator records the figure's own QPainter calls as vector SVG (pyqtgraph's SVGExporter
+        # fails on some paths, e.g. bar outlines and text items).
+        from PySide6.QtCore import QRect, QSize
+        from PySide6.QtGui import QPainter
+        from PySide6.QtSvg import QSvgGenerator
+
+        size = fig.size() if fig.width() > 10 else QSize(800, 500)
+        if fig.width() <= 10:
+            fig.resize(size)
+        gen = QSvgGenerator()
+        gen.setFileName(str(path))
+        gen.setSize(size)
+        gen.setViewBox(QRect(0, 0, size.width(), size.height()))
+        gen.setTitle(fig.question)
+        gen.setDescription(f"fvstudio figure {fig.name}")
+        painter = QPainter(gen)
+        try:
+            fig.render(painter)
+        finally:
+            painter.end()
+        return path
     else:
         if path.suffix.lower() != ".png":
             path = path.with_suffix(".png")

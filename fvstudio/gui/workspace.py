@@ -26,6 +26,7 @@ from fvstudio.engine.serialization import atomic_save_npz, atomic_write_bytes
 SESSION_DIR = "session"
 _VERSION = 1
 # RunResult attributes kept as arrays in the run's npz: name in the npz -> attribute (first split only).
+_METRIC_ORDER = ("mean_per_class_accuracy", "map", "accuracy", "top5_accuracy")
 _ARRAY_FIELDS = {"confusion": "confusion", "scores": "scores", "targets": "targets", "labels": "test_labels"}
 
 
@@ -55,8 +56,11 @@ class RunRecord:
     # ------------------------------------------------------------------ views used by the results panel
     @property
     def metrics(self) -> Dict[str, float]:
+        """Headline metrics, the paper's first (same order however the record was stored)."""
         m = self.summary.get("metrics") or {}
-        return {k: float(v) for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        vals = {k: float(v) for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        first = [k for k in _METRIC_ORDER if k in vals]
+        return {k: vals[k] for k in first + sorted(k for k in vals if k not in first)}
 
     @property
     def class_names(self) -> List[str]:
@@ -203,7 +207,7 @@ def save_session(workspace, config, runs: List[RunRecord], state: Optional[Dict[
     doc = {"version": _VERSION, **_jsonable(state or {}),
            "runs": [{"id": r.id, "created": r.created, "label": r.label, "config": r.config,
                      "summary": r.summary, "arrays": sorted(r.arrays)} for r in runs]}
-    atomic_write_bytes(folder / "session.json", json.dumps(doc, indent=1, sort_keys=True).encode("utf-8"))
+    atomic_write_bytes(folder / "session.json", json.dumps(doc, indent=1).encode("utf-8"))
     return folder
 
 

@@ -1,0 +1,283 @@
+"""The explorer, offscreen (pytest-qt): it opens the sample data, runs the pipeline through its one job
+runner, cancels and reruns a step, shows errors, restores a saved session and exports a replayable config.
+
+The pipeline runs on a tiny config (1 scale, PCA 16, K = 4, a few images per class) so the whole file
+stays well under a minute on two cores. Waits are armed before the click that starts the work.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+from PySide6.QtCore import QSettings, Qt  # noqa: E402
+
+from fvstudio.engine.progress import Cancelled  # noqa: E402
+from fvstudio.gui.app import default_config, make_window, sample_dataset_root  # noqa: E402
+from fvstudio.gui.main_window import MainWindow  # noqa: E402
+from fvstudio.gui.workers import JobRunner  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+TINY = {"dataset.n_train": 4, "dataset.n_test": 3, "dataset.max_pixels": 20_000, "descriptors.scales": 1,
+        "descriptors.step": 8, "pca.n_components": 16, "pca.sample": 2_000, "gmm.n_components": 4,
+        "gmm.max_iter": 10, "gmm.sample": 2_000, "classifier.select_lambda": False, "classifier.epochs": 5,
+        "encoder.pyramid": "1x1"}
+RUN_TIMEOUT = 60_000
+
+
+@pytest.fixture(scope="module")
+def shared_workspace(tmp_path_factory) -> Path:
+    """One workspace for the run / restore / replay tests (later ones re-use the cached steps)."""
+    return tmp_path_factory.mktemp("gui-ws")
+
+
+def _settings(tmp_path) -> QSettings:
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+
+
+def _tiny_config(**extra):
+    if sample_dataset_root() is None:
+        pytest.skip("sample_data/ is not present")
+    cfg = default_config()
+    cfg.update({**TINY, **extra})
+    return cfg
+
+
+def _window(qtbot, workspace, config, tmp_path) -> MainWindow:
+    w = MainWindow(workspace, config, _settings(tmp_path))
+    qtbot.addWidget(w)
+    w.resize(1200, 800)
+    w.show()
+    qtbot.waitExposed(w)
+    return w
+
+
+def _run_all(qtbot, w: MainWindow) -> str:
+    """Click Run all and wait for the results to be recorded; returns the run id."""
+    w.show_panel("pipeline")
+    with qtbot.waitSignal(w.run_recorded, timeout=RUN_TIMEOUT) as blocker:
+        w.pipeline_panel.run_all_button.click()
+    return blocker.args[0]
+
+
+def _wait_idle(qtbot, w: MainWindow) -> None:
+    qtbot.waitUntil(w.is_idle, timeout=RUN_TIMEOUT)
+
+
+def _table_text(table):
+    return [[table.item(r, c).text() if table.item(r, c) else "" for c in range(table.columnCount())]
+            for r in range(table.rowCount())]
+
+
+# ----------------------------------------------------------------------------------------- workers
+def test_job_runner_reports_errors_cancels_and_results(qtbot):
+    runner = JobRunner()
+
+    def boom(progress=None, cancel=None):
+        raise RuntimeError("boom in a worker")  # superqt alone would only warn about a RuntimeError
+
+    with qtbot.waitSignal(runner.failed, timeout=5000) as blocker:
+        assert runner.start("boom", boom)
+    name, message, tb = blocker.args
+    assert name == "boom" and "boom in a worker" in message and "Traceback" in tb
+    qtbot.waitUntil(lambda: not runner.is_busy())
+
+    def stop(progress=None, cancel=None):
+        raise Cancelled("stopped")
+
+    with qtbot.waitSignal(runner.cancelled, timeout=5000):
+        runner.start("stop", stop)
+    qtbot.waitUntil(lambda: not runner.is_busy())
+
+    def answer(progress=None, cancel=None):
+        for i in range(3):
+            progress and progress(__import__("fvstudio.engine.progress", fromlist=["Progress"]).Progress(
+                i + 1, 3, "x", {"step": "s", "log_likelihood": -float(i)}))
+        return 42
+
+    seen = []
+    runner.progressed.connect(lambda n, p: seen.append(p.values.get("log_likelihood")))
+    with qtbot.waitSignal(runner.succeeded, timeout=5000) as blocker:
+        runner.start("answer", answer)
+    assert blocker.args == ["answer", 42]
+    qtbot.waitUntil(lambda: len(seen) == 3)  # values for live plots are never throttled away
+    assert seen == [-0.0, -1.0, -2.0]
+
+
+# ----------------------------------------------------------------------------------------- dataset
+def test_opens_sample_dataset_with_thumbnails_and_patch_grid(qtbot, tmp_path):
+    w = _window(qtbot, tmp_path / "ws", _tiny_config(), tmp_path)
+    ds = w.pipeline.dataset
+    panel = w.dataset_panel
+    assert panel.classes.rowCount() == len(ds.class_names) + 1
+    counts = [int(panel.classes.item(r, 1).text()) for r in range(1, panel.classes.rowCount())]
+    assert sum(counts) == len(ds.paths) == int(panel.classes.item(0, 1).text())
+    # the split follows the config: 4 train + 3 test per class
+    assert [int(panel.classes.item(r, 2).text()) for r in range(1, panel.classes.rowCount())] == [4] * len(counts)
+    qtbot.waitUntil(lambda: panel.model.loaded_count() > 0, timeout=10_000)
+    # class filter
+    panel.classes.selectRow(2)
+    assert panel.model.rowCount() == counts[1]
+    # large view + patch grid of the config's grid
+    panel.select_image(int(np.flatnonzero(np.asarray(ds.labels) == 1)[0]))
+    assert panel._view_image is not None
+    with qtbot.waitSignal(w.runner.succeeded, timeout=30_000):
+        panel.grid_toggle.setChecked(True)
+    assert not panel.view._grid.path().isEmpty()
+    # editing the split in the dataset panel changes the config and the counts
+    panel.split_form.editors["dataset.n_train"].widget.setValue(5)
+    assert w.config.get("dataset.n_train") == 5
+    assert int(panel.classes.item(1, 2).text()) == 5
+
+
+def test_every_schema_key_has_a_widget(qtbot, tmp_path):
+    from fvstudio.pipeline import PipelineConfig
+
+    w = _window(qtbot, tmp_path / "ws", _tiny_config(), tmp_path)
+    bound = set(w.dataset_panel.split_form.editors)
+    for sec in w.pipeline_panel.sections.values():
+        bound |= set(sec.form.editors)
+    assert bound == set(PipelineConfig.schema())
+    ed = w.pipeline_panel.sections["gmm"].form.editors["gmm.n_components"]
+    assert "Sec." in ed.widget.toolTip()
+    ed.widget.setValue(6)
+    assert w.config.get("gmm.n_components") == 6
+
+
+# ----------------------------------------------------------------------------------------- runs
+def test_run_all_from_the_gui_fills_results(qtbot, tmp_path, shared_workspace):
+    w = _window(qtbot, shared_workspace, _tiny_config(), tmp_path)
+    rid = _run_all(qtbot, w)
+    assert w.results_panel.current_id() == rid
+    metrics = _table_text(w.results_panel.metrics)
+    assert any("accuracy" in row[0].lower() for row in metrics)
+    n_classes = len(w.pipeline.dataset.class_names)
+    assert w.results_panel.per_class.rowCount() == n_classes
+    for s in w.steps:
+        assert w.pipeline_panel.status(s) in ("done", "cached")
+    _wait_idle(qtbot, w)  # diagnostics job
+    assert len(w.pipeline_panel._ll) > 0  # the live log-likelihood got points
+    # a second run with another classifier setting re-uses the vocabulary and is comparable
+    w.pipeline_panel.sections["classifier"].form.editors["classifier.epochs"].widget.setValue(3)
+    qtbot.waitUntil(lambda: w.pipeline_panel.status("classifier") == "stale", timeout=5000)
+    assert w.pipeline_panel.status("gmm") == "cached"
+    rid2 = _run_all(qtbot, w)
+    w.results_panel.run_b.setCurrentIndex(w.results_panel.run_b.findData(rid))
+    assert w.results_panel.current_id() == rid2
+    assert w.results_panel.metrics.columnCount() == 4
+    assert "classifier.epochs" in w.results_panel.diff_label.text()
+    _wait_idle(qtbot, w)
+    files = w.export_plots(tmp_path / "plots")
+    assert all(p.exists() and p.stat().st_size > 0 for p in files)
+    assert {p.suffix for p in files} == {".png", ".svg"}
+    csvs = w.export_tables(tmp_path / "tables")
+    text = (tmp_path / "tables" / "per_class.csv").read_text()
+    assert text.count("\n") == n_classes + 1
+    w.save_session()
+    w.close()
+
+
+def test_saved_session_restores_the_same_state(qtbot, tmp_path, shared_workspace):
+    w = _window(qtbot, shared_workspace, _tiny_config(), tmp_path)
+    if not w.runs:
+        _run_all(qtbot, w)
+        _wait_idle(qtbot, w)
+    w.pipeline_panel.sections["pca"].form.editors["pca.whiten"].widget.setChecked(True)
+    state = w.session_state()
+    metrics = _table_text(w.results_panel.metrics)
+    per_class = _table_text(w.results_panel.per_class)
+    w.save_session()
+    config = w.config.copy()
+    w.close()
+
+    settings = _settings(tmp_path)
+    w2 = make_window(shared_workspace, settings)
+    qtbot.addWidget(w2)
+    assert w2.config == config
+    assert w2.pipeline_panel.sections["pca"].form.editors["pca.whiten"].get() is True
+    assert w2.session_state()["current"] == state["current"]
+    assert [r.id for r in w2.runs] == [r.id for r in w.runs]
+    assert _table_text(w2.results_panel.metrics) == metrics
+    assert _table_text(w2.results_panel.per_class) == per_class
+    _wait_idle(qtbot, w2)
+
+
+def test_exported_toml_replays_headless_to_the_same_metrics(qtbot, tmp_path, shared_workspace):
+    from fvstudio.pipeline import load_config, run
+
+    w = _window(qtbot, tmp_path / "ws-replay", _tiny_config(), tmp_path)
+    rid = _run_all(qtbot, w)
+    rec = w.results_panel.record(rid)
+    path = w.export_config(tmp_path / "exported.toml")
+    _wait_idle(qtbot, w)
+    result = run(load_config(path), workspace=tmp_path / "fresh-workspace")
+    assert set(result.metrics) == set(rec.metrics)
+    for k, v in rec.metrics.items():
+        assert math.isclose(result.metrics[k], v, rel_tol=1e-9, abs_tol=1e-12), k
+
+
+# ----------------------------------------------------------------------------------------- cancel / errors
+def test_cancel_a_step_midway_then_rerun_it(qtbot, tmp_path):
+    # enough images that extraction takes a while: all 40 per class at the paper's 5 scales
+    w = _window(qtbot, tmp_path / "ws", _tiny_config(**{"dataset.n_train": 30, "dataset.n_test": 0,
+                                                       "dataset.max_pixels": 100_000,
+                                                       "descriptors.scales": 5, "descriptors.step": 4}),
+                tmp_path)
+    fractions = []
+
+    def cancel_early(name, p):
+        if p.values.get("step") == "descriptors" and p.values.get("step_fraction", 0) > 0:
+            fractions.append(p.values["step_fraction"])
+            w.cancel_job()
+
+    w.runner.progressed.connect(cancel_early)
+    w.show_panel("pipeline")
+    with qtbot.waitSignal(w.runner.cancelled, timeout=RUN_TIMEOUT):
+        w.pipeline_panel.sections["descriptors"].run_button.click()
+    w.runner.progressed.disconnect(cancel_early)
+    assert fractions and fractions[0] < 1.0
+    assert w.pipeline_panel.status("descriptors") == "cancelled"
+    assert w.pipeline.status("descriptors") != "cached"
+    assert "cancelled" in w.status_message.text()
+    with qtbot.waitSignal(w.runner.succeeded, timeout=RUN_TIMEOUT):
+        w.pipeline_panel.sections["descriptors"].run_button.click()
+    _wait_idle(qtbot, w)
+    assert w.pipeline.status("descriptors") == "cached"
+    assert w.pipeline_panel.status("descriptors") == "done"
+
+
+def test_a_failing_step_shows_the_error_with_traceback(qtbot, tmp_path):
+    root = tmp_path / "unreadable"
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(3):
+            (root / cls / f"img{i}.jpg").write_bytes(b"not an image at all" * (i + 1))
+    cfg = _tiny_config(**{"dataset.n_train": 2, "dataset.n_test": 1})
+    cfg.set("dataset.root", str(root))
+    w = _window(qtbot, tmp_path / "ws", cfg, tmp_path)
+    with qtbot.waitSignal(w.runner.failed, timeout=RUN_TIMEOUT) as blocker:
+        w.pipeline_panel.run_all_button.click()
+    assert blocker.args[1]
+    assert w.error_box is not None and w.error_box.isVisible()
+    assert "Traceback" in w.error_box.detailedText()
+    assert w.last_error[1] == blocker.args[1]
+    assert "failed" in [w.pipeline_panel.status(s) for s in w.steps]
+    assert "failed" in w.log_view.toPlainText()
+    w.error_box.close()
+
+
+def test_screenshot_entry_point(tmp_path):
+    from fvstudio.gui.app import run_gui
+
+    if sample_dataset_root() is None:
+        pytest.skip("sample_data/ is not present")
+    out = tmp_path / "shot.png"
+    assert run_gui(workspace=str(tmp_path / "ws"), screenshot=str(out), panel="pipeline") == 0
+    from PySide6.QtGui import QImage
+
+    img = QImage(str(out))
+    assert not img.isNull() and img.width() >= 800

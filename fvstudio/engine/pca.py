@@ -12,7 +12,8 @@ whitening, each coordinate is further divided by sqrt(lambda_j + eps * lambda_1)
 
 ``method``: ``"eig"`` eigendecomposes the D x D covariance accumulated in float64 (exact; for D up to
 ~512), ``"randomized"`` runs a randomized range finder (Halko, Martinsson & Tropp 2011; k + 10 probe
-vectors, 4 power iterations with QR re-orthonormalisation) on the centred data, ``"auto"`` picks
+vectors, 4 power iterations with QR re-orthonormalisation) on the covariance, applied as
+X_c^T (X_c Q) over row chunks so no centred copy of X is made, ``"auto"`` picks
 ``"eig"`` when D <= 512 and ``"randomized"`` otherwise.
 
 ``explained_variance_`` (k,) are the kept eigenvalues; ``explained_variance_ratio_`` (k,) their share of
@@ -186,17 +187,23 @@ def _covariance(X, mean) -> np.ndarray:
     return (cov + cov.T) * 0.5
 
 
+def _cov_times(X, mean, Q) -> np.ndarray:
+    """Cov @ Q for Q (D, p), accumulated in float64 over row chunks (never a centred copy of X)."""
+    out = np.zeros((X.shape[1], Q.shape[1]))
+    for s in range(0, len(X), _ROWS_PER_CHUNK):
+        Xc = X[s:s + _ROWS_PER_CHUNK].astype(np.float64) - mean
+        out += Xc.T @ (Xc @ Q)
+    return out / (len(X) - 1)
+
+
 def _randomized(X, mean, k, rng):
-    """Leading eigenpairs of the covariance by a randomized range finder on the centred data."""
-    N, D = X.shape
+    """Leading eigenpairs of the covariance by a randomized range finder with power iterations."""
+    D = X.shape[1]
     p = min(D, k + _OVERSAMPLE)
-    Xc = X.astype(np.float64) - mean
-    Q = rng.standard_normal((D, p))
-    Q, _ = np.linalg.qr(Xc.T @ (Xc @ Q))
+    Q, _ = np.linalg.qr(_cov_times(X, mean, rng.standard_normal((D, p))))
     for _ in range(_POWER_ITERS):
-        Q, _ = np.linalg.qr(Xc.T @ (Xc @ Q))
-    Bm = Xc @ Q                                    # (N, p)
-    small = (Bm.T @ Bm) / (N - 1)                  # Q^T Cov Q
+        Q, _ = np.linalg.qr(_cov_times(X, mean, Q))
+    small = Q.T @ _cov_times(X, mean, Q)           # Q^T Cov Q (p, p)
     lam, V = np.linalg.eigh((small + small.T) * 0.5)
     order = np.argsort(lam)[::-1]
     return np.maximum(lam[order], 0.0), Q @ V[:, order]

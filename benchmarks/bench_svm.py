@@ -15,7 +15,7 @@ the peak memory allocated during fit (tracemalloc, which sees numpy's allocation
 data itself is not counted). CPU time (process_time, all threads) is shown too: on a busy machine
 it is the fairer single-thread comparison. Run:
 
-    python benchmarks/bench_svm.py                        # full size, ~3 min
+    python benchmarks/bench_svm.py                        # full size: 3.3 GB of rows, a few minutes
     python benchmarks/bench_svm.py --n-train 4000 --n-test 2000 --repeats 1   # quick look
 """
 from __future__ import annotations

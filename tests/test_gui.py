@@ -134,6 +134,18 @@ def test_opens_sample_dataset_with_thumbnails_and_patch_grid(qtbot, tmp_path):
     assert int(panel.classes.item(1, 2).text()) == 5
 
 
+def test_opens_a_voc_devkit_as_multilabel(qtbot, tmp_path):
+    voc = sample_dataset_root().parent / "voc_mini" if sample_dataset_root() else None
+    if voc is None or not voc.is_dir():
+        pytest.skip("sample_data/voc_mini is not present")
+    w = _window(qtbot, tmp_path / "ws", _tiny_config(), tmp_path)
+    w.open_dataset(str(voc))
+    assert w.pipeline_error is None and w.pipeline.dataset.multilabel
+    assert "VOC" in w.dataset_panel.title.text() and "multi-label" in w.dataset_panel.title.text()
+    assert w.config.get("dataset.root") == str(voc)
+    assert w.dataset_panel.split is not None and len(w.dataset_panel.split.test) > 0
+
+
 def test_every_schema_key_has_a_widget(qtbot, tmp_path):
     from fvstudio.pipeline import PipelineConfig
 

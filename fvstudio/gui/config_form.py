@@ -81,8 +81,7 @@ def normalise_schema(schema: Any) -> List[SchemaEntry]:
     if isinstance(schema, dict):
         for k, v in schema.items():
             if isinstance(v, dict) and not any(x in v for x in ("type", "default", "help", "choices")):
-                for k2, v2 in normalise_schema({f"{k}.{kk}": vv for kk, vv in v.items()}):
-                    items.append((k2, v2))
+                items.extend((e.key, e) for e in normalise_schema({f"{k}.{kk}": vv for kk, vv in v.items()}))
                 continue
             items.append((k, v))
     else:

@@ -112,7 +112,9 @@ class DiagnosticsPanel(QWidget):
                              "Gaussian (rank by share)", None, "share of squared FV norm", "%")
         self.energy_curve = self.energy.curve(series_colors(2)[1], symbol=None)
         self.energy_curve.setFillLevel(0)
-        self.energy_curve.setBrush(series_colors(2)[1].lighter(150))
+        fill = series_colors(2)[1]
+        fill.setAlpha(70)
+        self.energy_curve.setBrush(fill)
         self.loglik = Figure("gmm_log_likelihood", "Has EM converged? GMM log-likelihood per iteration",
                              "EM iteration", None, "mean log-likelihood", "nats/descriptor")
         self.ll_curve = self.loglik.curve(symbol="o")

@@ -94,6 +94,7 @@ class MainWindow(QMainWindow):
         self.error_box: Optional[QMessageBox] = None
         self._job_step: Optional[str] = None
         self._queued: List[tuple] = []  # (name, fn) waiting for the runner
+        self._step_t0 = 0.0
         self._clock = ProgressClock()
         self.persist = True  # False: closing writes neither QSettings nor the session (screenshots)
         self.setWindowTitle("fvstudio")
@@ -440,9 +441,12 @@ class MainWindow(QMainWindow):
         step = values.get("step")
         if step in self.steps and name.startswith("run"):
             if step != self._job_step:
+                now = time.monotonic()
                 if self._job_step is not None and self.overlay.get(self._job_step) == "running":
                     self.overlay[self._job_step] = "done"
                     self.pipeline_panel.set_status(self._job_step, "done")
+                    self.pipeline_panel.set_time(self._job_step, now - self._step_t0)
+                self._step_t0 = now
                 self._job_step = step
                 self.overlay[step] = "running"
                 self.pipeline_panel.set_status(step, "running")

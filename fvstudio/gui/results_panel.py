@@ -90,7 +90,7 @@ class ResultsPanel(QWidget):
             t.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
             t.setAlternatingRowColors(True)
             t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-            t.horizontalHeader().setStretchLastSection(True)
+            t.horizontalHeader().setMinimumSectionSize(64)
             t.setSortingEnabled(False)
 
         self.bars = Bars("per_class", "Which classes are recognised well? Per-class score on the test set",
@@ -217,10 +217,16 @@ class ResultsPanel(QWidget):
                 row += [_fmt(vb, pct), ("+" if d is not None and d > 0 else "") + _fmt(d, pct)]
             rows.append(row)
         times_a, times_b = a.timings, (b.timings if b else {})
+
+        def t_text(r: RunRecord, times, step) -> str:
+            if step in (r.summary.get("cached_steps") or []):
+                return "cached"
+            return "—" if times.get(step) is None else f"{times[step]:.2f}"
+
         for s in list(times_a) + [k for k in times_b if k not in times_a]:
-            row = [f"time: {s} (s)", _fmt(times_a.get(s), False)]
+            row = [f"time: {s} (s)", t_text(a, times_a, s)]
             if b:
-                row += [_fmt(times_b.get(s), False), ""]
+                row += [t_text(b, times_b, s), ""]
             rows.append(row)
         self._set_rows(t, rows)
 
@@ -261,6 +267,7 @@ class ResultsPanel(QWidget):
     @staticmethod
     def _set_rows(t: QTableWidget, rows: List[List[str]]) -> None:
         t.setRowCount(len(rows))
+        t.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         for r, row in enumerate(rows):
             for c, text in enumerate(row):
                 item = QTableWidgetItem(text)

@@ -217,15 +217,17 @@ class BackgroundQueue(QObject):
     """Serve many small requests (``fn(key)``) on one pool thread, most recent request first.
 
     ``ready(key, result)`` is emitted on the GUI thread; a ``fn`` that raises yields ``result=None``
-    and a log line. Requests already queued are not duplicated; :meth:`clear` drops the backlog
-    (e.g. when another dataset is opened).
+    and a log line. Requests already queued are not duplicated; beyond ``max_pending`` the oldest are
+    dropped (a view asks again when it shows them); :meth:`clear` drops the backlog (e.g. when another
+    dataset is opened).
     """
 
     ready = Signal(object, object)
 
-    def __init__(self, fn: Callable[[Any], Any], parent: Optional[QObject] = None) -> None:
+    def __init__(self, fn: Callable[[Any], Any], parent: Optional[QObject] = None, max_pending: int = 512) -> None:
         super().__init__(parent)
         self._fn = fn
+        self._max_pending = max_pending
         self._lock = threading.Lock()
         self._pending: "OrderedDict[Any, None]" = OrderedDict()
         self._alive = False
@@ -240,6 +242,8 @@ class BackgroundQueue(QObject):
                 self._pending.move_to_end(key)
             else:
                 self._pending[key] = None
+                while len(self._pending) > self._max_pending:  # scrolled far past: forget the oldest asks
+                    self._pending.popitem(last=False)
             if not self._alive:
                 self._alive = start = True
         if start:

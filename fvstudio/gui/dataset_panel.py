@@ -337,6 +337,7 @@ class DatasetPanel(QWidget):
         self.grid.setLayoutMode(QListView.LayoutMode.Batched)
         self.grid.setBatchSize(200)
         self.grid.setWordWrap(True)
+        self.grid.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.grid.setModel(self.model)
         self.grid.selectionModel().currentChanged.connect(self._on_current)
         self.split_filter = QComboBox()

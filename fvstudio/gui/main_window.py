@@ -318,7 +318,21 @@ class MainWindow(QMainWindow):
                 except Exception as exc:  # noqa: BLE001
                     log.warning("status of %s: %s", s, exc)
                     state = "not run"
-            self.pipeline_panel.set_status(s, state)
+            detail = self._descriptor_failures() if s == "descriptors" and state in ("cached", "done") else ""
+            self.pipeline_panel.set_status(s, state, detail)
+
+    def _descriptor_failures(self) -> str:
+        """'k of n images unreadable' for the split's images (from the descriptor store), or ''."""
+        import numpy as np
+
+        try:
+            store = self.pipeline.artifact("descriptors")
+            idx = np.unique(np.concatenate([np.r_[np.asarray(sp.train), np.asarray(sp.test)]
+                                            for sp in self.pipeline.splits]).astype(np.int64))
+            bad = int(np.sum(store.counts(idx) < 0)) if store is not None else 0
+        except Exception:  # noqa: BLE001 - a detail only
+            return ""
+        return f"{bad} of {len(idx)} images unreadable" if bad else ""
 
     def open_dataset(self, path: str) -> None:
         path = str(Path(path).expanduser())
@@ -518,14 +532,24 @@ class MainWindow(QMainWindow):
         self._renew_pipeline()
         self.refresh()
         self.status_message.setText(f"{name} failed: {message}")
-        self.show_error(f"{name} failed", message, tb)
+        failed = [s for s in self.steps if self.overlay.get(s) == "failed"]
+        info = ""
+        if failed:
+            info = (f"The {failed[0]} step failed; every cache stays consistent (finished steps are kept, the "
+                    f"failed one is not written). The Log (Ctrl+L) has the details.")
+            bad = self._descriptor_failures()
+            if bad:
+                info += f" Note: {bad}."
+        self.show_error(f"{name} failed", message, tb, info)
 
-    def show_error(self, title: str, message: str, tb: str) -> None:
+    def show_error(self, title: str, message: str, tb: str, info: str = "") -> None:
         """A non-blocking message box; 'Show Details…' expands the traceback. Also logged."""
         self.last_error = (title, message, tb)
         log.error("%s: %s", title, message)
         box = QMessageBox(QMessageBox.Icon.Critical, title, message, QMessageBox.StandardButton.Ok, self)
         box.setObjectName("error_dialog")
+        if info:
+            box.setInformativeText(info)
         if tb:
             box.setDetailedText(tb)
         box.setWindowModality(Qt.WindowModality.WindowModal)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QRectF, QSize, Qt, Signal
+from PySide6.QtCore import QAbstractListModel, QItemSelectionModel, QModelIndex, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QImage, QImageReader, QPainter, QPainterPath, QPalette, QPen, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QGraphicsPixmapItem, QGraphicsScene,
                                QGraphicsView, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QListView,
@@ -455,7 +455,8 @@ class DatasetPanel(QWidget):
         self._fill_classes(ds)
         self._apply_filter()
         if self._view_index is None and self.model.rowCount():
-            self.grid.setCurrentIndex(self.model.index(0))
+            self.grid.selectionModel().setCurrentIndex(self.model.index(0),
+                                                       QItemSelectionModel.SelectionFlag.ClearAndSelect)
 
     def _fill_classes(self, ds) -> None:
         members = class_members(ds)
@@ -515,7 +516,8 @@ class DatasetPanel(QWidget):
         """Show image ``i`` of the dataset (also selects its thumbnail if it is visible)."""
         row = self.model._row_of.get(int(i))
         if row is not None:
-            self.grid.setCurrentIndex(self.model.index(row))
+            self.grid.selectionModel().setCurrentIndex(self.model.index(row),
+                                                       QItemSelectionModel.SelectionFlag.ClearAndSelect)
         else:
             self._show_image(int(i))
 

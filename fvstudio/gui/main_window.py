@@ -175,6 +175,10 @@ class MainWindow(QMainWindow):
         self._status_timer.setInterval(150)
         self._status_timer.timeout.connect(self.refresh)
 
+        for name, table in self.tables().items():
+            table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+            table.customContextMenuRequested.connect(lambda pos, n=name, t=table: self._table_menu(n, t, pos))
+
         self._restore_geometry()
         self.apply_config(self.config)
 
@@ -649,6 +653,21 @@ class MainWindow(QMainWindow):
             out.append(p)
         self.status_message.setText(f"{len(out)} tables written to {folder}")
         return out
+
+    def _table_menu(self, name: str, table, pos) -> None:
+        from PySide6.QtWidgets import QApplication, QMenu
+
+        menu = QMenu(table)
+        menu.addAction("Copy as CSV", lambda: QApplication.clipboard().setText(table_to_csv(table)))
+
+        def save():
+            path, _ = QFileDialog.getSaveFileName(self, f"Export the {name} table", str(self.workspace / f"{name}.csv"),
+                                                  "CSV (*.csv)")
+            if path:
+                Path(path).write_text(table_to_csv(table), encoding="utf-8")
+                self.status_message.setText(f"{name} table written to {path}")
+        menu.addAction("Export CSV…", save)
+        menu.popup(table.viewport().mapToGlobal(pos))
 
     def choose_export_tables(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Export every table (CSV) to", str(self.workspace))

@@ -692,6 +692,8 @@ class MainWindow(QMainWindow):
         self.dataset_panel.dropEvent(event)
 
     def closeEvent(self, event) -> None:  # noqa: N802
+        self._queued.clear()
+        self.dataset_panel.model._queue.clear()  # pending thumbnails: the pool thread leaves at once
         if self.runner.is_busy():
             self.runner.cancel()
             self.runner.wait(10.0)

@@ -293,3 +293,15 @@ def test_screenshot_entry_point(tmp_path):
 
     img = QImage(str(out))
     assert not img.isNull() and img.width() >= 800
+
+
+def test_window_geometry_and_panel_are_remembered(qtbot, tmp_path):
+    w = _window(qtbot, tmp_path / "ws", _tiny_config(), tmp_path)
+    w.resize(760, 555)
+    w.show_panel("diagnostics")
+    w.close()
+    w2 = MainWindow(tmp_path / "ws", _tiny_config(), _settings(tmp_path))
+    qtbot.addWidget(w2)
+    assert (w2.width(), w2.height()) == (760, 555)
+    assert _settings(tmp_path).value("panel") == "diagnostics"
+    assert _settings(tmp_path).value("last_workspace") == str(tmp_path / "ws")

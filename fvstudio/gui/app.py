@@ -56,7 +56,7 @@ def _pick_workspace(workspace, settings) -> Path:
     return default_workspace(default_config())
 
 
-def make_window(workspace=None, settings=None):
+def make_window(workspace=None, settings=None, persist: bool = True):
     """Build the main window (a QApplication must exist) on the chosen workspace."""
     from PySide6.QtCore import QSettings
 
@@ -73,7 +73,7 @@ def make_window(workspace=None, settings=None):
         config, _, _ = ws_mod.load_session(ws)
     except Exception:  # noqa: BLE001 - a broken session falls back to defaults (and is reported on load)
         config = None
-    window = MainWindow(ws, config or default_config(), settings)
+    window = MainWindow(ws, config or default_config(), settings, persist=persist)
     if (ws_mod.session_dir(ws) / "session.json").exists():
         window.load_workspace(ws)
     else:
@@ -115,11 +115,10 @@ def run_gui(workspace=None, screenshot=None, panel: Optional[str] = None) -> int
     if panel is not None and panel not in PANELS:
         print(f"fvstudio gui: --panel must be one of {', '.join(PANELS)}, got {panel!r}", file=sys.stderr)
         return 2
-    window = make_window(workspace)
+    window = make_window(workspace, persist=not screenshot)
     if panel:
         window.show_panel(panel)
     if screenshot:
-        window.persist = False
         window.resize(1400, 880)
         window.show()
         wait_until_drawn(app, window)

@@ -77,7 +77,8 @@ class MainWindow(QMainWindow):
     run_recorded = Signal(str)        # run id, after a run's results are in the history
     diagnostics_ready = Signal()
 
-    def __init__(self, workspace, config, settings: Optional[QSettings] = None, parent=None) -> None:
+    def __init__(self, workspace, config, settings: Optional[QSettings] = None, parent=None,
+                 persist: bool = True) -> None:
         super().__init__(parent)
         from fvstudio.pipeline import STEPS, PipelineConfig
 
@@ -96,7 +97,7 @@ class MainWindow(QMainWindow):
         self._queued: List[tuple] = []  # (name, fn) waiting for the runner
         self._step_t0 = 0.0
         self._clock = ProgressClock()
-        self.persist = True  # False: closing writes neither QSettings nor the session (screenshots)
+        self.persist = persist  # False: writes neither QSettings nor the session on close (screenshots)
         self.setWindowTitle("fvstudio")
         self.setWindowIcon(app_icon())
         self.setAcceptDrops(True)
@@ -567,7 +568,8 @@ class MainWindow(QMainWindow):
 
     def save_session(self, quiet: bool = False) -> Path:
         folder = ws_mod.save_session(self.workspace, self.config, self.runs, self.session_state())
-        self.settings.setValue("last_workspace", str(self.workspace))
+        if self.persist:
+            self.settings.setValue("last_workspace", str(self.workspace))
         if not quiet:
             self.status_message.setText(f"Session saved in {folder}")
         log.info("session saved in %s", folder)
@@ -592,7 +594,8 @@ class MainWindow(QMainWindow):
         self.apply_config(config if config is not None else self.config if self.config else PipelineConfig())
         if state.get("panel") in PANELS:
             self.show_panel(state["panel"])
-        self.settings.setValue("last_workspace", str(self.workspace))
+        if self.persist:
+            self.settings.setValue("last_workspace", str(self.workspace))
         self.setWindowTitle(f"fvstudio — {self.workspace}")
         if self.pipeline is not None and self.pipeline_error is None and self.steps and \
                 self.pipeline_panel.status("gmm") == "cached":

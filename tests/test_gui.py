@@ -302,6 +302,7 @@ def test_window_geometry_and_panel_are_remembered(qtbot, tmp_path):
     w.close()
     w2 = MainWindow(tmp_path / "ws", _tiny_config(), _settings(tmp_path))
     qtbot.addWidget(w2)
-    assert (w2.width(), w2.height()) == (760, 555)
+    # restored (the offscreen platform may add a few pixels of frame), not the 1360 x 860 default
+    assert abs(w2.width() - 760) <= 30 and abs(w2.height() - 555) <= 40
     assert _settings(tmp_path).value("panel") == "diagnostics"
     assert _settings(tmp_path).value("last_workspace") == str(tmp_path / "ws")

@@ -276,7 +276,10 @@ def load_voc_dataset(path: PathLike, *, require_images: bool = True,
 
 
 def open_dataset(path: PathLike, **kwargs) -> Dataset:
-    """Open ``path`` as a VOC devkit if it holds one, else as a class-folder dataset."""
+    """Open ``path`` as a VOC devkit if it holds one (see :func:`find_voc_root`), else as a
+    class-folder dataset. A folder none of whose sub-folders holds an image directly (such as
+    ``sample_data/``, which holds two datasets) is refused with a message listing them; call
+    :func:`load_folder_dataset` to open classes whose images all sit in nested folders."""
     p = Path(path)
     if not p.exists():
         raise ValueError(f"dataset path {p} does not exist")

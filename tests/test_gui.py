@@ -14,6 +14,11 @@ import pytest
 
 pytest.importorskip("pytestqt")
 from PySide6.QtCore import QSettings, Qt  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+# Create the QApplication at collection time, before any other test can create a bare QGuiApplication
+# (the pipeline's PNG charts do when none exists); widgets abort the process under a QGuiApplication.
+_APP = QApplication.instance() or QApplication(["fvstudio-tests"])
 
 from fvstudio.engine.progress import Cancelled  # noqa: E402
 from fvstudio.gui.app import default_config, make_window, sample_dataset_root  # noqa: E402

@@ -88,6 +88,7 @@ def run_peer(pipe, cfg, lam_grid, seed=0):
         pos[int(i)] = np.array([k.pt for k in kps], np.float32)
         shapes[int(i)] = u8.shape
     times["descriptors"] = time.perf_counter() - t0
+    print(f"  peer descriptors: {times['descriptors']:.1f} s", file=sys.stderr)
 
     def sample(n):
         allx = np.concatenate([desc[int(i)] for i in split.train])
@@ -97,12 +98,14 @@ def run_peer(pipe, cfg, lam_grid, seed=0):
     t0 = time.perf_counter()
     pca = PCA(cfg.get("pca.n_components"), random_state=seed).fit(sample(cfg.get("pca.sample")))
     times["pca"] = time.perf_counter() - t0
+    print(f"  peer pca: {times['pca']:.1f} s", file=sys.stderr)
     # gmm
     t0 = time.perf_counter()
     X = pca.transform(sample(cfg.get("gmm.sample"))).astype(np.float32)
     gmm = GaussianMixture(cfg.get("gmm.n_components"), covariance_type="diag", max_iter=cfg.get("gmm.max_iter"),
                           tol=cfg.get("gmm.tol"), random_state=seed).fit(X)
     times["gmm"] = time.perf_counter() - t0
+    print(f"  peer gmm: {times['gmm']:.1f} s", file=sys.stderr)
     # encode: 1x1 + 3x1 pyramid, weight block dropped, signed sqrt + L2 per region
     t0 = time.perf_counter()
     K = gmm.n_components
@@ -122,6 +125,7 @@ def run_peer(pipe, cfg, lam_grid, seed=0):
             blocks.append((v / max(np.linalg.norm(v), 1e-12)).astype(np.float32))
         fvs[int(i)] = np.concatenate(blocks)
     times["encode"] = time.perf_counter() - t0
+    print(f"  peer encode: {times['encode']:.1f} s", file=sys.stderr)
     # classifier
     t0 = time.perf_counter()
     Xtr = np.stack([fvs[int(i)] for i in split.train])
@@ -131,6 +135,7 @@ def run_peer(pipe, cfg, lam_grid, seed=0):
     search = GridSearchCV(LinearSVC(), grid, cv=3, scoring="balanced_accuracy").fit(Xtr, ytr)
     scores = search.decision_function(Xte)
     times["classifier"] = time.perf_counter() - t0
+    print(f"  peer classifier: {times['classifier']:.1f} s", file=sys.stderr)
     acc = metrics.mean_per_class_accuracy(yte, np.argmax(scores, 1), len(ds.class_names))
     return acc, times
 

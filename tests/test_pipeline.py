@@ -278,3 +278,20 @@ def test_bad_dataset_root_is_named(tmp_path):
     with pytest.raises(ValueError, match="dataset.root"):
         Pipeline(cfg, tmp_path / "ws").run_all()
     assert Pipeline(cfg, tmp_path / "ws").status("pca") == "not run"
+
+
+def test_lambda_rules_hand_computed():
+    from types import SimpleNamespace
+
+    from fvstudio.pipeline.learning import choose_lambda
+
+    grid = np.array([1e-6, 1e-5, 1e-4, 1e-3])
+    scores = np.array([[0.50, 0.60, 0.70],   # mean 0.60, the best; SE = 0.1 / sqrt(3) = 0.0577
+                       [0.55, 0.58, 0.60],   # mean 0.5767 >= 0.60 - 0.0577
+                       [0.50, 0.55, 0.60],   # mean 0.55 < 0.5423
+                       [0.40, 0.40, 0.40]])
+    search = SimpleNamespace(best_lam=1e-6, grid=grid, scores=scores)
+    assert choose_lambda(search, "best") == 1e-6
+    assert choose_lambda(search, "one_se") == 1e-5
+    scores[2] = [0.55, 0.56, 0.57]  # mean 0.56 >= 0.5423 -> the larger lambda wins
+    assert choose_lambda(search, "one_se") == 1e-4

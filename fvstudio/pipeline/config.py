@@ -168,6 +168,9 @@ _PARAMS: List[Param] = [
        choices=("hinge", "log", "squared")),
     _p("classifier.select_lambda", "bool", True,
        "Choose lambda by k-fold cross-validation on the training set (Sec. 3.1)"),
+    _p("classifier.lambda_rule", "str", "best",
+       "Lambda from CV: best = highest mean CV score; one_se = largest lambda within one standard error "
+       "of the best (steadier on small training sets)", choices=("best", "one_se")),
     _p("classifier.lam", "float", 1e-5, "Regularisation lambda when it is not cross-validated", min=1e-12,
        max=10.0),
     _p("classifier.lam_grid", "list[float]", [1e-6, 1e-5, 1e-4, 1e-3],

@@ -2,7 +2,9 @@
 
 Classifier (Sec. 3.1): for every split, one-vs-rest linear classifiers (:class:`OneVsRestSGD`) on the
 training rows of the FV matrix (read through a row provider, never copied whole), lambda chosen by
-k-fold cross-validation on the training set when ``classifier.select_lambda`` is on.
+k-fold cross-validation on the training set when ``classifier.select_lambda`` is on: the grid point with
+the best mean CV score (``lambda_rule = "best"``), or by the one-standard-error rule (``"one_se"``: the
+largest lambda whose mean score is within one standard error, over folds, of the best one).
 
 Several channels (Sec. 3.2):
 - ``fusion.mode = "late"``: one classifier per channel; test scores fused as
@@ -45,6 +47,39 @@ def _classifier_params(config) -> Dict[str, Any]:
     return params
 
 
+def choose_lambda(search, rule: str) -> float:
+    """Lambda from a :class:`~fvstudio.engine.svm.LambdaSearch`: its best, or the one-standard-error rule
+    (the largest lambda whose mean CV score is >= best mean - standard error of the best's fold scores)."""
+    if rule == "best":
+        return float(search.best_lam)
+    scores = np.asarray(search.scores, np.float64)
+    mean = np.nanmean(scores, axis=1)
+    b = int(np.nanargmax(mean))
+    fold_scores = scores[b][np.isfinite(scores[b])]
+    se = float(np.std(fold_scores, ddof=1) / np.sqrt(len(fold_scores))) if len(fold_scores) > 1 else 0.0
+    ok = np.flatnonzero(mean >= mean[b] - se - 1e-12)
+    grid = np.asarray(search.grid, np.float64)
+    return float(grid[ok].max())
+
+
+def _fit(base, rows, y, params, classes, rule, part, cancel):
+    """Fit one OneVsRestSGD on ``rows`` of ``base``; lambda by CV (``params["lam"] == "cv"``) and ``rule``."""
+    from ..engine.progress import scaled
+    from ..engine.svm import OneVsRestSGD, SubsetRows, select_lambda
+
+    X = SubsetRows(base, rows)
+    if params["lam"] == "cv" and rule != "best":
+        cv_params = {k: v for k, v in params.items() if k not in ("lam", "lam_grid", "cv_folds", "seed")}
+        search = select_lambda(X, y, params["lam_grid"], folds=params["cv_folds"], seed=params["seed"],
+                               classes=classes, progress=scaled(part, 0.0, 0.75, "lambda CV: "), cancel=cancel,
+                               **cv_params)
+        model = OneVsRestSGD(**{**params, "lam": choose_lambda(search, rule)})
+        model.fit(X, y, progress=scaled(part, 0.75, 1.0), cancel=cancel, classes=classes)
+        model.cv_search_ = search
+        return model
+    return OneVsRestSGD(**params).fit(X, y, progress=part, cancel=cancel, classes=classes)
+
+
 def train_and_score(pipe, encoded: Dict[str, Any], folder, sub, cancel) -> Dict[str, Any]:
     """Train the classifiers of every split and score its test images (see the module docstring)."""
     from ..engine.fusion import ConcatRows, LateFusion
@@ -56,6 +91,7 @@ def train_and_score(pipe, encoded: Dict[str, Any], folder, sub, cancel) -> Dict[
     n_classes = len(ds.class_names)
     classes = None if multilabel else np.arange(n_classes)
     params = _classifier_params(c)
+    rule = c.get("classifier.lambda_rule")
     channels = list(encoded)
     late = len(channels) > 1 and c.get("fusion.mode") == "late"
     # all channels encode the same dataset indices in the same order
@@ -81,19 +117,15 @@ def train_and_score(pipe, encoded: Dict[str, Any], folder, sub, cancel) -> Dict[
             check_cancel(cancel, "classifier")
             part = sub.part(unit / n_units, (unit + 1) / n_units, split=s, channel=name)
             unit += 1
+            model = _fit(base, tr_rows, y_tr, params, classes, rule, part, cancel)
             if late and c.get("fusion.select_weight"):
-                # out-of-fold training scores for the fusion weight take ~1/3 of this unit's time
-                model = OneVsRestSGD(**params).fit(SubsetRows(base, tr_rows), y_tr, progress=part,
-                                                   cancel=cancel, classes=classes)
+                # out-of-fold training scores for the fusion weight
                 fixed = {k: v for k, v in params.items() if k not in ("seed", "cv_folds", "lam_grid")}
                 fixed["lam"] = float(model.lam_)
                 cv_scores.append(cross_val_decision(SubsetRows(base, tr_rows), y_tr,
                                                     folds=c.get("classifier.cv_folds"),
                                                     seed=c.get("classifier.seed"), classes=classes,
                                                     cancel=cancel, **fixed))
-            else:
-                model = OneVsRestSGD(**params).fit(SubsetRows(base, tr_rows), y_tr, progress=part,
-                                                   cancel=cancel, classes=classes)
             ch_scores[name] = model.decision_function(SubsetRows(base, te_rows))
             lambdas[name] = float(model.lam_)
             rel = f"model_split{s}_{name}.npz"

@@ -288,7 +288,7 @@ def test_lambda_rules_hand_computed():
     grid = np.array([1e-6, 1e-5, 1e-4, 1e-3])
     scores = np.array([[0.50, 0.60, 0.70],   # mean 0.60, the best; SE = 0.1 / sqrt(3) = 0.0577
                        [0.55, 0.58, 0.60],   # mean 0.5767 >= 0.60 - 0.0577
-                       [0.50, 0.55, 0.60],   # mean 0.55 < 0.5423
+                       [0.45, 0.50, 0.55],   # mean 0.50 < 0.5423
                        [0.40, 0.40, 0.40]])
     search = SimpleNamespace(best_lam=1e-6, grid=grid, scores=scores)
     assert choose_lambda(search, "best") == 1e-6

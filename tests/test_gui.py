@@ -143,8 +143,15 @@ def test_opens_a_voc_devkit_as_multilabel(qtbot, tmp_path):
     voc = sample_dataset_root().parent / "voc_mini" if sample_dataset_root() else None
     if voc is None or not voc.is_dir():
         pytest.skip("sample_data/voc_mini is not present")
+    from PySide6.QtCore import QMimeData, QPointF, QUrl
+    from PySide6.QtGui import QDropEvent
+
     w = _window(qtbot, tmp_path / "ws", _tiny_config(), tmp_path)
-    w.open_dataset(str(voc))
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(voc))])
+    drop = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
+                      Qt.KeyboardModifier.NoModifier)
+    w.dataset_panel.dropEvent(drop)  # drag-and-drop of a folder opens it
     assert w.pipeline_error is None and w.pipeline.dataset.multilabel
     assert "VOC" in w.dataset_panel.title.text() and "multi-label" in w.dataset_panel.title.text()
     assert w.config.get("dataset.root") == str(voc)

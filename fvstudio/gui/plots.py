@@ -54,23 +54,43 @@ class Figure(pg.PlotWidget):
         super().__init__(parent=parent)
         self.name = name
         self.question = question
-        self.setBackground(palette_color(QPalette.ColorRole.Base))
-        fg = palette_color(QPalette.ColorRole.Text)
+        self._labels = {"bottom": (xlabel, xunits), "left": (ylabel, yunits)}
         item = self.getPlotItem()
-        item.setTitle(question, color=fg, size="10pt")
-        item.setLabel("bottom", xlabel, units=xunits, color=fg)
-        item.setLabel("left", ylabel, units=yunits, color=fg)
         for ax in ("bottom", "left"):
-            axis = item.getAxis(ax)
-            axis.setPen(fg)
-            axis.setTextPen(fg)
-            axis.enableAutoSIPrefix(False)
+            item.getAxis(ax).enableAutoSIPrefix(False)
+        self.apply_palette()
         item.showGrid(x=True, y=True, alpha=0.15)
         self.setMinimumSize(240, 180)
         self._placeholder = pg.TextItem("", color=palette_color(QPalette.ColorRole.PlaceholderText),
                                         anchor=(0.5, 0.5))
         item.addItem(self._placeholder, ignoreBounds=True)
         self.set_placeholder("no data yet")
+
+    def apply_palette(self) -> None:
+        """Background, title, axes and labels from the current palette (called again on theme change)."""
+        self.setBackground(palette_color(QPalette.ColorRole.Base))
+        fg = palette_color(QPalette.ColorRole.Text)
+        item = self.getPlotItem()
+        item.setTitle(self.question, color=fg, size="10pt")
+        for ax, (label, units) in self._labels.items():
+            item.setLabel(ax, label, units=units, color=fg)
+            axis = item.getAxis(ax)
+            axis.setPen(fg)
+            axis.setTextPen(fg)
+        if hasattr(self, "_placeholder"):
+            self._placeholder.setColor(palette_color(QPalette.ColorRole.PlaceholderText))
+        if item.legend is not None:
+            item.legend.setLabelTextColor(fg)
+            for _sample, label in item.legend.items:
+                label.setText(label.text, color=fg)
+
+    def changeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        from PySide6.QtCore import QEvent
+
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange) \
+                and hasattr(self, "_labels") and self.getPlotItem() is not None:
+            self.apply_palette()
+        super().changeEvent(event)
 
     def set_placeholder(self, text: str) -> None:
         """A centred grey note while the figure has nothing to show ('' hides it)."""

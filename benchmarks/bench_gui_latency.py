@@ -110,7 +110,8 @@ def main() -> int:
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"GUI event-loop latency, 5 ms QTimer ticks (ideal interval 5.0 ms); workspace {workspace}")
     print(f"config: sample data, {args.images} train img/class, {args.scales} scales, K={args.k}, "
-          f"{args.max_iter} EM iterations on {args.gmm_sample:,} descriptors; job {total:.1f} s ({', '.join(f'{k} {v:.1f} s' for k, v in timings.items())})")
+          f"{args.max_iter} EM iterations on {args.gmm_sample:,} descriptors")
+    print(f"job {total:.1f} s (" + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + ")")
     from fvstudio.gui import workers
 
     print(f"machine load: {load}; worker threads at nice +{workers._WORKER_NICE}")

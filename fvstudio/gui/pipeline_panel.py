@@ -10,7 +10,7 @@ iteration, from the progress values of the running fit).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal

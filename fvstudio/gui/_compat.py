@@ -6,8 +6,8 @@ internally on every ``setData`` / ``setValue``) drops one reference to ``True`` 
 on), so after enough emissions their count reaches zero and the interpreter aborts with
 "Fatal Python error: bool_dealloc" (seen at the end of the GUI test run; ``None`` suffers the same,
 "none_dealloc"). Until PySide6 is fixed we add a large constant to these three counts once, at
-import, without ever taking it back, which makes them
-effectively immortal as on Python 3.12. Nothing else is touched; on 3.12+ this does nothing.
+import, without ever taking it back, which makes them effectively immortal as on Python 3.12.
+Nothing else is touched; on Python 3.12+ this does nothing.
 """
 from __future__ import annotations
 

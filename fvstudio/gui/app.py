@@ -103,6 +103,12 @@ def run_gui(workspace=None, screenshot=None, panel: Optional[str] = None) -> int
     """Open the explorer; returns the exit code (0). With ``screenshot``: save a PNG and exit."""
     if screenshot and not os.environ.get("QT_QPA_PLATFORM"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    if sys.platform.startswith("linux") and not screenshot and not any(
+            os.environ.get(v) for v in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")):
+        print("fvstudio: no display to open the explorer on (DISPLAY / WAYLAND_DISPLAY are not set).\n"
+              "  Render it offscreen instead:  fvstudio gui --screenshot explorer.png\n"
+              "  Or run headless:              fvstudio run CONFIG.toml --out DIR", file=sys.stderr)
+        return 1
     from PySide6.QtWidgets import QApplication
 
     from .main_window import PANELS, app_icon

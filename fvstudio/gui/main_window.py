@@ -484,9 +484,12 @@ class MainWindow(QMainWindow):
             return
         # a pipeline run
         self._renew_pipeline()
+        same_config = payload["config"] == self.config.to_dict()
         for s, t in payload["timings"].items():
-            if s not in payload["cached"]:
+            if same_config and s not in payload["cached"]:
                 self.overlay[s] = "done"
+            elif self.overlay.get(s) == "running":
+                del self.overlay[s]  # the config was edited meanwhile: show the pipeline's own status
             self.pipeline_panel.set_time(s, t)
         self._job_step = None
         self.refresh()

@@ -364,12 +364,15 @@ class MainWindow(QMainWindow):
 
     # ================================================================== jobs
     def _set_busy_widgets(self, busy: bool) -> None:
+        # A low-priority job (diagnostics, patch grid) shows its progress but leaves Run enabled:
+        # starting a run cancels it (see submit).
+        blocking = busy and self.runner.current not in self.LOW_PRIORITY
         self.progress_bar.setVisible(busy)
         self.eta_label.setVisible(busy)
         self.cancel_button.setVisible(busy)
-        self.pipeline_panel.set_busy(busy)
+        self.pipeline_panel.set_busy(blocking)
         if hasattr(self, "run_all_action"):
-            self.run_all_action.setEnabled(not busy)
+            self.run_all_action.setEnabled(not blocking)
         if busy:
             self.progress_bar.setValue(0)
             self.eta_label.setText(format_eta(None))
@@ -382,6 +385,8 @@ class MainWindow(QMainWindow):
         running low-priority job (diagnostics, patch grid); a second pipeline run is refused."""
         if not self.runner.is_busy() and not self._queued:
             return self.runner.start(name, fn)
+        if not self.runner.is_busy():  # between two queued jobs: make sure the queue moves on
+            QTimer.singleShot(0, self._start_queued)
         current = self.runner.current
         if name not in self.LOW_PRIORITY and current is not None and current not in self.LOW_PRIORITY:
             self.status_message.setText(f"{current} is still running")

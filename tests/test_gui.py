@@ -205,6 +205,17 @@ def test_run_all_from_the_gui_fills_results(qtbot, tmp_path, shared_workspace):
     w.close()
 
 
+def test_a_run_preempts_the_diagnostics_job(qtbot, tmp_path, shared_workspace):
+    w = _window(qtbot, shared_workspace, _tiny_config(), tmp_path)
+    _wait_idle(qtbot, w)
+    w.start_diagnostics()
+    assert w.runner.current == "diagnostics"
+    assert w.pipeline_panel.run_all_button.isEnabled()  # a low-priority job does not block Run
+    rid = _run_all(qtbot, w)  # cancels the diagnostics job, then runs (all steps cached here)
+    assert w.results_panel.current_id() == rid
+    _wait_idle(qtbot, w)
+
+
 def test_saved_session_restores_the_same_state(qtbot, tmp_path, shared_workspace):
     w = _window(qtbot, shared_workspace, _tiny_config(), tmp_path)
     if not w.runs:

@@ -239,6 +239,12 @@ def test_saved_session_restores_the_same_state(qtbot, tmp_path, shared_workspace
     assert _table_text(w2.results_panel.metrics) == metrics
     assert _table_text(w2.results_panel.per_class) == per_class
     _wait_idle(qtbot, w2)
+    # removing a run from the history removes its saved arrays too
+    n = len(w2.runs)
+    gone = w2.results_panel.current_id()
+    w2.results_panel.remove_button.click()
+    assert len(w2.runs) == n - 1 and gone not in [r.id for r in w2.runs]
+    assert not (shared_workspace / "session" / "runs" / f"{gone}.npz").exists()
 
 
 def test_exported_toml_replays_headless_to_the_same_metrics(qtbot, tmp_path, shared_workspace):

@@ -164,6 +164,7 @@ class MainWindow(QMainWindow):
         self.pipeline_panel.run_all_requested.connect(self.run_all)
         self.pipeline_panel.run_step_requested.connect(self.run_step)
         self.pipeline_panel.cancel_requested.connect(self.cancel_job)
+        self.results_panel.history_changed.connect(self._on_history_changed)
         self.runner.progressed.connect(self._on_progress)
         self.runner.succeeded.connect(self._on_succeeded)
         self.runner.cancelled.connect(self._on_cancelled)
@@ -514,6 +515,10 @@ class MainWindow(QMainWindow):
         else:
             self.status_message.setText(f"{payload['step']} done")
         self.start_diagnostics()
+
+    def _on_history_changed(self) -> None:
+        self.runs = list(self.results_panel.runs)
+        self.save_session(quiet=True)
 
     def start_diagnostics(self) -> bool:
         """Recompute the diagnostics figures from the cached artifacts (a short job)."""

@@ -18,7 +18,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QHeaderView, QLabel, QSplitter,
-                               QStackedWidget, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+                               QStackedWidget, QTableWidget, QTableWidgetItem, QToolButton, QVBoxLayout,
+                               QWidget)
 
 from .plots import Bars, Figure, HeatMap, series_colors
 from .workspace import RunRecord
@@ -58,6 +59,7 @@ def config_diff(a: Dict, b: Dict) -> List[str]:
 
 class ResultsPanel(QWidget):
     selection_changed = Signal()
+    history_changed = Signal()
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -72,9 +74,15 @@ class ResultsPanel(QWidget):
         self.run_b.setToolTip("A second run to compare with (extra column, bars and config differences)")
         self.run_a.currentIndexChanged.connect(self._refresh)
         self.run_b.currentIndexChanged.connect(self._refresh)
+        self.remove_button = QToolButton()
+        self.remove_button.setText("Remove")
+        self.remove_button.setObjectName("remove_run")
+        self.remove_button.setToolTip("Remove run A from the history (its files go on the next session save)")
+        self.remove_button.clicked.connect(self.remove_current)
         top = QHBoxLayout()
         top.addWidget(QLabel("Run:"))
         top.addWidget(self.run_a, 2)
+        top.addWidget(self.remove_button)
         top.addWidget(QLabel("compare with:"))
         top.addWidget(self.run_b, 2)
         self.diff_label = QLabel("")
@@ -150,6 +158,16 @@ class ResultsPanel(QWidget):
             combo.blockSignals(False)
         self._refresh()
 
+    def remove_current(self) -> None:
+        rid = self.current_id()
+        if rid is None:
+            return
+        keep = [r for r in self.runs if r.id != rid]
+        compare = self.compare_id()
+        self.set_runs(keep, current=keep[-1].id if keep else None,
+                      compare=compare if compare != rid else None)
+        self.history_changed.emit()
+
     def add_run(self, record: RunRecord) -> None:
         prev = self.current_id()
         self.set_runs(self.runs + [record], current=record.id,
@@ -181,6 +199,7 @@ class ResultsPanel(QWidget):
         if b is not None and a is not None and b.id == a.id:
             b = None
         self.empty.setVisible(a is None)
+        self.remove_button.setEnabled(a is not None)
         self._fill_metrics(a, b)
         self._fill_per_class(a, b)
         if a is not None and b is not None:

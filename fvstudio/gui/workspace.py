@@ -204,6 +204,10 @@ def save_session(workspace, config, runs: List[RunRecord], state: Optional[Dict[
         path = folder / "runs" / f"{r.id}.npz"
         if r.arrays and not path.exists():
             atomic_save_npz(path, r.arrays, {"kind": "fvstudio.gui.run", "id": r.id})
+    keep = {f"{r.id}.npz" for r in runs}
+    for old in (folder / "runs").glob("*.npz"):  # arrays of runs removed from the history
+        if old.name not in keep:
+            old.unlink()
     doc = {"version": _VERSION, **_jsonable(state or {}),
            "runs": [{"id": r.id, "created": r.created, "label": r.label, "config": r.config,
                      "summary": r.summary, "arrays": sorted(r.arrays)} for r in runs]}

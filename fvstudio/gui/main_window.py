@@ -485,6 +485,8 @@ class MainWindow(QMainWindow):
             return
         if name == "diagnostics":
             self.diagnostics_panel.set_diagnostics(payload)
+            if len(payload.get("log_likelihood", [])) and not self.pipeline_panel._ll:
+                self.pipeline_panel.reset_log_likelihood(payload["log_likelihood"])
             self.status_message.setText("Diagnostics updated")
             self.diagnostics_ready.emit()
             return
@@ -603,6 +605,10 @@ class MainWindow(QMainWindow):
             config, runs, state = None, [], {}
         self.runs = list(runs)
         self.results_panel.set_runs(self.runs, state.get("current"), state.get("compare"))
+        current = self.results_panel.record(self.results_panel.current_id())
+        compute = (current.summary.get("compute_timings") or current.timings) if current is not None else {}
+        for s in self.steps:  # time each step took when it was computed
+            self.pipeline_panel.set_time(s, compute.get(s))
         self.diagnostics_panel.clear()
         self.apply_config(config if config is not None else self.config if self.config else PipelineConfig())
         if state.get("panel") in PANELS:

@@ -217,7 +217,7 @@ class PipelinePanel(QWidget):
 
     # ---------------------------------------------------------------- live log-likelihood
     def reset_log_likelihood(self, values: Optional[Sequence[float]] = None) -> None:
-        self._ll = [float(v) for v in (values or [])]
+        self._ll = [float(v) for v in (values if values is not None else [])]
         self._redraw_ll()
 
     def add_log_likelihood(self, value: float) -> None:

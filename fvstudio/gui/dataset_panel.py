@@ -506,6 +506,13 @@ class DatasetPanel(QWidget):
             idx = idx[np.isin(idx, keep)]
         self.model.set_filter(idx)
         self.count_label.setText(f"{len(idx)} images")
+        row = self.model._row_of.get(self._view_index) if self._view_index is not None else None
+        if row is not None:  # keep the viewed image selected (without reloading it)
+            sm = self.grid.selectionModel()
+            sm.blockSignals(True)
+            sm.setCurrentIndex(self.model.index(row), QItemSelectionModel.SelectionFlag.ClearAndSelect)
+            sm.blockSignals(False)
+            self.grid.viewport().update()
 
     # ---------------------------------------------------------------- large view
     def _on_current(self, current: QModelIndex, _prev=None) -> None:

@@ -154,13 +154,13 @@ def main():
 
     batch = [images[i % len(images)] for i in range(a.batch)]
     wall, cpu = {1: [], 2: []}, {1: [], 2: []}
-    for _ in range(3):
+    for _ in range(5):
         for n in (1, 2):
             c0, t0 = time.process_time(), time.perf_counter()
             ours.encode_batch(batch, n_jobs=n)
             wall[n].append(time.perf_counter() - t0)
             cpu[n].append(time.process_time() - c0)
-    print(f"encode_batch of {a.batch} images (best of 3, interleaved; load before: {os.getloadavg()[0]:.2f})")
+    print(f"encode_batch of {a.batch} images (best of 5, interleaved; load before: {os.getloadavg()[0]:.2f})")
     print(f"{'n_jobs':>6s} {'ms/image':>9s} {'cores busy':>11s}")
     for n in (1, 2):
         i = int(np.argmin(wall[n]))

@@ -13,6 +13,10 @@ Worker threads lower their own scheduling priority (Linux: nice +10 for that thr
 threads it spawns, e.g. the two extraction workers), so on a busy two-core machine the GUI thread gets
 the CPU first and the event loop stays responsive; numba kernels release the GIL (``nogil=True``).
 
+When a job ends the runner runs Python's cyclic garbage collector once (a pause of a few tens of ms
+where the user is waiting for the result anyway) instead of letting a full collection of the job's
+leftovers fall, later, into thumbnail scrolling (measured: an 85 ms stall 1.4 s into scrolling).
+
 The job body never lets an exception reach superqt: it is caught in the worker thread and returned as a
 tagged tuple, so nothing is swallowed (superqt only *warns* about a ``RuntimeError``) and a cancel
 (:class:`~fvstudio.engine.progress.Cancelled`) is told apart from an error. ``errored`` is still connected
@@ -23,6 +27,7 @@ pool thread, so what the user looks at now is loaded first.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -153,6 +158,11 @@ class JobRunner(QObject):
     def _on_returned(self, outcome) -> None:
         kind, payload = outcome
         name = self._finish()
+        # A job leaves many short-lived Python objects behind; collecting them now, while the result is
+        # being shown, avoids a 50-90 ms full collection later in the middle of scrolling or a live plot.
+        t0 = time.perf_counter()
+        gc.collect()
+        log.debug("gc after job %s: %.1f ms", name, 1000 * (time.perf_counter() - t0))
         # Not busy any more *before* the outcome is announced, so a handler may start the next job.
         self.busy_changed.emit(False)
         if kind == "ok":

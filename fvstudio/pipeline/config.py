@@ -168,7 +168,7 @@ _PARAMS: List[Param] = [
        choices=("hinge", "log", "squared")),
     _p("classifier.select_lambda", "bool", True,
        "Choose lambda by k-fold cross-validation on the training set (Sec. 3.1)"),
-    _p("classifier.lambda_rule", "str", "best",
+    _p("classifier.lambda_rule", "str", "one_se",
        "Lambda from CV: best = highest mean CV score; one_se = largest lambda within one standard error "
        "of the best (steadier on small training sets)", choices=("best", "one_se")),
     _p("classifier.lam", "float", 1e-5, "Regularisation lambda when it is not cross-validated", min=1e-12,
@@ -177,7 +177,7 @@ _PARAMS: List[Param] = [
        "Lambdas tried by cross-validation", min=1e-12, max=10.0),
     _p("classifier.cv_folds", "int", 3, "Cross-validation folds for lambda and the fusion weight", min=2,
        max=20),
-    _p("classifier.epochs", "int", 10, "SGD passes over the training set (Sec. 4.3)", min=1, max=1000),
+    _p("classifier.epochs", "int", 30, "SGD passes over the training set (Sec. 4.3)", min=1, max=1000),
     _p("classifier.averaging", "bool", True, "Averaged SGD (Sec. 4.3)"),
     _p("classifier.bias", "bool", True, "Learn a bias term"),
     _p("classifier.balance", "str", "weight",

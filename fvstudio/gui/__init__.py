@@ -4,7 +4,6 @@
 ``main_window`` holds the state, ``workers`` the one job mechanism, one module per panel, ``plots`` the
 figure helpers and ``workspace`` the saved session format.
 """
-from . import _compat  # noqa: F401  - PySide6 bool reference-count work-around (see the module)
 
 
 def run_gui(workspace=None, screenshot=None, panel=None) -> int:

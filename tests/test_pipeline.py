@@ -295,3 +295,13 @@ def test_lambda_rules_hand_computed():
     assert choose_lambda(search, "one_se") == 1e-5
     scores[2] = [0.55, 0.56, 0.57]  # mean 0.56 >= 0.5423 -> the larger lambda wins
     assert choose_lambda(search, "one_se") == 1e-4
+
+
+def test_patch_must_be_a_multiple_of_four():
+    """dense_sift splits the patch into 4x4 bins: the config rejects other sides up front, naming the key."""
+    cfg = PipelineConfig.from_dict({})
+    with pytest.raises(ValueError, match="descriptors.patch must be a multiple of 4"):
+        cfg.set("descriptors.patch", 26)
+    cfg.set("descriptors.patch", 32)
+    assert cfg.get("descriptors.patch") == 32
+    assert PipelineConfig.schema()["descriptors.patch"]["multiple_of"] == 4

@@ -267,6 +267,11 @@ class Editor:
                     w._label.setSuffix(f" {e.unit}")  # superqt keeps the label editor private
                 w.valueChanged.connect(self._emit)
                 getter, setter = w.value, lambda v: w.setValue(int(v))
+                step = e.extra.get("multiple_of")
+                if step:  # e.g. the patch side: only multiples of 4 are valid
+                    w.setSingleStep(int(step))
+                    w.setPageStep(int(step))
+                    getter = lambda w=w, m=int(step): max(m, int(round(w.value() / m)) * m)  # noqa: E731
             else:
                 w = QSpinBox()
                 w.setRange(lo, hi)

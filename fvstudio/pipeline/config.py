@@ -53,13 +53,14 @@ class Param:
     max: Optional[float] = None
     choices: Optional[Tuple[Any, ...]] = None
     zero_means: Optional[str] = None  # e.g. "off" for encoder.power = 0
+    multiple_of: Optional[int] = None  # e.g. 4 for the patch side (4x4 spatial bins)
     unit: str = ""
     hashed: bool = True  # False for keys that change how, not what, is computed
 
     def describe(self) -> Dict[str, Any]:
         d: Dict[str, Any] = {"key": self.key, "section": self.key.split(".")[0], "type": self.type,
                              "default": copy.deepcopy(self.default), "help": self.help}
-        for name in ("min", "max", "choices", "zero_means"):
+        for name in ("min", "max", "choices", "zero_means", "multiple_of"):
             value = getattr(self, name)
             if value is not None:
                 d[name] = list(value) if name == "choices" else value
@@ -108,8 +109,8 @@ _PARAMS: List[Param] = [
     _p("descriptors.channels", "list[str]", ["sift"],
        "Local descriptors: 128-d SIFT and/or 96-d Local Color Statistics; both = late fusion (Sec. 3.1-3.2)",
        choices=("sift", "lcs")),
-    _p("descriptors.patch", "int", 24, "Patch side at the finest scale (Sec. 3.1: 24x24)", min=8, max=256,
-       unit="px"),
+    _p("descriptors.patch", "int", 24, "Patch side at the finest scale (Sec. 3.1: 24x24); a multiple of 4 "
+       "(4x4 spatial bins)", min=8, max=256, unit="px", multiple_of=4),
     _p("descriptors.step", "int", 4, "Grid step between patch centres (Sec. 3.1: every 4 pixels)", min=1,
        max=128, unit="px"),
     _p("descriptors.scales", "int", 5, "Number of patch scales (Sec. 3.1: 5 scales)", min=1, max=12),
@@ -292,6 +293,8 @@ def _check_range(param: Param, value: float) -> None:
         raise ConfigError(f"{param.key} must be >= {param.min}, got {value!r}")
     if param.max is not None and value > param.max:
         raise ConfigError(f"{param.key} must be <= {param.max}, got {value!r}")
+    if param.multiple_of is not None and value % param.multiple_of:
+        raise ConfigError(f"{param.key} must be a multiple of {param.multiple_of}, got {value!r}")
 
 
 def _unknown_key_message(key: str) -> str:

@@ -515,7 +515,7 @@ def _statistics(X, terms: GaussianTerms, threshold: float, regions, n_regions: i
         for g in range(regions.shape[1]):
             counts += np.bincount(regions[:, g], minlength=n_regions)
     st = accumulate_statistics(X, terms, threshold=threshold, regions=regions, n_regions=n_regions,
-                               moments=moments)
+                               moments=moments, log_likelihood=False)
     return st.A, st.B, st.C, counts
 
 

@@ -36,15 +36,32 @@ Only descriptors with a posterior above theta touch a Gaussian's statistics, whi
 speed comes from (5-10 of K = 256 survive, Appendix B): survivors are gathered, Gaussian by Gaussian,
 into index lists, and each Gaussian's list is summed with four descriptors per vectorised pass.
 
+Encoders need no log u(x) (``log_likelihood=False``), and then only *candidates* are exponentiated:
+since s >= 1 (the largest e is 1), gamma(k) <= e_k, so an entry with log(w_k u_k(x)) - m < log(theta')
+with theta' = max(theta, exp(-40)) can never survive. Per block, candidates are found 16 descriptors at
+a time (one vector compare against m + log theta', then the set bits), and for them only
+
+    e_k = exp(log(w_k u_k(x)) - m),   s' = sum_{candidates} e_k,   keep e_k >= theta s',   renormalise.
+
+What is computed differs from the exact E-step above in one place only: the survival test uses s'
+instead of s. The entries left out of s' are each < theta' (and s >= 1), so s' <= s <= s' + K theta';
+an entry can change its fate only if theta s' <= e_k < theta s, i.e. when it sits within a relative
+K theta of the cut (for theta = 0 nothing changes: dropped terms are below exp(-40)). Survivors are
+renormalised to sum 1 as before, so s' enters gamma only through that test. Statistics.log_likelihood
+is None on this path. If a block has more than 5 % of its n x K entries surviving (theta ~ 0 or flat
+posteriors), later blocks switch back to the exact kernel (a full pass is then cheaper than lists).
+
 When posteriors are flat (early EM iterations, unstructured data), the EM may ask for a dense
 fallback (``allow_dense``): moments by a second GEMM instead of survivor lists.
 
 Constants: blocks of 512 descriptors (the (K, n) log-joint block and its index lists stay in L2),
-exp floor -87, theta = 0 negligible cut exp(-40), dense fallback above 30 % survivors.
+exp floor -87, theta = 0 negligible cut exp(-40), dense fallback above 30 % survivors, candidate
+scan (encoders) while survivors stay below 5 %. Buffers are kept per thread between calls.
 """
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Optional
 
@@ -63,6 +80,9 @@ _LOG_2PI = math.log(2.0 * math.pi)
 _BLOCK = 512
 #: with ``allow_dense``, a block whose survivors exceed this fraction of n x K sums moments by GEMM
 _DENSE_FRACTION = 0.3
+#: without log-likelihoods, once a block's survivors exceed this fraction of n x K the remaining
+#: blocks use the exact (all-entries) kernel: scanning for candidates only pays when they are rare
+_CANDIDATE_FRACTION = 0.05
 
 
 class GaussianTerms:
@@ -122,7 +142,7 @@ class Statistics:
     A: np.ndarray          # (R, K) float64
     B: np.ndarray          # (R, K, D) float64
     C: np.ndarray          # (R, K, D) float64
-    log_likelihood: np.ndarray  # (N,) float64, log u(x_t)
+    log_likelihood: Optional[np.ndarray]  # (N,) float64, log u(x_t); None if not asked for
     max_posterior: np.ndarray   # (N,) float32, max_k gamma_t(k) after thresholding (Fig. 2)
     n_active: np.ndarray        # (N,) int32, number of Gaussians with a non-zero posterior
 
@@ -138,6 +158,39 @@ def _int32_bits_as_float32(typingctx, bits):
 
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.FloatType())
+
+    return sig, codegen
+
+
+@intrinsic
+def _ge_mask16(typingctx, a, i, b, shift):
+    """Bit l (l < 16) set iff a[i + l] >= b[i + l] + shift (1-D contiguous float32 a, b): one vector
+    compare and a mask move on AVX-512, a few on narrower CPUs (LLVM legalises the 16 lanes)."""
+    sig = types.uint32(a, types.intp, b, types.float32)
+
+    def codegen(context, builder, signature, args):
+        aa, ii, bb, sh = args
+        vt = ir.VectorType(ir.FloatType(), 16)
+        pa = context.make_array(signature.args[0])(context, builder, aa).data
+        pb = context.make_array(signature.args[2])(context, builder, bb).data
+        va = builder.load(builder.bitcast(builder.gep(pa, [ii]), vt.as_pointer()), align=4)
+        vb = builder.load(builder.bitcast(builder.gep(pb, [ii]), vt.as_pointer()), align=4)
+        splat = ir.Constant(vt, ir.Undefined)
+        for lane in range(16):
+            splat = builder.insert_element(splat, sh, ir.Constant(ir.IntType(32), lane))
+        bits = builder.bitcast(builder.fcmp_ordered(">=", va, builder.fadd(vb, splat)), ir.IntType(16))
+        return builder.zext(bits, ir.IntType(32))
+
+    return sig, codegen
+
+
+@intrinsic
+def _trailing_zeros(typingctx, bits):
+    """Index of the lowest set bit of a non-zero uint32."""
+    sig = types.uint32(types.uint32)
+
+    def codegen(context, builder, signature, args):
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
 
     return sig, codegen
 
@@ -212,6 +265,92 @@ def _posterior_lists(lpT, c, threshold, m, s, cut, inv_kept, counts, starts, mem
     for i in range(pos):
         nact[offset + members[i]] += 1
     return pos
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _candidate_lists(lpT, c, threshold, m, s, cut, inv_kept, counts, starts, members, vals,
+                     gmax, nact, offset):
+    """Encoder E-step (no log-likelihood): like :func:`_posterior_lists`, but exp, the normaliser and
+    the survival test only touch the candidates, entries with log-joint - max >= log(max(theta, exp(-40)))
+    (a posterior e_k / s <= e_k below theta cannot survive). Survivors' e are written to lpT[k, t]
+    (other entries of lpT are left as log-joints and never read). Returns the number of survivors."""
+    K, n = lpT.shape
+    r0 = lpT[0]
+    c0 = c[0]
+    for t in range(n):
+        m[t] = r0[t] + c0
+    for k in range(1, K):
+        row = lpT[k]
+        ck = c[k]
+        for t in range(n):
+            m[t] = max(m[t], row[t] + ck)
+    log_cut = np.float32(math.log(max(threshold, _NEGLIGIBLE)))
+    for t in range(n):
+        cut[t] = m[t] + log_cut
+    n16 = n - n % 16
+    pos = 0
+    for k in range(K):  # candidates of Gaussian k, ascending t: 16 compares per vector, then its set bits
+        row = lpT[k]
+        ck = c[k]
+        starts[k] = pos
+        for t0 in range(0, n16, 16):
+            bits = _ge_mask16(row, t0, cut, -ck)
+            while bits != 0:
+                t = t0 + np.intp(_trailing_zeros(bits))
+                members[pos] = t
+                vals[pos] = row[t] + ck - m[t]
+                pos += 1
+                bits &= bits - np.uint32(1)
+        for t in range(n16, n):
+            v = row[t] + ck - m[t]
+            members[pos] = t
+            vals[pos] = v
+            pos += 1 if v >= log_cut else 0
+        counts[k] = pos - starts[k]
+    for t in range(n):
+        s[t] = 0.0
+        inv_kept[t] = 0.0
+    for i in range(pos):
+        vals[i] = _exp_nonpositive(max(vals[i], np.float32(-87.0)))
+    for i in range(pos):
+        s[members[i]] += vals[i]
+    th = np.float32(threshold)
+    for t in range(n):
+        cut[t] = min(max(th * s[t], np.float32(_NEGLIGIBLE)), np.float32(1.0))
+        nact[offset + t] = 0
+    q = 0
+    i = 0
+    for k in range(K):  # keep the survivors (in place: q <= i)
+        row = lpT[k]
+        stop = i + counts[k]
+        starts[k] = q
+        while i < stop:
+            t = members[i]
+            e = vals[i]
+            members[q] = t
+            row[t] = e
+            keep = e >= cut[t]
+            inv_kept[t] += e if keep else np.float32(0.0)
+            nact[offset + t] += 1 if keep else 0
+            q += 1 if keep else 0
+            i += 1
+        counts[k] = q - starts[k]
+    for t in range(n):
+        gmax[offset + t] = 1.0 / inv_kept[t]
+        inv_kept[t] = 1.0 / inv_kept[t]
+    return q
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _fill_z(X, origin, Z):
+    """Z = [x - o, (x - o)^2] row by row (the GEMM's left factor)."""
+    n, D = X.shape
+    for t in range(n):
+        for d in range(D):
+            Z[t, d] = X[t, d] - origin[d]
+    for t in range(n):
+        for d in range(D):
+            Z[t, D + d] = Z[t, d] * Z[t, d]
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -350,7 +489,7 @@ def _dense_from_lists(e, inv_kept, counts, starts, members, out):
 
 
 class _Workspace:
-    """Per-call buffers of one block size (allocated once per call, reused across blocks)."""
+    """Buffers of one block size, reused across blocks and, per thread, across calls (see _workspace)."""
 
     def __init__(self, nb: int, D: int, K: int):
         self.Z = np.empty((nb, 2 * D), dtype=np.float32)
@@ -362,23 +501,43 @@ class _Workspace:
         self.counts = np.empty(K, dtype=np.int32)
         self.starts = np.empty(K, dtype=np.int32)
         self.members = np.empty(K * nb, dtype=np.int32)
+        self.vals = np.empty(K * nb, dtype=np.float32)
         self.accB = np.empty(D, dtype=np.float32)
         self.accC = np.empty(D, dtype=np.float32)
 
     def block(self, Xb: np.ndarray, terms: GaussianTerms, threshold: float, loglik, gmax, nact,
               offset: int) -> np.ndarray:
-        """GEMM + posterior lists of one block; returns the (K, n) array of e's."""
+        """GEMM + posterior lists of one block; returns the (K, n) array of e's.
+
+        ``loglik`` None: the encoders' path (:func:`_candidate_lists`, no log-likelihood)."""
         n, D = Xb.shape
         K = terms.n_components
         Z = self.Z[:n]
-        np.subtract(Xb, terms.origin32, out=Z[:, :D])
-        np.multiply(Z[:, :D], Z[:, :D], out=Z[:, D:])
+        _fill_z(Xb, terms.origin32, Z)
         lpT = self.lpT[: K * n].reshape(K, n)
         np.matmul(terms.PT, Z.T, out=lpT)
-        self.n_survivors = _posterior_lists(lpT, terms.c, float(threshold), self.m, self.s, self.cut,
-                                            self.inv_kept, self.counts, self.starts, self.members,
-                                            loglik, gmax, nact, offset)
+        if loglik is None:
+            self.n_survivors = _candidate_lists(lpT, terms.c, float(threshold), self.m, self.s, self.cut,
+                                                self.inv_kept, self.counts, self.starts, self.members,
+                                                self.vals, gmax, nact, offset)
+        else:
+            self.n_survivors = _posterior_lists(lpT, terms.c, float(threshold), self.m, self.s, self.cut,
+                                                self.inv_kept, self.counts, self.starts, self.members,
+                                                loglik, gmax, nact, offset)
         return lpT
+
+
+_local = threading.local()
+
+
+def _workspace(nb: int, D: int, K: int) -> _Workspace:
+    """This thread's workspace for (nb, D, K): encoders run in several threads, each gets its own."""
+    key = (nb, D, K)
+    ws = getattr(_local, "ws", None)
+    if ws is None or ws[0] != key:
+        ws = (key, _Workspace(nb, D, K))
+        _local.ws = ws
+    return ws[1]
 
 
 def _check_threshold(threshold: float) -> float:
@@ -391,7 +550,8 @@ def _check_threshold(threshold: float) -> float:
 def accumulate_statistics(X: np.ndarray, terms: GaussianTerms, *, threshold: float = 1e-4,
                           regions: Optional[np.ndarray] = None, n_regions: int = 1,
                           moments: bool = True, block: int = _BLOCK,
-                          cancel: CancelLike = None, allow_dense: bool = False) -> Statistics:
+                          cancel: CancelLike = None, allow_dense: bool = False,
+                          log_likelihood: bool = True) -> Statistics:
     """Posteriors of X (N, D) float32 under the GMM ``terms`` and their accumulated statistics.
 
     ``regions`` is None (every descriptor in region 0) or an (N, L) int array of region slots in
@@ -404,6 +564,9 @@ def accumulate_statistics(X: np.ndarray, terms: GaussianTerms, *, threshold: flo
     survive theta sums its moments by a second GEMM, gamma^T [x', x'^2], and centres them per
     Gaussian afterwards (S1 - mu' S0, S2 - 2 mu' S1 + mu'^2 S0): faster when posteriors are flat,
     at the price of ~1e-6 relative cancellation error in C (harmless for the M-step, not for FVs).
+
+    ``log_likelihood=False`` (the encoders): the candidates-only E-step of the module docstring,
+    faster; ``Statistics.log_likelihood`` is then None.
     """
     X = np.ascontiguousarray(X, dtype=np.float32)
     if X.ndim != 2:
@@ -429,19 +592,23 @@ def accumulate_statistics(X: np.ndarray, terms: GaussianTerms, *, threshold: flo
     A = np.zeros((R, K), dtype=np.float64)
     B = np.zeros((R, K, Dm), dtype=np.float64)
     C = np.zeros((R, K, Dm), dtype=np.float64)
-    loglik = np.empty(N, dtype=np.float64)
+    loglik = np.empty(N, dtype=np.float64) if log_likelihood else None
     gmax = np.empty(N, dtype=np.float32)
     nact = np.empty(N, dtype=np.int32)
     if N == 0:
         return Statistics(A, B, C, loglik, gmax, nact)
     nb = min(N, block)
-    ws = _Workspace(nb, D, K)
+    ws = _workspace(nb, D, K)
     dense = None
+    ll_out = loglik
     for start in range(0, N, nb):
         check_cancel(cancel, "posterior computation")
         stop = min(N, start + nb)
         Xb = X[start:stop]
-        e = ws.block(Xb, terms, threshold, loglik, gmax, nact, start)
+        e = ws.block(Xb, terms, threshold, ll_out, gmax, nact, start)
+        if ll_out is None and ws.n_survivors > _CANDIDATE_FRACTION * K * (stop - start):
+            # flat posteriors (or theta ~ 0): the full pass of the exact kernel is cheaper than lists
+            ll_out = np.empty(N, dtype=np.float64)
         if allow_dense and moments and regions is None and ws.n_survivors > _DENSE_FRACTION * K * (stop - start):
             if dense is None:
                 dense = (np.zeros(K, dtype=np.float64), np.zeros((K, 2 * D), dtype=np.float64),
@@ -484,7 +651,7 @@ def posteriors(X: np.ndarray, terms: GaussianTerms, *, threshold: float = 0.0,
     loglik = np.empty(N, dtype=np.float64)
     if N:
         nb = min(N, _BLOCK)
-        ws = _Workspace(nb, D, K)
+        ws = _workspace(nb, D, K)
         gmax = np.empty(N, dtype=np.float32)
         nact = np.empty(N, dtype=np.int32)
         for start in range(0, N, nb):

@@ -199,6 +199,7 @@ def test_run_all_from_the_gui_fills_results(qtbot, tmp_path, shared_workspace):
     assert all(p.exists() and p.stat().st_size > 0 for p in files)
     assert {p.suffix for p in files} == {".png", ".svg"}
     csvs = w.export_tables(tmp_path / "tables")
+    assert csvs and all(p.suffix == ".csv" and p.stat().st_size > 0 for p in csvs)
     text = (tmp_path / "tables" / "per_class.csv").read_text()
     assert text.count("\n") == n_classes + 1
     w.save_session()

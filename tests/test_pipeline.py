@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fvstudio.pipeline import STEPS, Pipeline, PipelineConfig, load_config, run
+from fvstudio.pipeline import STEPS, Pipeline, PipelineConfig, load_config
 from fvstudio.pipeline.config import SCHEMA, ConfigError, parse_pyramid, parse_value
 
 

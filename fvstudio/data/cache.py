@@ -61,7 +61,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -73,7 +72,7 @@ import numpy as np
 from fvstudio.data.datasets import Dataset
 from fvstudio.data.images import ImageLoadError, load_image
 from fvstudio.engine.progress import Cancelled, is_cancelled, report
-from fvstudio.engine.serialization import atomic_write_bytes
+from fvstudio.engine.serialization import atomic_open, atomic_write_bytes
 from fvstudio.engine.validation import check_positive_int, rng_from_seed
 
 FORMAT_VERSION = 1
@@ -136,15 +135,8 @@ def _replace_into(path: Path, write) -> None:
     """Write a file through a temporary name + ``os.replace`` (atomic for readers and for a cancel
     or a process crash). Not fsynced: per-image files are many and cheap to redo; see
     ``DescriptorStore._data_intact`` for how a file lost to a power cut is detected."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, fsync=False) as fh:
+        write(fh)
 
 
 def _stamp(path: Path) -> Optional[List[int]]:

@@ -8,30 +8,50 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, BinaryIO, Dict, Iterator, Mapping, Tuple
 
 import numpy as np
 
 _META_KEY = "__meta_json__"
 
 
-def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file + rename."""
+@contextmanager
+def atomic_path(path, *, fsync: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write to (by any means: ``np.save``, a memmap, an
+    image encoder); on success (optionally fsync and) rename it onto ``path``, on any exception
+    (including a cancel) delete it. Readers never see a partial file. The temporary name keeps the
+    suffix of ``path`` so writers that append a suffix (``np.save``) do not rename it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield Path(tmp)
+        if fsync:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
+
+
+@contextmanager
+def atomic_open(path, *, fsync: bool = True) -> Iterator[BinaryIO]:
+    """:func:`atomic_path`, opened for binary writing."""
+    with atomic_path(path, fsync=fsync) as tmp:
+        with open(tmp, "wb") as fh:
+            yield fh
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file + rename."""
+    with atomic_open(path) as fh:
+        fh.write(data)
+    return Path(path)
 
 
 def atomic_save_npz(path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None) -> Path:
@@ -39,22 +59,12 @@ def atomic_save_npz(path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, A
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"model file {path} must end in .npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {k: np.asarray(v) for k, v in arrays.items()}
     if _META_KEY in payload:
         raise ValueError(f"array name {_META_KEY!r} is reserved")
     payload[_META_KEY] = np.frombuffer(json.dumps(dict(meta or {}), sort_keys=True).encode(), dtype=np.uint8)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as fh:
+        np.savez(fh, **payload)
     return path
 
 

@@ -24,7 +24,7 @@ and mAP. Several splits -> mean and standard deviation (ddof = 1) over splits.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import numpy as np
 
@@ -86,7 +86,7 @@ def _fit(base, rows, y, params, classes, rule, part, cancel):
 def train_and_score(pipe, encoded: Dict[str, Any], folder, sub, cancel) -> Dict[str, Any]:
     """Train the classifiers of every split and score its test images (see the module docstring)."""
     from ..engine.fusion import ConcatRows, LateFusion
-    from ..engine.svm import ArrayRows, OneVsRestSGD, SubsetRows, cross_val_decision
+    from ..engine.svm import ArrayRows, SubsetRows, cross_val_decision
 
     c = pipe.config
     ds = pipe.dataset

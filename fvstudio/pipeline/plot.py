@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
+
+from ..engine.serialization import atomic_path
 
 __all__ = ["category_chart_png"]
 
@@ -58,7 +60,6 @@ def category_chart_png(path, categories: Sequence[str], series: Dict[str, Sequen
     p = QPainter(img)
     p.setRenderHint(QPainter.Antialiasing, True)
     scale = 100.0 if percent else 1.0
-    vals = [v * scale for s in series.values() for v in s if v is not None and math.isfinite(v)]
     errs = errors or {}
     ext = [(v + (e or 0)) * scale for name, s in series.items() for v, e in
            zip(s, errs.get(name, [0] * len(s))) if v is not None and math.isfinite(v)]
@@ -186,11 +187,9 @@ def category_chart_png(path, categories: Sequence[str], series: Dict[str, Sequen
             p.setPen(QPen(QColor("#222222"), 1))
             p.drawText(QRectF(W - right + 36, ly, right - 40, 18), Qt.AlignLeft | Qt.AlignVCenter, name)
     p.end()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    if not img.save(str(tmp), "PNG"):
-        raise OSError(f"could not write the plot {path}")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        if not img.save(str(tmp), "PNG"):
+            raise OSError(f"could not write the plot {path}")
     return path
 
 

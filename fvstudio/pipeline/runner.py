@@ -33,9 +33,6 @@ import hashlib
 import inspect
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 import warnings
 from collections import Counter
@@ -45,8 +42,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..engine.progress import Cancelled, Progress, check_cancel, report
-from ..engine.serialization import atomic_write_bytes
+from ..engine.progress import Progress, check_cancel
+from ..engine.serialization import atomic_path, atomic_write_bytes
 from .config import ConfigError, PipelineConfig, load_config, parse_pyramid
 from .results import RunResult
 
@@ -607,10 +604,8 @@ class Pipeline:
             folder = self._step_dir("encode", key)
             folder.mkdir(parents=True, exist_ok=True)
             final = folder / "fvs.npy"
-            fd, tmp = tempfile.mkstemp(prefix=".fvs.", suffix=".npy.tmp", dir=folder)
-            os.close(fd)
             failed: List[int] = []
-            try:
+            with atomic_path(final) as tmp:
                 mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(indices), enc.dim))
                 n = len(indices)
                 for start in range(0, n, _ENCODE_CHUNK):
@@ -629,13 +624,8 @@ class Pipeline:
                              f"encode[{ch}]: {min(n, start + len(chunk))}/{n} images", channel=ch)
                 mm.flush()
                 del mm
-                os.replace(tmp, final)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
-            np.save(folder / ".indices.tmp.npy", indices)
-            os.replace(folder / ".indices.tmp.npy", folder / "indices.npy")
+            with atomic_path(folder / "indices.npy") as tmp:
+                np.save(tmp, indices)
             params = {}
             if hasattr(enc, "get_params"):
                 try:

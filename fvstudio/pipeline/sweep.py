@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..engine.progress import Progress, check_cancel
 from ..engine.serialization import atomic_write_bytes
-from .config import SCHEMA, ConfigError, PipelineConfig, parse_value
+from .config import ConfigError, PipelineConfig, parse_value
 from .results import RunResult, write_results
 from .runner import STEPS, Pipeline
 
@@ -83,7 +83,6 @@ def run_sweep(config: PipelineConfig, variants: List[Tuple[str, Dict[str, Any]]]
     out_dir.mkdir(parents=True, exist_ok=True)
     sweep = SweepResult()
     n = len(variants)
-    workspace_used = None
     for i, (label, overrides) in enumerate(variants):
         check_cancel(cancel, "sweep")
         cfg = config.copy()
@@ -91,7 +90,6 @@ def run_sweep(config: PipelineConfig, variants: List[Tuple[str, Dict[str, Any]]]
         if on_variant is not None:
             on_variant(i, label)
         pipe = Pipeline(cfg, workspace)
-        workspace_used = pipe.workspace
 
         def sub(p: Progress, i=i):
             if progress is not None:

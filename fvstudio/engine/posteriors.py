@@ -38,8 +38,8 @@ into index lists, and each Gaussian's list is summed with four descriptors per v
 
 Encoders need no log u(x) (``log_likelihood=False``), and then only *candidates* are exponentiated:
 since s >= 1 (the largest e is 1), gamma(k) <= e_k, so an entry with log(w_k u_k(x)) - m < log(theta')
-with theta' = max(theta, exp(-40)) can never survive. Per block, candidates are found 16 descriptors at
-a time (one vector compare against m + log theta', then the set bits), and for them only
+with theta' = max(theta, exp(-40)) can never survive. Per block, candidates are found 64 descriptors at
+a time (vector compares against m + log theta' into a 64-bit mask, then its set bits), and for them only
 
     e_k = exp(log(w_k u_k(x)) - m),   s' = sum_{candidates} e_k,   keep e_k >= theta s',   renormalise.
 
@@ -186,8 +186,8 @@ def _ge_mask16(typingctx, a, i, b, shift):
 
 @intrinsic
 def _trailing_zeros(typingctx, bits):
-    """Index of the lowest set bit of a non-zero uint32."""
-    sig = types.uint32(types.uint32)
+    """Index of the lowest set bit of a non-zero uint64."""
+    sig = types.uint64(types.uint64)
 
     def codegen(context, builder, signature, args):
         return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
@@ -272,7 +272,7 @@ def _candidate_lists(lpT, c, threshold, m, s, cut, inv_kept, counts, starts, mem
                      gmax, nact, offset):
     """Encoder E-step (no log-likelihood): like :func:`_posterior_lists`, but exp, the normaliser and
     the survival test only touch the candidates, entries with log-joint - max >= log(max(theta, exp(-40)))
-    (a posterior e_k / s <= e_k below theta cannot survive). Survivors' e are written to lpT[k, t]
+    (a posterior e_k / s <= e_k below theta cannot survive); lists need K n + 3 slots. Survivors' e are written to lpT[k, t]
     (other entries of lpT are left as log-joints and never read). Returns the number of survivors."""
     K, n = lpT.shape
     r0 = lpT[0]
@@ -287,21 +287,34 @@ def _candidate_lists(lpT, c, threshold, m, s, cut, inv_kept, counts, starts, mem
     log_cut = np.float32(math.log(max(threshold, _NEGLIGIBLE)))
     for t in range(n):
         cut[t] = m[t] + log_cut
-    n16 = n - n % 16
+    n64 = n - n % 64
+    top = np.uint64(1) << np.uint64(63)
+    one = np.uint64(1)
     pos = 0
-    for k in range(K):  # candidates of Gaussian k, ascending t: 16 compares per vector, then its set bits
+    for k in range(K):  # candidates of Gaussian k, ascending t, from a 64-bit mask of 4 vector compares
         row = lpT[k]
         ck = c[k]
         starts[k] = pos
-        for t0 in range(0, n16, 16):
-            bits = _ge_mask16(row, t0, cut, -ck)
+        for t0 in range(0, n64, 64):
+            bits = (np.uint64(_ge_mask16(row, t0, cut, -ck))
+                    | (np.uint64(_ge_mask16(row, t0 + 16, cut, -ck)) << np.uint64(16))
+                    | (np.uint64(_ge_mask16(row, t0 + 32, cut, -ck)) << np.uint64(32))
+                    | (np.uint64(_ge_mask16(row, t0 + 48, cut, -ck)) << np.uint64(48)))
+            # the first three set bits without a branch (set bits are rare and scattered: a loop over
+            # them mispredicts); an empty slot writes t0 + 63 at pos without advancing pos
+            for _ in range(3):
+                t = t0 + np.intp(_trailing_zeros(bits | top))
+                members[pos] = t
+                vals[pos] = row[t] + ck - m[t]
+                pos += 1 if bits != 0 else 0
+                bits &= bits - one
             while bits != 0:
                 t = t0 + np.intp(_trailing_zeros(bits))
                 members[pos] = t
                 vals[pos] = row[t] + ck - m[t]
                 pos += 1
-                bits &= bits - np.uint32(1)
-        for t in range(n16, n):
+                bits &= bits - one
+        for t in range(n64, n):
             v = row[t] + ck - m[t]
             members[pos] = t
             vals[pos] = v
@@ -500,8 +513,8 @@ class _Workspace:
         self.inv_kept = np.empty(nb, dtype=np.float32)
         self.counts = np.empty(K, dtype=np.int32)
         self.starts = np.empty(K, dtype=np.int32)
-        self.members = np.empty(K * nb, dtype=np.int32)
-        self.vals = np.empty(K * nb, dtype=np.float32)
+        self.members = np.empty(K * nb + 64, dtype=np.int32)  # + slack for _candidate_lists' blind writes
+        self.vals = np.empty(K * nb + 64, dtype=np.float32)
         self.accB = np.empty(D, dtype=np.float32)
         self.accC = np.empty(D, dtype=np.float32)
 

@@ -166,6 +166,19 @@ class HeatMap(Figure):
         self.set_placeholder("")
 
 
+    def clear_matrix(self, placeholder: str = "no data yet") -> None:
+        """Back to the empty state: no cells, no category ticks, a centred note."""
+        item = self.getPlotItem()
+        self.image.clear()
+        for t in self._texts:
+            item.removeItem(t)
+        self._texts = []
+        for side in ("bottom", "left"):
+            item.getAxis(side).setTicks([[], []])
+        item.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
+        self.set_placeholder(placeholder)
+
+
 class Bars(Figure):
     """Grouped bars over categories (one group per series, e.g. run A and run B)."""
 

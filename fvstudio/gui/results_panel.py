@@ -141,6 +141,7 @@ class ResultsPanel(QWidget):
         layout.addWidget(self.diff_label)
         layout.addWidget(split, 1)
         layout.addWidget(self.empty)
+        self._refresh()  # the empty state, drawn like any other
 
     # ---------------------------------------------------------------- history
     def set_runs(self, runs: Sequence[RunRecord], current: Optional[str] = None,
@@ -254,6 +255,8 @@ class ResultsPanel(QWidget):
         t.clear()
         if a is None:
             t.setRowCount(0)
+            t.setColumnCount(2)
+            t.setHorizontalHeaderLabels(["Class", "A"])
             return
         metric, va = self._per_class_values(a)
         _, vb = self._per_class_values(b) if b else (None, None)
@@ -298,6 +301,8 @@ class ResultsPanel(QWidget):
         if a is None:
             self.bars.set_series([], [])
             self.bars.set_placeholder("no results yet")
+            self.stack.setCurrentWidget(self.confusion)
+            self.confusion.clear_matrix("no results yet")
             return
         metric, va = self._per_class_values(a)
         series = [100 * np.asarray(va)] if va is not None else []

@@ -78,6 +78,11 @@ def test_partial_blocks_and_empty_input(problem):
     np.testing.assert_allclose(odd.log_likelihood, full.log_likelihood, atol=1e-6)
     empty = accumulate_statistics(X[:0], terms)
     assert empty.A.shape == (1, len(w)) and empty.A.sum() == 0 and empty.log_likelihood.shape == (0,)
+    for blk in (37, 64, 200):  # encoders' path: blocks shorter than, equal to, not a multiple of 64
+        fast = accumulate_statistics(X, terms, block=blk, threshold=0.0, log_likelihood=False)
+        exact = accumulate_statistics(X, terms, block=blk, threshold=0.0)
+        np.testing.assert_allclose(fast.A, exact.A, rtol=1e-6)
+        np.testing.assert_allclose(fast.C, exact.C, rtol=1e-5, atol=1e-5)
 
 
 def test_dense_fallback_matches_sparse(problem):

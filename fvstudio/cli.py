@@ -199,6 +199,9 @@ def cmd_sweep(args) -> int:
         if not args.quiet:
             sys.stderr.write(f"variant {i + 1}/{len(variants)}: {label}\n")
 
+    from .pipeline.plot import ensure_app
+
+    ensure_app()  # Qt's application must be made on the main thread; the sweep runs on a worker
     try:
         sweep = _run_interruptible(lambda tok: run_sweep(cfg, variants, args.out, args.workspace, x_key=x_key,
                                                           title=title, xlabel=xlabel, style=style, progress=bar,

@@ -118,6 +118,40 @@ def test_sweep_writes_table_and_plot(tiny):
     assert len(list((out / "runs").glob("*/results.json"))) == 2
 
 
+def test_sweep_as_a_process_exits_cleanly(tiny):
+    """The chart is drawn from the sweep's worker thread: Qt's application must be made on the main
+    thread or the interpreter crashes at exit (it did: SIGSEGV after the files were written)."""
+    base, cfg = tiny
+    out = base / "sweep_proc"
+    proc = subprocess.run([sys.executable, "-m", "fvstudio", "sweep", str(cfg), "--set", "gmm.n_components=2,4",
+                           "--set", "classifier.epochs=3", "--out", str(out), "--workspace", str(base / "ws"),
+                           "-q"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "sweep.png").stat().st_size > 5_000
+
+
+def test_chart_refuses_to_create_qt_off_the_main_thread():
+    """In a fresh process (no Qt application yet), a worker thread gets a clear error, not a crash."""
+    code = (
+        "import threading\n"
+        "from fvstudio.pipeline.plot import ensure_app\n"
+        "out = []\n"
+        "def job():\n"
+        "    try:\n"
+        "        ensure_app()\n"
+        "    except RuntimeError as exc:\n"
+        "        out.append(str(exc))\n"
+        "t = threading.Thread(target=job); t.start(); t.join()\n"
+        "print(out[0] if out else 'NO ERROR')\n"
+        "ensure_app()\n"  # the main thread may create it
+        "print('main ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "on the main thread first" in proc.stdout and "main ok" in proc.stdout
+
+
 def test_table1_preset_runs_eight_variants(tiny):
     base, cfg = tiny
     out = base / "table1"

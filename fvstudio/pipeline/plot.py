@@ -19,11 +19,22 @@ __all__ = ["category_chart_png"]
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
 
-def _app():
+def ensure_app():
+    """The process's Qt application, created offscreen if there is none yet.
+
+    Qt allows its application object only on the main thread: one created on a worker thread makes
+    the interpreter crash at exit (seen: ``fvstudio sweep`` exited with SIGSEGV after writing its
+    files). Callers that draw charts from a worker thread must call this on the main thread first.
+    """
+    import threading
+
     from PySide6.QtGui import QGuiApplication
 
     app = QGuiApplication.instance()
     if app is None:
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("no Qt application exists and one cannot be created on a worker thread; "
+                               "call fvstudio.pipeline.plot.ensure_app() on the main thread first")
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
         os.environ.setdefault("QT_NO_GLIB", "1")  # Qt's own event loop: no GLib warnings at exit
         app = QGuiApplication(["fvstudio-plot"])
@@ -49,7 +60,7 @@ def category_chart_png(path, categories: Sequence[str], series: Dict[str, Sequen
                        xlabel: str = "", ylabel: str = "", style: str = "line", percent: bool = True,
                        size=(900, 560)) -> Path:
     """Draw ``series`` (name -> one value per category, None = missing) against ``categories``."""
-    _app()
+    ensure_app()
     from PySide6.QtCore import QPointF, QRectF, Qt
     from PySide6.QtGui import QBrush, QColor, QFont, QImage, QPainter, QPen
 

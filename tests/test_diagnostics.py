@@ -1,21 +1,14 @@
 """Diagnostics: Fig. 2 posterior sharpness and per-Gaussian FV energy."""
-import types
 
 import numpy as np
 import pytest
 
 from fvstudio.engine.diagnostics import fv_energy_per_gaussian, posterior_sharpness
 from fvstudio.engine.fisher import FisherEncoder, SoftBoWEncoder
+from fvstudio.engine.gmm import DiagonalGMM
 from fvstudio.engine.posteriors import GaussianTerms, posteriors
 
-
-def make_gmm(weights, means, variances):
-    try:
-        from fvstudio.engine.gmm import DiagonalGMM
-    except ImportError:
-        return types.SimpleNamespace(weights_=np.asarray(weights), means_=np.asarray(means),
-                                     variances_=np.asarray(variances))
-    return DiagonalGMM.from_params(weights, means, variances)
+make_gmm = DiagonalGMM.from_params
 
 
 def problem(spread, K=8, D=4, T=2000, seed=0):

@@ -7,21 +7,22 @@ import warnings
 import numpy as np
 import pytest
 
-from fvstudio.engine import fisher as F
-from fvstudio.engine.fisher import (EmptyRegionWarning, FisherEncoder, SoftBoWEncoder, VLADEncoder,
-                                    from_skimage, from_vlfeat, make_encoder, to_skimage, to_vlfeat)
+from fvstudio.engine.fisher import (
+    EmptyRegionWarning,
+    FisherEncoder,
+    SoftBoWEncoder,
+    VLADEncoder,
+    from_skimage,
+    from_vlfeat,
+    make_encoder,
+    to_skimage,
+    to_vlfeat,
+)
+from fvstudio.engine.gmm import DiagonalGMM
 from fvstudio.engine.posteriors import GaussianTerms, accumulate_statistics
 from fvstudio.engine.progress import Cancelled, CancelToken
 
-
-def make_gmm(weights, means, variances):
-    """A fitted GMM from arrays: DiagonalGMM.from_params when gmm.py exists, else a plain namespace."""
-    try:
-        from fvstudio.engine.gmm import DiagonalGMM
-    except ImportError:
-        return types.SimpleNamespace(weights_=np.asarray(weights), means_=np.asarray(means),
-                                     variances_=np.asarray(variances))
-    return DiagonalGMM.from_params(weights, means, variances)
+make_gmm = DiagonalGMM.from_params
 
 
 def random_problem(K=6, D=5, T=300, seed=0, spread=1.5):

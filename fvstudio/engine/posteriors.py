@@ -219,14 +219,9 @@ def _exp_nonpositive(a):
     return p * _int32_bits_as_float32((np.int32(n) + np.int32(127)) << np.int32(23))
 
 
-@njit(cache=True, nogil=True, fastmath=True)
-def _posterior_lists(lpT, c, threshold, m, s, cut, inv_kept, counts, starts, members,
-                     loglik, gmax, nact, offset):
-    """lpT (K, n) log-joints minus c -> in place e = exp(log-joint - max); survivors as index lists.
-
-    After the call, Gaussian k's surviving descriptors are members[starts[k]:starts[k] + counts[k]]
-    (ascending), their posteriors are lpT[k, t] * inv_kept[t]. Returns the number of survivors.
-    """
+@njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _column_max(lpT, c, m):
+    """m[t] = max_k (lpT[k, t] + c[k]): the row maximum of the log-joints, row by row for vectorising."""
     K, n = lpT.shape
     r0 = lpT[0]
     c0 = c[0]
@@ -237,6 +232,18 @@ def _posterior_lists(lpT, c, threshold, m, s, cut, inv_kept, counts, starts, mem
         ck = c[k]
         for t in range(n):
             m[t] = max(m[t], row[t] + ck)
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _posterior_lists(lpT, c, threshold, m, s, cut, inv_kept, counts, starts, members,
+                     loglik, gmax, nact, offset):
+    """lpT (K, n) log-joints minus c -> in place e = exp(log-joint - max); survivors as index lists.
+
+    After the call, Gaussian k's surviving descriptors are members[starts[k]:starts[k] + counts[k]]
+    (ascending), their posteriors are lpT[k, t] * inv_kept[t]. Returns the number of survivors.
+    """
+    K, n = lpT.shape
+    _column_max(lpT, c, m)
     for t in range(n):
         s[t] = 0.0
     for k in range(K):
@@ -282,15 +289,7 @@ def _candidate_lists(lpT, c, threshold, m, s, cut, inv_kept, counts, starts, mem
     (a posterior e_k / s <= e_k below theta cannot survive); lists need K n + 3 slots. Survivors' e are written to lpT[k, t]
     (other entries of lpT are left as log-joints and never read). Returns the number of survivors."""
     K, n = lpT.shape
-    r0 = lpT[0]
-    c0 = c[0]
-    for t in range(n):
-        m[t] = r0[t] + c0
-    for k in range(1, K):
-        row = lpT[k]
-        ck = c[k]
-        for t in range(n):
-            m[t] = max(m[t], row[t] + ck)
+    _column_max(lpT, c, m)
     log_cut = np.float32(math.log(max(threshold, _NEGLIGIBLE)))
     for t in range(n):
         cut[t] = m[t] + log_cut

@@ -236,6 +236,40 @@ def test_random_split_repeats_report_mean_and_std(folder_dataset, tmp_path):
     assert len(res.predictions) == 3 * 4 * 3
 
 
+def test_each_split_learns_its_vocabulary_from_its_own_training_images(folder_dataset, tmp_path):
+    cfg = tiny_config(folder_dataset, **{"dataset.split": "random", "dataset.n_train": 4, "dataset.n_test": 3,
+                                         "dataset.repeats": 2, "classifier.select_lambda": False})
+    pipe = Pipeline(cfg, tmp_path / "ws")
+    pipe.run_all()
+    keys = pipe.keys()
+    for step in ("pca", "gmm", "encode"):
+        assert len(set(keys[step]["sift"])) == 2, step
+    ids = pipe.dataset.ids
+    for s, split in enumerate(pipe.splits):
+        # the vocabulary of split s never saw its test images; its FVs cover exactly its images
+        assert set(pipe._fit_indices(s).tolist()) == set(np.asarray(split.train).tolist())
+        assert not set(pipe._fit_indices(s).tolist()) & set(np.asarray(split.test).tolist())
+        enc = pipe.artifact("encode", split=s)
+        assert sorted(enc.ids) == sorted(ids[int(i)] for i in np.concatenate([split.train, split.test]))
+        assert pipe._manifest("gmm", keys["gmm"]["sift"][s])["split"] == s
+    g0, g1 = pipe.artifact("gmm", split=0), pipe.artifact("gmm", split=1)
+    assert not np.allclose(g0.means_, g1.means_)
+    with pytest.raises(ValueError, match="split must be in 0..1"):
+        pipe.artifact("gmm", split=2)
+    # one split of the same training images re-uses split 0's vocabulary and FVs from the cache
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    from fvstudio.data.datasets import write_split_list
+
+    sp = pipe.splits[0]
+    write_split_list(pipe.dataset, sp.train, lists / "train.txt")
+    write_split_list(pipe.dataset, sp.test, lists / "test.txt")
+    one = Pipeline(tiny_config(folder_dataset, **{"dataset.train_list": str(lists / "train.txt"),
+                                                  "dataset.test_list": str(lists / "test.txt"),
+                                                  "classifier.select_lambda": False}), tmp_path / "ws")
+    assert [one.status(s) for s in ("pca", "gmm", "encode")] == ["cached"] * 3
+
+
 def test_two_channels_late_and_early_fusion(folder_dataset, tmp_path):
     cfg = tiny_config(folder_dataset, **{"dataset.split": "random", "dataset.n_train": 5,
                                          "descriptors.channels": ["sift", "lcs"],

@@ -83,8 +83,12 @@ def _fit(base, rows, y, params, classes, rule, part, cancel):
     return OneVsRestSGD(**params).fit(X, y, progress=part, cancel=cancel, classes=classes)
 
 
-def train_and_score(pipe, encoded: Dict[str, Any], folder, sub, cancel) -> Dict[str, Any]:
-    """Train the classifiers of every split and score its test images (see the module docstring)."""
+def train_and_score(pipe, encoded: List[Dict[str, Any]], folder, sub, cancel) -> Dict[str, Any]:
+    """Train the classifiers of every split and score its test images (see the module docstring).
+
+    ``encoded[s][channel]`` is the :class:`~fvstudio.pipeline.runner.EncodedSet` of split ``s`` (each split
+    has its own vocabulary).
+    """
     from ..engine.fusion import ConcatRows, LateFusion
     from ..engine.svm import ArrayRows, SubsetRows, cross_val_decision
 
@@ -95,21 +99,23 @@ def train_and_score(pipe, encoded: Dict[str, Any], folder, sub, cancel) -> Dict[
     classes = None if multilabel else np.arange(n_classes)
     params = _classifier_params(c)
     rule = c.get("classifier.lambda_rule")
-    channels = list(encoded)
+    channels = list(encoded[0])
     late = len(channels) > 1 and c.get("fusion.mode") == "late"
-    # all channels encode the same dataset indices in the same order
-    first = encoded[channels[0]]
-    if len(channels) > 1 and c.get("fusion.mode") == "early":
-        groups = {"early": ConcatRows([ArrayRows(encoded[ch].fvs, check=False) for ch in channels])}
-    else:
-        groups = {ch: ArrayRows(encoded[ch].fvs, check=False) for ch in channels}
+    early = len(channels) > 1 and c.get("fusion.mode") == "early"
 
     splits = pipe.splits
-    n_units = len(splits) * len(groups)
+    n_units = len(splits) * (1 if early else len(channels))
     unit = 0
     out: Dict[str, Any] = {"test_scores": [], "channel_scores": [], "lambdas": [], "fusion_weights": [],
                            "model_paths": []}
     for s, split in enumerate(splits):
+        enc = encoded[s]
+        # all channels of a split encode the same dataset indices in the same order
+        first = enc[channels[0]]
+        if early:
+            groups = {"early": ConcatRows([ArrayRows(enc[ch].fvs, check=False) for ch in channels])}
+        else:
+            groups = {ch: ArrayRows(enc[ch].fvs, check=False) for ch in channels}
         tr_rows, te_rows = first.rows_for(split.train), first.rows_for(split.test)
         y_tr = pipe._truth(split.train)
         ch_scores: Dict[str, np.ndarray] = {}

@@ -206,6 +206,22 @@ def test_run_all_from_the_gui_fills_results(qtbot, tmp_path, shared_workspace):
     w.close()
 
 
+def test_live_log_likelihood_draws_one_gmm_fit_at_a_time(qtbot, tmp_path):
+    # two random splits: two vocabularies, each fitted by its own EM run
+    w = _window(qtbot, tmp_path / "ws", _tiny_config(**{"dataset.repeats": 2, "gmm.max_iter": 6, "gmm.tol": 0.0}),
+                tmp_path)
+    _run_all(qtbot, w)
+    _wait_idle(qtbot, w)
+    last = w.pipeline.artifact("gmm", split=1)
+    assert len(last.log_likelihood_) == 6
+    # the curve shows the last fit (split 1) only, not both fits end to end
+    assert w.pipeline_panel._ll == pytest.approx(list(last.log_likelihood_), rel=1e-5)
+    w.start_diagnostics()
+    _wait_idle(qtbot, w)
+    assert "Split 1 of 2" in w.diagnostics_panel.note.text()
+    w.close()
+
+
 def test_a_run_preempts_the_diagnostics_job(qtbot, tmp_path, shared_workspace):
     w = _window(qtbot, shared_workspace, _tiny_config(), tmp_path)
     _wait_idle(qtbot, w)

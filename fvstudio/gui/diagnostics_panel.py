@@ -45,6 +45,10 @@ def _first_array(obj: Any, *names: str) -> Optional[np.ndarray]:
 def compute_diagnostics(pipeline, progress=None, cancel=None) -> Dict[str, Any]:
     """Arrays for the four figures from the pipeline's cached artifacts (missing ones are left out)."""
     out: Dict[str, Any] = {"notes": []}
+    n_splits = len(pipeline.splits)
+    if n_splits > 1:
+        out["notes"].append(f"Split 1 of {n_splits}: each split learns its own PCA and GMM from its training "
+                            f"images; these figures are the first split's.")
     report(progress, 0, 4, "diagnostics: PCA", step="diagnostics")
     pca = pipeline.artifact("pca")
     if pca is not None and getattr(pca, "explained_variance_ratio_", None) is not None:

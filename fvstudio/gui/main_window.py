@@ -94,6 +94,7 @@ class MainWindow(QMainWindow):
         self.last_error: Optional[tuple] = None
         self.error_box: Optional[QMessageBox] = None
         self._job_step: Optional[str] = None
+        self._ll_unit: Optional[tuple] = None  # (channel, split) of the GMM fit drawn live
         self._queued: List[tuple] = []  # (name, fn) waiting for the runner
         self._step_t0 = 0.0
         self._clock = ProgressClock()
@@ -450,6 +451,7 @@ class MainWindow(QMainWindow):
             if self.overlay.get(s) in ("done", "failed", "cancelled"):
                 del self.overlay[s]
         self._job_step = None
+        self._ll_unit = None
         self.status_message.setText(f"{name}…")
         if step in self.steps[self.steps.index("gmm"):] and self.pipeline_panel.status("gmm") != "cached":
             self.pipeline_panel.reset_log_likelihood()
@@ -476,6 +478,12 @@ class MainWindow(QMainWindow):
                 self.overlay[step] = "running"
                 self.pipeline_panel.set_status(step, "running")
             if "log_likelihood" in values and step == "gmm":
+                # one curve per GMM fit: a new channel or split starts its own
+                unit = (values.get("channel"), values.get("split"))
+                if self._ll_unit is not None and unit != self._ll_unit:
+                    self.pipeline_panel.reset_log_likelihood()
+                    self.diagnostics_panel.reset_log_likelihood()
+                self._ll_unit = unit
                 self.pipeline_panel.add_log_likelihood(values["log_likelihood"])
                 self.diagnostics_panel.add_log_likelihood(values["log_likelihood"])
 

@@ -1,10 +1,10 @@
 """End to end: the fvstudio pipeline vs the same pipeline assembled from OpenCV + scikit-learn + scikit-image.
 
 Run:  python benchmarks/bench_pipeline.py [--dataset sample_data/textures] [--gaussians 256]
-                                          [--n-train 30] [--repeats 2]
+                                          [--n-train 30] [--splits 3]
 
 Both sides use the same images (loaded by ``fvstudio.data.images.load_image``, <= 100K pixels), the same
-random split (``dataset.n_train`` per class, seed 0) and the paper's configuration (Sec. 3.1): dense SIFT
+random splits (``dataset.n_train`` per class, ``dataset.seed`` = 0 .. ``--splits`` - 1) and the paper's configuration (Sec. 3.1): dense SIFT
 on 24x24 patches every 4 px at 5 scales, PCA to 64 dims fitted on 100K training descriptors, a diagonal
 GMM with K Gaussians fitted on 200K PCA-projected training descriptors (<= 100 EM iterations, tol 1e-4),
 Fisher vectors w.r.t. means and sigmas with power (0.5) and L2 normalisation per region of a 1x1 + 3x1
@@ -20,10 +20,11 @@ The peer, stage by stage:
 - classifier: ``sklearn.svm.LinearSVC`` with C chosen by ``GridSearchCV`` (3 folds, balanced accuracy)
   over C = 1 / (lambda n_train) for our lambda grid, then scores on the test set.
 
-Ours is ``fvstudio.pipeline.Pipeline.run_all`` on a fresh workspace (so every step is computed), run
-``--repeats`` times; per stage the min over repeats is reported (the machine is shared). The peer runs
-once per repeat as well, interleaved with ours. Accuracy = mean per-class top-1 on the test set, computed
-by the same function for both.
+Ours is ``fvstudio.pipeline.Pipeline.run_all`` on a fresh workspace (so every step is computed); the peer
+runs on the same split right after it. Both sides run every split from scratch; per stage the min over
+splits is reported (the machine is shared). Accuracy = mean per-class top-1 on the test set, computed by
+the same function for both, per split, then mean, std and the paired difference over splits: with 80
+test images a single split moves by several points, so one split cannot tell the two apart.
 """
 from __future__ import annotations
 
@@ -145,40 +146,44 @@ def main() -> None:
     ap.add_argument("--dataset", default=str(REPO / "sample_data" / "textures"))
     ap.add_argument("--gaussians", type=int, default=256)
     ap.add_argument("--n-train", type=int, default=30)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--splits", type=int, default=3,
+                    help="random splits (dataset.seed = 0 .. N-1); each is run from scratch by both sides")
     args = ap.parse_args()
 
+    from fvstudio.engine import metrics
     from fvstudio.pipeline import PipelineConfig
 
-    cfg = PipelineConfig()
-    cfg.update({"dataset.root": args.dataset, "dataset.split": "random", "dataset.n_train": args.n_train,
-                "gmm.n_components": args.gaussians})
-    lam_grid = cfg.get("classifier.lam_grid")
+    base = PipelineConfig()
+    base.update({"dataset.root": args.dataset, "dataset.split": "random", "dataset.n_train": args.n_train,
+                 "gmm.n_components": args.gaussians})
+    lam_grid = base.get("classifier.lam_grid")
     ours_t, peer_t = {s: [] for s in STAGES}, {s: [] for s in STAGES}
-    ours_total, peer_total = [], []
-    ours_acc = peer_acc = None
-    for r in range(args.repeats):
+    ours_total, peer_total, ours_acc, peer_acc = [], [], [], []
+    for seed in range(args.splits):
+        cfg = base.copy()
+        cfg.set("dataset.seed", seed)
         ws = Path(tempfile.mkdtemp(prefix="fvstudio-bench-"))
         try:
             pipe, res, t, total = run_ours(cfg, ws)
-            ours_acc = res.metrics["mean_per_class_accuracy"]
+            ours_acc.append(res.metrics["mean_per_class_accuracy"])
             for s in STAGES:
                 ours_t[s].append(t[s])
             ours_total.append(total)
-            print(f"repeat {r + 1}: fvstudio {total:.1f} s, accuracy {100 * ours_acc:.2f}%", file=sys.stderr)
+            print(f"split {seed}: fvstudio {total:.1f} s, accuracy {100 * ours_acc[-1]:.2f}%", file=sys.stderr)
             acc, pt = run_peer(pipe, cfg, lam_grid)
-            peer_acc = acc
+            peer_acc.append(acc)
             for s in STAGES:
                 peer_t[s].append(pt[s])
             peer_total.append(sum(pt.values()))
-            print(f"repeat {r + 1}: peer {sum(pt.values()):.1f} s, accuracy {100 * acc:.2f}%", file=sys.stderr)
+            print(f"split {seed}: peer {sum(pt.values()):.1f} s, accuracy {100 * acc:.2f}%", file=sys.stderr)
         finally:
             shutil.rmtree(ws, ignore_errors=True)
 
     ds = pipe.dataset
+    n = args.splits
     print(f"\n{ds.describe()}")
-    print(f"split: {len(pipe.splits[0].train)} train / {len(pipe.splits[0].test)} test; K = {args.gaussians}; "
-          f"min over {args.repeats} repeat(s)\n")
+    print(f"{n} random split(s) (dataset.seed 0..{n - 1}), each {len(pipe.splits[0].train)} train / "
+          f"{len(pipe.splits[0].test)} test; K = {args.gaussians}; times: min over splits\n")
     print(f"{'stage':<12} {'fvstudio (s)':>13} {'peer (s)':>10} {'peer/ours':>10}")
     peer_names = {"descriptors": "OpenCV SIFT.compute", "pca": "sklearn PCA", "gmm": "sklearn GaussianMixture",
                   "encode": "skimage fisher_vector", "classifier": "sklearn LinearSVC + GridSearchCV"}
@@ -187,7 +192,20 @@ def main() -> None:
         print(f"{s:<12} {a:13.2f} {b:10.2f} {b / max(a, 1e-9):9.1f}x   ({peer_names[s]})")
     a, b = min(ours_total), min(peer_total)
     print(f"{'total':<12} {a:13.2f} {b:10.2f} {b / a:9.1f}x")
-    print(f"\nmean per-class accuracy: fvstudio {100 * ours_acc:.2f}%   peer {100 * peer_acc:.2f}%")
+
+    print("\nmean per-class accuracy (%)")
+    print(f"{'split':<8} {'fvstudio':>9} {'peer':>7} {'ours-peer':>10}")
+    for seed, (x, y) in enumerate(zip(ours_acc, peer_acc)):
+        print(f"{seed:<8} {100 * x:9.2f} {100 * y:7.2f} {100 * (x - y):+10.2f}")
+    (mo, so), (mp, sp) = metrics.mean_std(np.array(ours_acc)), metrics.mean_std(np.array(peer_acc))
+    diff = np.array(ours_acc) - np.array(peer_acc)
+    md, sd = metrics.mean_std(diff)
+    se = sd / np.sqrt(n) if n > 1 else float("nan")
+    print(f"{'mean':<8} {100 * mo:9.2f} {100 * mp:7.2f} {100 * md:+10.2f}")
+    print(f"{'std':<8} {100 * so:9.2f} {100 * sp:7.2f} {100 * sd:10.2f}")
+    print(f"\npaired difference ours - peer: {100 * md:+.2f} points, standard error {100 * se:.2f} "
+          f"over {n} split(s); {int((diff > 0).sum())} better, {int((diff == 0).sum())} equal, "
+          f"{int((diff < 0).sum())} worse")
 
 
 if __name__ == "__main__":

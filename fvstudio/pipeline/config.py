@@ -139,7 +139,7 @@ _PARAMS: List[Param] = [
     # Not in the paper. 0.1 keeps a Gaussian from shrinking onto one training image's descriptors (then that
     # image's FV is ~0 there and its training FVs stop resembling unseen images'): on held-out random
     # splits of sample_data/textures (dataset.seed = 100, 5 repeats) mean accuracy 76.8% at 0.01, 79.0% at
-    # 0.05, 81.3% at 0.1, 80.0% at 0.2; on photos it binds ~13% of variances (README, "Choices").
+    # 0.05, 81.3% at 0.1, 80.0% at 0.2; on scikit-image's sample images it binds ~13% of variances (README, "Choices").
     _p("gmm.var_floor", "float", 0.1, "Variance floor, a fraction of each dimension's global variance; keeps "
        "Gaussians from collapsing onto one image's descriptors", min=0.0, max=1.0),
     _p("gmm.n_init", "int", 1, "EM restarts; the best likelihood is kept", min=1, max=100),

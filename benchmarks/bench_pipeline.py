@@ -1,10 +1,10 @@
 """End to end: the fvstudio pipeline vs the same pipeline assembled from OpenCV + scikit-learn + scikit-image.
 
 Run:  python benchmarks/bench_pipeline.py [--dataset sample_data/textures] [--gaussians 256]
-                                          [--n-train 30] [--splits 3]
+                                          [--n-train 30] [--splits 3] [--first-seed 0]
 
 Both sides use the same images (loaded by ``fvstudio.data.images.load_image``, <= 100K pixels), the same
-random splits (``dataset.n_train`` per class, ``dataset.seed`` = 0 .. ``--splits`` - 1) and the paper's configuration (Sec. 3.1): dense SIFT
+random splits (``dataset.n_train`` per class, ``dataset.seed`` = ``--first-seed`` + 0 .. ``--splits`` - 1) and the paper's configuration (Sec. 3.1): dense SIFT
 on 24x24 patches every 4 px at 5 scales, PCA to 64 dims fitted on 100K training descriptors, a diagonal
 GMM with K Gaussians fitted on 200K PCA-projected training descriptors (<= 100 EM iterations, tol 1e-4),
 Fisher vectors w.r.t. means and sigmas with power (0.5) and L2 normalisation per region of a 1x1 + 3x1
@@ -147,7 +147,8 @@ def main() -> None:
     ap.add_argument("--gaussians", type=int, default=256)
     ap.add_argument("--n-train", type=int, default=30)
     ap.add_argument("--splits", type=int, default=3,
-                    help="random splits (dataset.seed = 0 .. N-1); each is run from scratch by both sides")
+                    help="random splits (dataset.seed = S .. S+N-1); each is run from scratch by both sides")
+    ap.add_argument("--first-seed", type=int, default=0, help="S, the dataset.seed of the first split")
     args = ap.parse_args()
 
     from fvstudio.engine import metrics
@@ -159,7 +160,8 @@ def main() -> None:
     lam_grid = base.get("classifier.lam_grid")
     ours_t, peer_t = {s: [] for s in STAGES}, {s: [] for s in STAGES}
     ours_total, peer_total, ours_acc, peer_acc = [], [], [], []
-    for seed in range(args.splits):
+    seeds = list(range(args.first_seed, args.first_seed + args.splits))
+    for seed in seeds:
         cfg = base.copy()
         cfg.set("dataset.seed", seed)
         ws = Path(tempfile.mkdtemp(prefix="fvstudio-bench-"))
@@ -182,7 +184,7 @@ def main() -> None:
     ds = pipe.dataset
     n = args.splits
     print(f"\n{ds.describe()}")
-    print(f"{n} random split(s) (dataset.seed 0..{n - 1}), each {len(pipe.splits[0].train)} train / "
+    print(f"{n} random split(s) (dataset.seed {seeds[0]}..{seeds[-1]}), each {len(pipe.splits[0].train)} train / "
           f"{len(pipe.splits[0].test)} test; K = {args.gaussians}; times: min over splits\n")
     print(f"{'stage':<12} {'fvstudio (s)':>13} {'peer (s)':>10} {'peer/ours':>10}")
     peer_names = {"descriptors": "OpenCV SIFT.compute", "pca": "sklearn PCA", "gmm": "sklearn GaussianMixture",
@@ -195,7 +197,7 @@ def main() -> None:
 
     print("\nmean per-class accuracy (%)")
     print(f"{'split':<8} {'fvstudio':>9} {'peer':>7} {'ours-peer':>10}")
-    for seed, (x, y) in enumerate(zip(ours_acc, peer_acc)):
+    for seed, x, y in zip(seeds, ours_acc, peer_acc):
         print(f"{seed:<8} {100 * x:9.2f} {100 * y:7.2f} {100 * (x - y):+10.2f}")
     (mo, so), (mp, sp) = metrics.mean_std(np.array(ours_acc)), metrics.mean_std(np.array(peer_acc))
     diff = np.array(ours_acc) - np.array(peer_acc)

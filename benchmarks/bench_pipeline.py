@@ -4,11 +4,12 @@ Run:  python benchmarks/bench_pipeline.py [--dataset sample_data/textures] [--ga
                                           [--n-train 30] [--splits 3] [--first-seed 0]
 
 Both sides use the same images (loaded by ``fvstudio.data.images.load_image``, <= 100K pixels), the same
-random splits (``dataset.n_train`` per class, ``dataset.seed`` = ``--first-seed`` + 0 .. ``--splits`` - 1) and the paper's configuration (Sec. 3.1): dense SIFT
-on 24x24 patches every 4 px at 5 scales, PCA to 64 dims fitted on 100K training descriptors, a diagonal
-GMM with K Gaussians fitted on 200K PCA-projected training descriptors (<= 100 EM iterations, tol 1e-4),
-Fisher vectors w.r.t. means and sigmas with power (0.5) and L2 normalisation per region of a 1x1 + 3x1
-spatial pyramid, one-vs-rest linear SVMs with the regularisation chosen by 3-fold CV on the training set.
+random splits (``dataset.n_train`` per class; ``dataset.seed`` from ``--first-seed`` on, one per split) and
+the paper's configuration (Sec. 3.1): dense SIFT on 24x24 patches every 4 px at 5 scales, PCA to 64 dims
+fitted on 100K training descriptors, a diagonal GMM with K Gaussians fitted on 200K PCA-projected training
+descriptors (<= 100 EM iterations, tol 1e-4), Fisher vectors w.r.t. means and sigmas with power (0.5) and
+L2 normalisation per region of a 1x1 + 3x1 spatial pyramid, one-vs-rest linear SVMs with the
+regularisation chosen by 3-fold CV on the training set.
 
 The peer, stage by stage:
 - descriptors: OpenCV ``SIFT.compute`` on exactly our dense frames (``cv2.KeyPoint(x, y, patch / 6)``,

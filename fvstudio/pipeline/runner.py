@@ -250,7 +250,8 @@ class Pipeline:
     def channels(self) -> List[str]:
         return self.config.get("descriptors.channels")
 
-    def _needed_indices(self) -> np.ndarray:
+    def needed_indices(self) -> np.ndarray:
+        """Every dataset index some split trains or tests on (sorted, unique): what the descriptors step extracts."""
         idx = [np.asarray(s.train, np.int64) for s in self.splits] + [np.asarray(s.test, np.int64)
                                                                       for s in self.splits]
         return np.unique(np.concatenate(idx)) if idx else np.zeros(0, np.int64)
@@ -348,7 +349,7 @@ class Pipeline:
 
     def _is_cached(self, step: str, keys: Dict[str, Any]) -> bool:
         if step == "descriptors":
-            needed = self._needed_indices()
+            needed = self.needed_indices()
             for ch in self.channels:
                 store = self.store(ch)
                 if not store.is_complete(needed):
@@ -467,7 +468,7 @@ class Pipeline:
 
     def _descriptor_run_key(self, keys) -> str:
         return _digest(["descriptors", keys["descriptors"], _ids_digest(list(self.dataset.ids),
-                                                                         self._needed_indices())])
+                                                                         self.needed_indices())])
 
     def _run_descriptors(self, keys, sub: _SubProgress, cancel) -> None:
         t0 = time.perf_counter()
@@ -478,7 +479,7 @@ class Pipeline:
                              failures=failures)
 
     def _run_descriptor_stores(self, sub: _SubProgress, cancel) -> None:
-        needed = self._needed_indices()
+        needed = self.needed_indices()
         n_ch = len(self.channels)
         self._memo[("failures",)] = {}
         for j, ch in enumerate(self.channels):

@@ -89,19 +89,25 @@ def _run_interruptible(func: Callable[[Any], Any]):
 
     token = CancelToken()
     box: dict = {}
+    done = threading.Event()
 
     def target():
         try:
             box["value"] = func(token)
         except BaseException as exc:  # handed to the main thread
             box["error"] = exc
+        finally:
+            done.set()
 
+    # Wait on an Event, not on Thread.join(timeout): a KeyboardInterrupt landing inside join() on CPython
+    # 3.9-3.12 can leave is_alive() False while the worker still runs, so the process exited mid-write
+    # (and aborted: "terminate called without an active exception") instead of stopping at the checkpoint.
     worker = threading.Thread(target=target, name="fvstudio-run", daemon=True)
     worker.start()
     interrupted = False
-    while worker.is_alive():
+    while not done.is_set():
         try:
-            worker.join(0.2)
+            done.wait(0.2)
         except KeyboardInterrupt:
             if interrupted:
                 raise

@@ -247,11 +247,11 @@ def test_each_split_learns_its_vocabulary_from_its_own_training_images(folder_da
     ids = pipe.dataset.ids
     for s, split in enumerate(pipe.splits):
         # the vocabulary of split s never saw its test images; its FVs cover exactly its images
-        assert set(pipe._fit_indices(s).tolist()) == set(np.asarray(split.train).tolist())
-        assert not set(pipe._fit_indices(s).tolist()) & set(np.asarray(split.test).tolist())
+        assert set(pipe.context().fit_indices(s).tolist()) == set(np.asarray(split.train).tolist())
+        assert not set(pipe.context().fit_indices(s).tolist()) & set(np.asarray(split.test).tolist())
         enc = pipe.artifact("encode", split=s)
         assert sorted(enc.ids) == sorted(ids[int(i)] for i in np.concatenate([split.train, split.test]))
-        assert pipe._manifest("gmm", keys["gmm"]["sift"][s])["split"] == s
+        assert pipe.cache.manifest("gmm", keys["gmm"]["sift"][s])["split"] == s
     g0, g1 = pipe.artifact("gmm", split=0), pipe.artifact("gmm", split=1)
     assert not np.allclose(g0.means_, g1.means_)
     with pytest.raises(ValueError, match="split must be in 0..1"):
@@ -316,7 +316,7 @@ def test_bad_dataset_root_is_named(tmp_path):
 def test_lambda_rules_hand_computed():
     from types import SimpleNamespace
 
-    from fvstudio.pipeline.learning import choose_lambda
+    from fvstudio.pipeline.steps.classifier import choose_lambda
 
     grid = np.array([1e-6, 1e-5, 1e-4, 1e-3])
     scores = np.array([[0.50, 0.60, 0.70],   # mean 0.60, the best; SE = 0.1 / sqrt(3) = 0.0577

@@ -4,8 +4,9 @@
 
 - :class:`PipelineConfig` (``config.py``): every key with its paper default, validation, TOML I/O and a
   schema the GUI builds its widgets from.
-- :class:`Pipeline` (``runner.py``): the six :data:`STEPS`, each cached in a workspace folder under a hash
-  of its inputs and parameters; ``status``, ``run_step``, ``run_all``, ``result``, ``artifact``.
+- :class:`Pipeline` (``runner.py``): the scheduler over the six :data:`STEPS` (one module each in
+  ``steps/``, given one :class:`~.context.StepContext`), each cached in a workspace folder under a hash of
+  its inputs and parameters; ``status``, ``run_step``, ``run_all``, ``result``, ``artifact``.
 - :class:`RunResult` (``results.py``): metrics, per-class values, confusion, timings, predictions.
 - ``presets.py``: the paper's Table 1 ablation; ``sweep.py``: parameter sweeps with a table and a plot.
 """

@@ -1,0 +1,221 @@
+"""Step 5, ``classifier``: per split, one-vs-rest linear classifiers by SGD on the training rows' FVs.
+
+Reads ``[classifier]`` and, with several channels, ``[fusion]``.
+
+Classifier (Sec. 3.1): :class:`~fvstudio.engine.svm.OneVsRestSGD` on the training rows of the FV matrix
+(read through a row provider, never copied whole); lambda chosen by k-fold cross-validation on the training
+set when ``classifier.select_lambda`` is on, by ``classifier.lambda_rule``: the grid point with the best
+mean CV score (``"best"``) or the one-standard-error rule (``"one_se"``, the default; see
+:func:`choose_lambda`).
+
+Several channels (Sec. 3.2):
+
+- ``fusion.mode = "late"``: one classifier per channel; test scores fused as s = w s_1 + (1 - w) s_2
+  (:class:`fvstudio.engine.fusion.LateFusion`) with w chosen on out-of-fold training scores over
+  w in {0, 0.1, ..., 1}, or fixed by ``fusion.weight``. The paper found 0.6 SIFT + 0.4 LCS on VOC 2007.
+- ``fusion.mode = "early"``: one classifier on the concatenated FVs, each channel's block L2-normalised
+  and scaled by sqrt(1/2) (:class:`fvstudio.engine.fusion.ConcatRows`, read lazily, never copied).
+
+Output: ``scores.npz`` (fused test scores per split, and each channel's), one model ``.npz`` per split and
+channel, and a manifest with the lambdas and fusion weights.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from ...engine.fusion import ConcatRows, LateFusion
+from ...engine.progress import check_cancel, scaled
+from ...engine.serialization import atomic_save_npz, load_npz
+from ...engine.svm import ArrayRows, OneVsRestSGD, SubsetRows, cross_val_decision, select_lambda
+from ..hashing import digest, ids_digest
+from .base import Step
+from .encode import EncodeStep
+
+__all__ = ["ClassifierStep", "ClassifierOutput", "classifier_params", "choose_lambda"]
+
+
+@dataclass
+class ClassifierOutput:
+    """The ``classifier`` step's output: test scores per split (fused), lambdas and fusion weights."""
+
+    test_scores: List[np.ndarray]  # per split (n_test, C)
+    channel_scores: List[Dict[str, np.ndarray]]  # per split, per channel (late fusion) or "early"
+    lambdas: List[Dict[str, float]]
+    fusion_weights: List[Optional[float]]
+    model_paths: List[Dict[str, str]]
+
+    def load_model(self, split: int = 0, channel: Optional[str] = None) -> OneVsRestSGD:
+        paths = self.model_paths[split]
+        return OneVsRestSGD.load(paths[channel or next(iter(paths))])
+
+
+def classifier_params(config) -> Dict[str, Any]:
+    """:class:`OneVsRestSGD` keyword arguments from ``[classifier]`` (``lam = "cv"`` when it is selected)."""
+    c = config
+    balance = c.get("classifier.balance")
+    return {"loss": c.get("classifier.loss"),
+            "lam": "cv" if c.get("classifier.select_lambda") else c.get("classifier.lam"),
+            "lam_grid": c.get("classifier.lam_grid"), "cv_folds": c.get("classifier.cv_folds"),
+            "epochs": c.get("classifier.epochs"), "bias": c.get("classifier.bias"),
+            "averaging": c.get("classifier.averaging"), "balance": None if balance == "none" else balance,
+            "seed": c.get("classifier.seed"), "n_jobs": c.get("runtime.n_jobs")}
+
+
+def choose_lambda(search, rule: str) -> float:
+    """Lambda from a :class:`~fvstudio.engine.svm.LambdaSearch`: its best, or the one-standard-error rule
+    (the largest lambda whose mean CV score is >= best mean - standard error of the best's fold scores)."""
+    if rule == "best":
+        return float(search.best_lam)
+    scores = np.asarray(search.scores, np.float64)
+    mean = np.nanmean(scores, axis=1)
+    b = int(np.nanargmax(mean))
+    fold_scores = scores[b][np.isfinite(scores[b])]
+    se = float(np.std(fold_scores, ddof=1) / np.sqrt(len(fold_scores))) if len(fold_scores) > 1 else 0.0
+    ok = np.flatnonzero(mean >= mean[b] - se - 1e-12)
+    grid = np.asarray(search.grid, np.float64)
+    return float(grid[ok].max())
+
+
+def fit_classifier(X, y, params: Dict[str, Any], classes, rule: str, progress, cancel) -> OneVsRestSGD:
+    """One :class:`OneVsRestSGD` on rows ``X``; lambda by CV (``params["lam"] == "cv"``) and ``rule``."""
+    if params["lam"] == "cv" and rule != "best":
+        sgd = {k: v for k, v in params.items() if k not in ("lam", "lam_grid", "cv_folds", "seed")}
+        search = select_lambda(X, y, params["lam_grid"], folds=params["cv_folds"], seed=params["seed"],
+                               classes=classes, progress=scaled(progress, 0.0, 0.75, "lambda CV: "), cancel=cancel,
+                               **sgd)
+        model = OneVsRestSGD(**{**params, "lam": choose_lambda(search, rule)})
+        model.fit(X, y, progress=scaled(progress, 0.75, 1.0), cancel=cancel, classes=classes)
+        model.cv_search_ = search
+        return model
+    return OneVsRestSGD(**params).fit(X, y, progress=progress, cancel=cancel, classes=classes)
+
+
+class ClassifierStep(Step):
+    name = "classifier"
+    sections = ("classifier", "fusion")
+    weight = 0.09
+
+    def key(self, ctx, keys) -> str:
+        ds = ctx.dataset
+        labels = np.asarray(ds.targets if ds.multilabel else ds.labels)
+        split_sig = digest([[ids_digest(ctx.ids, s.train), ids_digest(ctx.ids, s.test)] for s in ctx.splits]
+                           + [hashlib.sha256(np.ascontiguousarray(labels).tobytes()).hexdigest(),
+                              list(ds.class_names)])
+        n = len(ctx.splits)
+        encoded = [keys["encode"][ch] if n > 1 else keys["encode"][ch][0] for ch in ctx.channels]
+        fusion = ctx.config.hashed_section("fusion") if len(ctx.channels) > 1 else None
+        return digest(["classifier", encoded, split_sig, ctx.config.hashed_section("classifier"), fusion])
+
+    def run(self, ctx, keys, progress, cancel) -> None:
+        t0 = time.perf_counter()
+        key = keys[self.name]
+        folder = ctx.cache.step_dir(self.name, key)
+        enc = EncodeStep()
+        encoded = [{ch: enc.load(ctx, keys, ch, s) for ch in ctx.channels} for s in range(len(ctx.splits))]
+        out = _Training(ctx, folder, progress, cancel).run(encoded)
+        arrays = {}
+        for s, sc in enumerate(out.test_scores):
+            arrays[f"scores_{s}"] = sc
+            for name, v in out.channel_scores[s].items():
+                arrays[f"channel_{s}_{name}"] = v
+        atomic_save_npz(folder / "scores.npz", arrays, {"kind": "fvstudio.pipeline.scores"})
+        ctx.cache.write_manifest(self.name, key, time.perf_counter() - t0, lambdas=out.lambdas,
+                                 fusion_weights=out.fusion_weights, model_paths=out.model_paths,
+                                 channels_scored=[sorted(d) for d in out.channel_scores])
+
+    def load(self, ctx, keys, channel=None, split=0) -> ClassifierOutput:
+        key = keys[self.name]
+        man = ctx.cache.manifest(self.name, key)
+        if man is None:
+            raise FileNotFoundError("classifier is not computed")
+        folder = ctx.cache.step_dir(self.name, key)
+        arrays, _ = load_npz(folder / "scores.npz", kind="fvstudio.pipeline.scores")
+        n = len(man["lambdas"])
+        scores = [arrays[f"scores_{s}"] for s in range(n)]
+        ch_scores = [{name: arrays[f"channel_{s}_{name}"] for name in man["channels_scored"][s]} for s in range(n)]
+        paths = [{k: str(folder / v) for k, v in d.items()} for d in man["model_paths"]]
+        return ClassifierOutput(scores, ch_scores, man["lambdas"], man["fusion_weights"], paths)
+
+
+class _Training:
+    """Trains and scores every split's classifiers (see the module docstring); one object per run."""
+
+    def __init__(self, ctx, folder, progress, cancel):
+        c = ctx.config
+        self.ctx, self.folder, self.progress, self.cancel = ctx, folder, progress, cancel
+        self.classes = None if ctx.dataset.multilabel else np.arange(len(ctx.dataset.class_names))
+        self.params = classifier_params(c)
+        self.rule = c.get("classifier.lambda_rule")
+        many = len(ctx.channels) > 1
+        self.late = many and c.get("fusion.mode") == "late"
+        self.early = many and c.get("fusion.mode") == "early"
+        self.n_units = len(ctx.splits) * (1 if self.early else len(ctx.channels))
+        self.unit = 0
+
+    def run(self, encoded: List[Dict[str, Any]]) -> ClassifierOutput:
+        out = ClassifierOutput([], [], [], [], [])
+        for s, split in enumerate(self.ctx.splits):
+            scores, weight, lambdas, paths = self._split(s, split, encoded[s])
+            out.test_scores.append(np.asarray(scores.pop("fused"), np.float32))
+            out.channel_scores.append(scores)
+            out.fusion_weights.append(weight)
+            out.lambdas.append(lambdas)
+            out.model_paths.append(paths)
+        return out
+
+    def _groups(self, enc: Dict[str, Any]) -> Dict[str, Any]:
+        channels = self.ctx.channels
+        if self.early:
+            return {"early": ConcatRows([ArrayRows(enc[ch].fvs, check=False) for ch in channels])}
+        return {ch: ArrayRows(enc[ch].fvs, check=False) for ch in channels}
+
+    def _split(self, s: int, split, enc: Dict[str, Any]):
+        c = self.ctx.config
+        first = enc[self.ctx.channels[0]]  # all channels of a split encode the same images in the same order
+        tr_rows, te_rows = first.rows_for(split.train), first.rows_for(split.test)
+        y_tr = self.ctx.truth(split.train)
+        scores: Dict[str, np.ndarray] = {}
+        lambdas: Dict[str, float] = {}
+        paths: Dict[str, str] = {}
+        out_of_fold: List[np.ndarray] = []
+        for name, base in self._groups(enc).items():
+            check_cancel(self.cancel, "classifier")
+            part = self.progress.part(self.unit / self.n_units, (self.unit + 1) / self.n_units, split=s, channel=name)
+            self.unit += 1
+            model = fit_classifier(SubsetRows(base, tr_rows), y_tr, self.params, self.classes, self.rule, part,
+                                   self.cancel)
+            if self.late and c.get("fusion.select_weight"):
+                out_of_fold.append(self._out_of_fold(SubsetRows(base, tr_rows), y_tr, model))
+            scores[name] = model.decision_function(SubsetRows(base, te_rows))
+            lambdas[name] = float(model.lam_)
+            paths[name] = f"model_split{s}_{name}.npz"
+            model.save(self.folder / paths[name])
+        weight = None
+        if self.late:
+            fusion = self._fusion(out_of_fold, y_tr)
+            weight = float(fusion.weights_[0])
+            scores["fused"] = fusion.fuse([scores[ch] for ch in self.ctx.channels])
+        else:
+            scores["fused"] = next(iter(scores.values()))
+        return scores, weight, lambdas, paths
+
+    def _out_of_fold(self, X, y, model) -> np.ndarray:
+        """Out-of-fold training scores at the model's lambda, for the fusion weight."""
+        c = self.ctx.config
+        fixed = {k: v for k, v in self.params.items() if k not in ("seed", "cv_folds", "lam_grid")}
+        fixed["lam"] = float(model.lam_)
+        return cross_val_decision(X, y, folds=c.get("classifier.cv_folds"), seed=c.get("classifier.seed"),
+                                  classes=self.classes, cancel=self.cancel, **fixed)
+
+    def _fusion(self, out_of_fold: List[np.ndarray], y) -> LateFusion:
+        c = self.ctx.config
+        if c.get("fusion.select_weight"):
+            return LateFusion(step=0.1).fit(out_of_fold, y)
+        fusion = LateFusion()
+        fusion.weights_ = np.array([c.get("fusion.weight"), 1.0 - c.get("fusion.weight")])
+        return fusion

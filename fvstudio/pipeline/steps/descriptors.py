@@ -1,0 +1,72 @@
+"""Step 1, ``descriptors``: dense SIFT / LCS of every image some split uses (Sec. 3.1).
+
+Reads ``[descriptors]`` and ``dataset.max_pixels``. Its cache is not a step folder but one
+:class:`~fvstudio.data.cache.DescriptorStore` per channel (keyed by dataset + extraction parameters;
+per-image files, resumable, atomic). Its key per channel is the store's key (the extraction parameters);
+the steps reading the store add the store's content digest over the images they read
+(:meth:`~fvstudio.pipeline.context.StepContext.fit_content`), so an image edited or fixed in place changes
+everything computed from it. The step's own manifest only records what an extraction cost and which images failed.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Dict
+
+from ..hashing import digest, ids_digest
+from .base import Step
+
+__all__ = ["DescriptorsStep", "descriptor_params"]
+
+
+def descriptor_params(config, channel: str) -> Dict[str, Any]:
+    """The extraction parameters of ``channel`` (what the store is keyed by)."""
+    c = config
+    p = {"patch": c.get("descriptors.patch"), "step": c.get("descriptors.step"),
+         "scales": c.get("descriptors.scales"), "scale_factor": c.get("descriptors.scale_factor"),
+         "max_pixels": c.get("dataset.max_pixels")}
+    if channel == "sift":
+        p.update(window=c.get("descriptors.window"), presmooth=c.get("descriptors.presmooth"),
+                 root=c.get("descriptors.root_sift"))
+    return p
+
+
+class DescriptorsStep(Step):
+    name = "descriptors"
+    sections = ("descriptors",)
+    weight = 0.45
+
+    def key(self, ctx, keys):
+        return {ch: str(ctx.stores[ch].key) for ch in ctx.channels}
+
+    def run_key(self, ctx, keys) -> str:
+        """Key of the manifest recording one extraction over the images the splits use."""
+        return digest(["descriptors", keys["descriptors"], ids_digest(ctx.ids, ctx.needed_indices())])
+
+    def is_cached(self, ctx, keys) -> bool:
+        needed = ctx.needed_indices()
+        for ch in ctx.channels:
+            store = ctx.stores[ch]
+            if not store.is_complete(needed):
+                store.refresh()  # another Pipeline object (e.g. a GUI worker) may have extracted since
+                if not store.is_complete(needed):
+                    return False
+        return True
+
+    def has_any(self, cache) -> bool:
+        d = cache.workspace / "descriptors"
+        return d.is_dir() and any(any(f.suffix == ".json" for f in (s / "images").glob("*.json"))
+                                  for s in d.iterdir() if (s / "images").is_dir())
+
+    def run(self, ctx, keys, progress, cancel) -> None:
+        t0 = time.perf_counter()
+        needed = ctx.needed_indices()
+        n = len(ctx.channels)
+        failures = {}
+        for j, ch in enumerate(ctx.channels):
+            report = ctx.stores[ch].extract(indices=needed, n_jobs=ctx.n_jobs,
+                                            progress=progress.part(j / n, (j + 1) / n, channel=ch), cancel=cancel)
+            failures[ch] = [(str(p), r) for p, r in report.failures]
+        ctx.cache.write_manifest(self.name, self.run_key(ctx, keys), time.perf_counter() - t0, failures=failures)
+
+    def load(self, ctx, keys, channel, split):
+        return ctx.stores[channel]

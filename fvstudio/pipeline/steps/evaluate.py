@@ -1,0 +1,109 @@
+"""Step 6, ``evaluate``: metrics of every split's test scores, their mean and std over splits.
+
+Reads ``[evaluate]``. Single-label data -> mean per-class top-1 accuracy (Caltech/SUN, Sec. 3.3-3.4),
+overall accuracy, top-k accuracy (``evaluate.top_k``), per-class accuracy, the confusion matrix (summed
+over splits) and the one-vs-rest mAP; multi-label data -> per-class AP (VOC 2007 11-point interpolated by
+default, ``evaluate.ap_mode``; Sec. 3.2; "difficult" targets ignored) and mAP. Several splits -> mean and
+standard deviation (ddof = 1) over splits (:func:`fvstudio.engine.metrics.mean_std`). Output: the
+:class:`~fvstudio.pipeline.results.RunResult` folder (``results.json`` + arrays).
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Dict, List
+
+import numpy as np
+
+from ...engine import metrics as M
+from ..hashing import digest
+from ..results import RunResult
+from .base import Step
+from .classifier import ClassifierStep
+
+__all__ = ["EvaluateStep", "evaluate_scores"]
+
+
+def _split_metrics(scores: np.ndarray, truth: np.ndarray, multilabel: bool, n_classes: int, mode: str, k: int):
+    """(metrics, per-class row, targets in {-1, 0, 1}, labels, confusion or None) of one split."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if multilabel:
+            ap = M.average_precision_per_class(scores, truth, mode)
+            m = {"map": float(np.nanmean(ap)) if np.isfinite(ap).any() else float("nan")}
+            return m, ap, truth, np.zeros(0, np.int64), None
+        pred = np.argmax(scores, axis=1)
+        tg = np.where(np.arange(n_classes)[None, :] == truth[:, None], 1, -1).astype(np.int8)
+        m = {"mean_per_class_accuracy": M.mean_per_class_accuracy(truth, pred, n_classes),
+             "accuracy": M.overall_accuracy(truth, pred),
+             f"top{k}_accuracy": M.top_k_accuracy(scores, truth, min(k, n_classes)),
+             "map": M.mean_average_precision(scores, tg, mode)}
+        return (m, M.per_class_accuracy(truth, pred, n_classes), tg, truth,
+                M.confusion_matrix(truth, pred, n_classes))
+
+
+def evaluate_scores(ctx, clf) -> RunResult:
+    """Metrics of every split, their mean and std, per-class values and the summed confusion."""
+    ds = ctx.dataset
+    names = list(ds.class_names)
+    C = len(names)
+    multilabel = bool(ds.multilabel)
+    mode, k = ctx.config.get("evaluate.ap_mode"), ctx.config.get("evaluate.top_k")
+    per_split: List[Dict[str, float]] = []
+    per_class_rows = []
+    confusion = None if multilabel else np.zeros((C, C), np.int64)
+    ids_all, scores_all, targets_all, labels_all = [], [], [], []
+    for s, split in enumerate(ctx.splits):
+        scores = np.asarray(clf.test_scores[s], np.float32)
+        test = np.asarray(split.test, np.int64)
+        m, row, tg, y, conf = _split_metrics(scores, ctx.truth(test), multilabel, C, mode, k)
+        if conf is not None:
+            confusion += conf
+        ids_all.append([ds.ids[int(i)] for i in test])
+        scores_all.append(scores)
+        per_class_rows.append(row)
+        targets_all.append(tg)
+        labels_all.append(y)
+        per_split.append({key: float(v) for key, v in m.items()})
+    metrics, std = {}, {}
+    for key in per_split[0]:
+        mean, sd = M.mean_std(np.array([p[key] for p in per_split], np.float64))
+        metrics[key], std[key] = float(mean), float(sd)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        pc = np.nanmean(np.vstack(per_class_rows), axis=0)
+    per_class = {n: (None if not np.isfinite(v) else float(v)) for n, v in zip(names, pc)}
+    return RunResult(
+        metrics=metrics, metrics_std=std, per_split=per_split, per_class=per_class, class_names=names,
+        multilabel=multilabel, confusion=confusion,
+        per_class_metric="ap" if multilabel else "accuracy",
+        primary_metric="map" if multilabel else "mean_per_class_accuracy",
+        test_ids=ids_all, test_scores=scores_all, test_targets=targets_all, test_labels=labels_all)
+
+
+class EvaluateStep(Step):
+    name = "evaluate"
+    sections = ("evaluate",)
+    weight = 0.01
+
+    def key(self, ctx, keys) -> str:
+        return digest(["evaluate", keys["classifier"], ctx.config.hashed_section("evaluate")])
+
+    def run(self, ctx, keys, progress, cancel) -> None:
+        t0 = time.perf_counter()
+        clf = ClassifierStep().load(ctx, keys)
+        result = evaluate_scores(ctx, clf)
+        failed = {}
+        for ch in ctx.channels:
+            names = set()
+            for key in keys["encode"][ch]:
+                names.update((ctx.cache.manifest("encode", key) or {}).get("failed", []))
+            if names:
+                failed[ch] = sorted(names)
+        result.extra.update(lambdas=clf.lambdas, fusion_weights=clf.fusion_weights, failed_images=failed)
+        result.config = ctx.config.to_dict()
+        result.save(ctx.cache.step_dir(self.name, keys[self.name]))
+        ctx.cache.write_manifest(self.name, keys[self.name], time.perf_counter() - t0)
+
+    def load(self, ctx, keys, channel=None, split=0) -> RunResult:
+        return RunResult.load(ctx.cache.step_dir(self.name, keys[self.name]))

@@ -4,7 +4,8 @@ Every key lives in a section named after the pipeline step that reads it (``data
 ``pca``, ``gmm``, ``encoder``, ``classifier``, ``fusion``, ``evaluate``) plus ``runtime`` (how, not what,
 to compute: never part of a cache key). :data:`SCHEMA` lists every key once, with its type, default,
 allowed range or choices and a one-line help citing the paper's section; the GUI builds its widgets from
-:meth:`PipelineConfig.schema`, the CLI validates with it, and unspecified keys take these defaults:
+:meth:`PipelineConfig.schema`, the CLI validates with it, and unspecified keys take these defaults (the values live in :mod:`fvstudio.engine.defaults`, which the
+engine's signatures use too):
 
 - Sec. 3.1: images resized to <= 100K pixels; dense SIFT on 24x24 patches every 4 px at 5 scales;
   PCA to 64 dims; a diagonal GMM with K = 256; FV gradients w.r.t. means and sigmas only (2DK dims);
@@ -27,6 +28,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from ..engine import defaults as D
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -101,26 +104,26 @@ _PARAMS: List[Param] = [
        choices=("train", "val", "trainval", "test")),
     _p("dataset.voc_test", "str", "test", "VOC devkit: image set used for testing (Sec. 3.2)",
        choices=("train", "val", "trainval", "test")),
-    _p("dataset.max_pixels", "int", 100_000,
+    _p("dataset.max_pixels", "int", D.MAX_PIXELS,
        "Images larger than this are resized down, keeping the aspect ratio (Sec. 3.1: 100K pixels)",
        min=1_000, max=100_000_000, unit="px"),
     # -- descriptors --------------------------------------------------------------------------------
     _p("descriptors.channels", "list[str]", ["sift"],
        "Local descriptors: 128-d SIFT and/or 96-d Local Color Statistics; both = late fusion (Sec. 3.1-3.2)",
        choices=("sift", "lcs")),
-    _p("descriptors.patch", "int", 24, "Patch side at the finest scale (Sec. 3.1: 24x24); a multiple of 4 "
+    _p("descriptors.patch", "int", D.PATCH, "Patch side at the finest scale (Sec. 3.1: 24x24); a multiple of 4 "
        "(4x4 spatial bins)", min=8, max=256, unit="px", multiple_of=4),
-    _p("descriptors.step", "int", 4, "Grid step between patch centres (Sec. 3.1: every 4 pixels)", min=1,
+    _p("descriptors.step", "int", D.STEP, "Grid step between patch centres (Sec. 3.1: every 4 pixels)", min=1,
        max=128, unit="px"),
-    _p("descriptors.scales", "int", 5, "Number of patch scales (Sec. 3.1: 5 scales)", min=1, max=12),
-    _p("descriptors.scale_factor", "float", 2 ** 0.5, "Patch size ratio between consecutive scales",
+    _p("descriptors.scales", "int", D.SCALES, "Number of patch scales (Sec. 3.1: 5 scales)", min=1, max=12),
+    _p("descriptors.scale_factor", "float", D.SCALE_FACTOR, "Patch size ratio between consecutive scales",
        min=1.05, max=4.0),
-    _p("descriptors.window", "str", "gauss", "SIFT spatial weighting window (VLFeat dsift: gauss or flat)",
+    _p("descriptors.window", "str", D.SIFT_WINDOW, "SIFT spatial weighting window (VLFeat dsift: gauss or flat)",
        choices=("gauss", "flat")),
-    _p("descriptors.presmooth", "bool", True, "Smooth each scale before extraction (anti-aliasing)"),
-    _p("descriptors.root_sift", "bool", False, "RootSIFT: Hellinger-map the SIFT descriptors (not in the paper)"),
+    _p("descriptors.presmooth", "bool", D.PRESMOOTH, "Smooth each scale before extraction (anti-aliasing)"),
+    _p("descriptors.root_sift", "bool", D.ROOT_SIFT, "RootSIFT: Hellinger-map the SIFT descriptors (not in the paper)"),
     # -- pca ----------------------------------------------------------------------------------------
-    _p("pca.n_components", "int", 64,
+    _p("pca.n_components", "int", D.PCA_COMPONENTS,
        "Descriptor dimensions kept by PCA (Sec. 3.2, Fig. 1: key for the diagonal GMM; 64 by default)",
        min=0, max=1024, zero_means="no PCA (raw descriptors)"),
     _p("pca.whiten", "bool", False, "Whiten the PCA output (not in the paper)"),
@@ -129,20 +132,17 @@ _PARAMS: List[Param] = [
        max=50_000_000),
     _p("pca.seed", "int", 0, "Seed of the PCA descriptor sample", min=0, max=2**31 - 1),
     # -- gmm ----------------------------------------------------------------------------------------
-    _p("gmm.n_components", "int", 256, "Gaussians K in the visual vocabulary (Sec. 3.2: K = 256)", min=1,
+    _p("gmm.n_components", "int", D.GMM_COMPONENTS, "Gaussians K in the visual vocabulary (Sec. 3.2: K = 256)", min=1,
        max=65536),
-    _p("gmm.max_iter", "int", 100, "Maximum EM iterations (Appendix B)", min=1, max=10_000),
-    _p("gmm.tol", "float", 1e-4, "EM stops when the mean log-likelihood gains less than this", min=0.0,
+    _p("gmm.max_iter", "int", D.GMM_MAX_ITER, "Maximum EM iterations (Appendix B)", min=1, max=10_000),
+    _p("gmm.tol", "float", D.GMM_TOL, "EM stops when the mean log-likelihood gains less than this", min=0.0,
        max=1.0),
-    _p("gmm.init", "str", "kmeans++", "EM initialisation (Appendix B: iterative splitting)",
+    _p("gmm.init", "str", D.GMM_INIT, "EM initialisation (Appendix B: iterative splitting)",
        choices=("kmeans++", "split", "random")),
-    # Not in the paper. 0.1 keeps a Gaussian from shrinking onto one training image's descriptors (then that
-    # image's FV is ~0 there and its training FVs stop resembling unseen images'): on held-out random
-    # splits of sample_data/textures (dataset.seed = 100, 5 repeats) mean accuracy 76.8% at 0.01, 79.0% at
-    # 0.05, 81.3% at 0.1, 80.0% at 0.2; on scikit-image's sample images it binds ~13% of variances (README, "Choices").
-    _p("gmm.var_floor", "float", 0.1, "Variance floor, a fraction of each dimension's global variance; keeps "
+    # Not in the paper: see engine/defaults.py and the README's "Choices the paper leaves open".
+    _p("gmm.var_floor", "float", D.GMM_VAR_FLOOR, "Variance floor, a fraction of each dimension's global variance; keeps "
        "Gaussians from collapsing onto one image's descriptors", min=0.0, max=1.0),
-    _p("gmm.n_init", "int", 1, "EM restarts; the best likelihood is kept", min=1, max=100),
+    _p("gmm.n_init", "int", D.GMM_N_INIT, "EM restarts; the best likelihood is kept", min=1, max=100),
     _p("gmm.sample", "int", 200_000,
        "Descriptors sampled from the training images to fit the GMM (Sec. 3.1 uses ~1e6)", min=1_000,
        max=50_000_000),
@@ -151,40 +151,40 @@ _PARAMS: List[Param] = [
     _p("encoder.kind", "str", "fisher",
        "Image encoding: Fisher Vector (Sec. 2), soft-BoV or VLAD on the same GMM (Sec. 2.5)",
        choices=("fisher", "soft_bow", "vlad")),
-    _p("encoder.gradients", "str", "ms",
+    _p("encoder.gradients", "str", D.GRADIENTS,
        "FV gradients w.r.t. weights (w), means (m), sigmas (s) (eqs. 16-18; Sec. 3.1 uses m+s)",
        choices=("w", "m", "s", "wm", "ws", "ms", "wms")),
-    _p("encoder.fim", "str", "closed",
+    _p("encoder.fim", "str", D.FIM,
        "Fisher information: closed-form diagonal (App. A), empirical diagonal or identity (Sec. 3.2)",
        choices=("closed", "empirical", "identity")),
-    _p("encoder.power", "float", 0.5,
+    _p("encoder.power", "float", D.POWER,
        "Power normalisation exponent rho, z <- sign(z)|z|^rho (eq. 30, Sec. 2.3; 0 = off)", min=0.0, max=1.0,
        zero_means="off"),
-    _p("encoder.lp", "float", 2.0, "Lp normalisation of each region's vector (Sec. 2.3, Fig. 3; 0 = off)",
+    _p("encoder.lp", "float", D.LP, "Lp normalisation of each region's vector (Sec. 2.3, Fig. 3; 0 = off)",
        min=0.0, max=16.0, zero_means="off"),
-    _p("encoder.pyramid", "str", "1x1+3x1",
+    _p("encoder.pyramid", "str", D.PYRAMID,
        "Spatial pyramid grids rows x cols (Sec. 2.2/3.1: whole image + 3 horizontal stripes); '1x1' = none",
        choices=("1x1", "1x1+3x1", "1x1+2x2", "1x1+2x2+3x1")),
-    _p("encoder.posterior_threshold", "float", 1e-4,
+    _p("encoder.posterior_threshold", "float", D.POSTERIOR_THRESHOLD,
        "Posteriors below this are zeroed and the rest renormalised (Appendix B)", min=0.0, max=0.5),
     # -- classifier ---------------------------------------------------------------------------------
-    _p("classifier.loss", "str", "hinge", "SGD loss: hinge = linear SVM (Sec. 3.1), log, squared",
+    _p("classifier.loss", "str", D.LOSS, "SGD loss: hinge = linear SVM (Sec. 3.1), log, squared",
        choices=("hinge", "log", "squared")),
     _p("classifier.select_lambda", "bool", True,
        "Choose lambda by k-fold cross-validation on the training set (Sec. 3.1)"),
-    _p("classifier.lambda_rule", "str", "one_se",
+    _p("classifier.lambda_rule", "str", D.LAMBDA_RULE,
        "Lambda from CV: best = highest mean CV score; one_se = largest lambda within one standard error "
        "of the best (steadier on small training sets)", choices=("best", "one_se")),
-    _p("classifier.lam", "float", 1e-5, "Regularisation lambda when it is not cross-validated", min=1e-12,
+    _p("classifier.lam", "float", D.LAM, "Regularisation lambda when it is not cross-validated", min=1e-12,
        max=10.0),
-    _p("classifier.lam_grid", "list[float]", [1e-6, 1e-5, 1e-4, 1e-3],
+    _p("classifier.lam_grid", "list[float]", list(D.LAMBDA_GRID),
        "Lambdas tried by cross-validation", min=1e-12, max=10.0),
-    _p("classifier.cv_folds", "int", 3, "Cross-validation folds for lambda and the fusion weight", min=2,
+    _p("classifier.cv_folds", "int", D.CV_FOLDS, "Cross-validation folds for lambda and the fusion weight", min=2,
        max=20),
-    _p("classifier.epochs", "int", 30, "SGD passes over the training set (Sec. 4.3)", min=1, max=1000),
-    _p("classifier.averaging", "bool", True, "Averaged SGD (Sec. 4.3)"),
-    _p("classifier.bias", "bool", True, "Learn a bias term"),
-    _p("classifier.balance", "str", "weight",
+    _p("classifier.epochs", "int", D.EPOCHS, "SGD passes over the training set (Sec. 4.3)", min=1, max=1000),
+    _p("classifier.averaging", "bool", D.AVERAGING, "Averaged SGD (Sec. 4.3)"),
+    _p("classifier.bias", "bool", D.BIAS, "Learn a bias term"),
+    _p("classifier.balance", "str", D.BALANCE,
        "Class balancing: sample = all positives + sampled negatives per epoch (Sec. 4.3), "
        "weight = positive weighting, none", choices=("sample", "weight", "none")),
     _p("classifier.seed", "int", 0, "Seed of the SGD sample order", min=0, max=2**31 - 1),

@@ -145,7 +145,7 @@ def cmd_run(args) -> int:
     bar = TerminalProgress() if not args.quiet else None
     if not args.quiet:
         ds = pipe.dataset
-        sys.stderr.write(f"dataset: {ds.describe() if hasattr(ds, 'describe') else ds.root}\n"
+        sys.stderr.write(f"dataset: {ds.describe()}\n"
                          f"splits: {len(pipe.splits)} x ({len(pipe.splits[0].train)} train / "
                          f"{len(pipe.splits[0].test)} test); workspace: {pipe.workspace}\n")
     t0 = time.perf_counter()

@@ -338,3 +338,38 @@ def test_patch_must_be_a_multiple_of_four():
     cfg.set("descriptors.patch", 32)
     assert cfg.get("descriptors.patch") == 32
     assert PipelineConfig.schema()["descriptors.patch"]["multiple_of"] == 4
+
+
+def test_encode_manifest_and_progress_name_the_split_index(folder_dataset, tmp_path):
+    # a reused name once overwrote the split index with a list of image shapes inside the encode loop
+    cfg = tiny_config(folder_dataset, **{"dataset.split": "random", "dataset.n_train": 4, "dataset.n_test": 3,
+                                         "dataset.repeats": 2, "classifier.select_lambda": False,
+                                         "encoder.fim": "empirical"})
+    pipe = Pipeline(cfg, tmp_path / "ws")
+    events = []
+    pipe.run_step("encode", progress=events.append)
+    keys = pipe.keys()
+    for s in range(2):
+        assert pipe.cache.manifest("encode", keys["encode"]["sift"][s])["split"] == s
+    tagged = [p.values["split"] for p in events if p.values.get("step") == "encode" and "split" in p.values]
+    assert tagged and set(tagged) == {0, 1}
+
+
+def test_fixing_an_image_in_place_invalidates_every_step_after_descriptors(folder_dataset, tmp_path):
+    import shutil
+
+    root = tmp_path / "ds"
+    shutil.copytree(folder_dataset, root)
+    cfg = tiny_config(root, **{"dataset.split": "random", "dataset.n_train": 4, "dataset.n_test": 3,
+                               "classifier.select_lambda": False})
+    pipe = Pipeline(cfg, tmp_path / "ws")
+    victim = Path(pipe.dataset.paths[int(pipe.splits[0].train[0])])  # a training image: PCA and GMM read it
+    good = victim.read_bytes()
+    victim.write_bytes(b"not an image")
+    pipe.run_all()
+    assert all(pipe.status(s) == "cached" for s in STEPS)
+    victim.write_bytes(good)  # fixed in place: a new size, so the store re-extracts it
+    fresh = Pipeline(cfg, tmp_path / "ws")
+    assert [fresh.status(s) for s in STEPS[1:]] == ["stale"] * 5
+    fresh.run_all()
+    assert fresh.computed["pca"] == fresh.computed["evaluate"] == 1

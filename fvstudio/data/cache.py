@@ -436,7 +436,8 @@ class DescriptorStore:
         h = hashlib.sha256(self.key.encode())
         for i in idx.tolist():
             image_id = self.dataset.ids[i]
-            e = self._entries.get(image_id) or {}
+            e = self._entries.get(image_id)
+            e = e if self._valid(e, i) else {}  # an entry the file has changed under is no content
             h.update(json.dumps([image_id, e.get("stamp"), e.get("status"), e.get("n")]).encode())
         return h.hexdigest()
 

@@ -53,6 +53,11 @@ class TerminalProgress:
                     self._draw(1.0, "", final=True)
                 self.step, self._t_step, self._last_draw = step, now, 0.0
             done = frac >= 1.0
+            if p.values.get("warning"):  # e.g. images left out: always shown, on a line of its own
+                if self.tty and self.step is not None:
+                    self.stream.write("\n")
+                self.stream.write(f"warning: {p.values['warning']}\n")
+                self.stream.flush()
             if done or now - self._last_draw >= self.min_interval:
                 self._last_draw = now
                 if self.tty or done:
@@ -172,6 +177,13 @@ def _print_summary(result, total: float) -> None:
             s += f" +- {100 * std[k]:.2f}"
         parts.append(s)
     print("; ".join(parts))
+    failed = result.extra.get("failed_images") or {}
+    if failed.get("count"):
+        rows = failed["images"]
+        shown = "; ".join(f"{r['id']} ({r['role']}): {r['reason']}" for r in rows[:5])
+        more = f"; and {len(rows) - 5} more" if len(rows) > 5 else ""
+        print(f"left out {failed['count']} images that give no descriptor, not scored: {shown}{more} "
+              f"(all in results.json, extra.failed_images)")
     cached = f" (cached: {', '.join(result.cached_steps)})" if result.cached_steps else ""
     print("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
           + f"; total {total:.1f} s{cached}")

@@ -441,6 +441,22 @@ class DescriptorStore:
             h.update(json.dumps([image_id, e.get("stamp"), e.get("status"), e.get("n")]).encode())
         return h.hexdigest()
 
+    def failures(self, indices=None) -> List[Tuple[str, str]]:
+        """(id, reason) of every image of ``indices`` whose valid entry gives no descriptor: unreadable,
+        or too small for one patch. Images not extracted yet (or changed since) are not listed."""
+        idx = self._indices(indices)
+        self._ensure_open()
+        out = []
+        for i in idx.tolist():
+            e = self._entries.get(self.dataset.ids[i])
+            if not self._valid(e, i):
+                continue
+            if e["status"] == "failed":
+                out.append((e["id"], e.get("reason") or "unreadable"))
+            elif e["n"] == 0:
+                out.append((e["id"], self._empty_reason(e)))
+        return out
+
     def counts(self, indices=None) -> np.ndarray:
         """Descriptors per image of ``indices``; -1 for images not extracted or unreadable."""
         idx = self._indices(indices)

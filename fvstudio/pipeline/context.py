@@ -73,16 +73,47 @@ def make_splits(config: PipelineConfig, dataset) -> list:
         raise ConfigError(f"dataset.n_train / dataset.n_test: {exc}") from None
 
 
+def leave_out(splits: list, left_out: Dict[int, str]) -> list:
+    """``splits`` without the images of ``left_out`` (dataset index -> why it gives no descriptor)."""
+    from ..data.datasets import Split
+
+    if not left_out:
+        return list(splits)
+    drop = np.fromiter(left_out, np.int64, len(left_out))
+    return [Split(np.setdiff1d(sp.train, drop), np.setdiff1d(sp.test, drop), sp.name) for sp in splits]
+
+
 @dataclass
 class StepContext:
-    """Everything a step reads: config, dataset, splits, descriptor stores (one per channel), step cache."""
+    """Everything a step reads: config, dataset, splits, descriptor stores (one per channel), step cache.
+
+    ``splits`` hold only images that gave descriptors: ``left_out`` (dataset index -> reason) lists the
+    images of ``raw_splits`` that are unreadable or too small for one patch in some channel, which no
+    step trains or tests on (they are never scored as a zero vector). The descriptors step extracts
+    ``raw_splits`` (retrying earlier failures).
+    """
 
     config: PipelineConfig
     dataset: Any
     splits: list
     stores: Dict[str, Any]
     cache: Any  # fvstudio.pipeline.runner.StepCache
+    raw_splits: list = field(default_factory=list)
+    left_out: Dict[int, str] = field(default_factory=dict)
     _memo: Dict[Tuple, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(cls, config: PipelineConfig, dataset, raw_splits: list, stores: Dict[str, Any], cache):
+        """The context of ``raw_splits``, leaving out every image a store knows gives no descriptor."""
+        parts = [np.asarray(s.train, np.int64) for s in raw_splits] + \
+                [np.asarray(s.test, np.int64) for s in raw_splits]
+        needed = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+        position = {image_id: i for i, image_id in enumerate(dataset.ids)}
+        left_out: Dict[int, str] = {}
+        for ch in config.get("descriptors.channels"):
+            for image_id, reason in stores[ch].failures(needed):
+                left_out.setdefault(position[image_id], reason)
+        return cls(config, dataset, leave_out(raw_splits, left_out), stores, cache, list(raw_splits), left_out)
 
     @property
     def channels(self) -> List[str]:
@@ -104,10 +135,18 @@ class StepContext:
         return np.asarray(self.dataset.labels)[idx].astype(np.int64)
 
     def needed_indices(self) -> np.ndarray:
-        """Every dataset index some split trains or tests on (sorted, unique)."""
-        parts = [np.asarray(s.train, np.int64) for s in self.splits] + \
-                [np.asarray(s.test, np.int64) for s in self.splits]
+        """Every dataset index some split would train or test on, left-out images included (sorted,
+        unique): what the descriptors step extracts."""
+        parts = [np.asarray(s.train, np.int64) for s in self.raw_splits] + \
+                [np.asarray(s.test, np.int64) for s in self.raw_splits]
         return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+
+    def left_out_report(self) -> List[Dict[str, Any]]:
+        """The left-out images as JSON-able rows: id, reason, and whether a split trains or tests on it."""
+        train = set(np.concatenate([np.asarray(s.train, np.int64) for s in self.raw_splits]).tolist()) \
+            if self.raw_splits else set()
+        return [{"id": self.ids[i], "reason": r, "role": "train" if i in train else "test"}
+                for i, r in sorted(self.left_out.items())]
 
     def fit_indices(self, split: int) -> np.ndarray:
         """The images the vocabulary of ``split`` is learned from: that split's training images."""

@@ -184,8 +184,8 @@ class Pipeline:
 
     def context(self) -> StepContext:
         """The :class:`StepContext` of the current config."""
-        return StepContext(self.config, self.dataset, self.splits, {ch: self.store(ch) for ch in self.channels},
-                           self.cache)
+        return StepContext.build(self.config, self.dataset, self.splits, {ch: self.store(ch) for ch in self.channels},
+                                 self.cache)
 
     def needed_indices(self):
         """Every dataset index some split trains or tests on (sorted, unique): what the descriptors step extracts."""
@@ -260,7 +260,12 @@ class Pipeline:
             self.computed[s.name] += 1
             sub.emit(1.0, f"{s.name}: done in {timings[s.name]:.1f} s")
             start = stop
-            keys = self.keys(ctx)  # a step's output can change the keys after it (the descriptors' content)
+            # a step's output can change what comes after it: the descriptors' content changes the keys,
+            # and images found unreadable leave the splits (checked again before the next heavy step)
+            ctx = self.context()
+            for later in STEP_LIST[STEP_LIST.index(s) + 1:]:
+                later.check(ctx)
+            keys = self.keys(ctx)
         self.last_timings = timings
         self.last_cached = cached
         if step == "evaluate":

@@ -32,6 +32,7 @@ from ...engine.fusion import ConcatRows, LateFusion
 from ...engine.progress import check_cancel, scaled
 from ...engine.serialization import atomic_save_npz, load_npz
 from ...engine.svm import ArrayRows, OneVsRestSGD, SubsetRows, cross_val_decision, select_lambda
+from ..config import ConfigError
 from ..hashing import digest, ids_digest
 from .base import Step
 from .encode import EncodeStep
@@ -95,10 +96,44 @@ def fit_classifier(X, y, params: Dict[str, Any], classes, rule: str, progress, c
     return OneVsRestSGD(**params).fit(X, y, progress=progress, cancel=cancel, classes=classes)
 
 
+def _why_untrained(ctx, label: int) -> str:
+    """Why a class has no training image: its unreadable training images, or the split has none."""
+    labels = np.asarray(ctx.dataset.labels)
+    bad = [f"{r['id']}: {r['reason']}" for r in ctx.left_out_report()
+           if r["role"] == "train" and labels[ctx.ids.index(r["id"])] == label]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        return f"all {len(bad)} of its training images give no descriptor ({'; '.join(bad[:3])}{more})"
+    return "the split has no training image of it (check dataset.train_list / dataset.n_train)"
+
+
+def check_trainable(ctx) -> None:
+    """At the door: every split has test images and trains >= 2 classes, every class it tests among them."""
+    for s, (raw, sp) in enumerate(zip(ctx.raw_splits, ctx.splits)):
+        where = f"split {s}: " if len(ctx.splits) > 1 else ""
+        if len(sp.train) == 0 or len(sp.test) == 0:
+            part = "training" if len(sp.train) == 0 else "test"
+            raise ConfigError(f"{where}no readable {part} image ({len(ctx.left_out)} images give no descriptor)")
+        if ctx.dataset.multilabel:
+            continue
+        labels = np.asarray(ctx.dataset.labels)
+        trained = set(labels[sp.train].tolist())
+        names = ctx.dataset.class_names
+        if len(trained) < 2:
+            only = ", ".join(names[c] for c in sorted(trained))
+            raise ConfigError(f"{where}the training images cover only {len(trained)} class ({only}); a "
+                              f"one-vs-rest classifier needs at least 2 (check dataset.root / dataset.train_list)")
+        for c in sorted((set(labels[raw.test].tolist()) | set(labels[raw.train].tolist())) - trained):
+            raise ConfigError(f"{where}class '{names[c]}' cannot be learned: {_why_untrained(ctx, c)}")
+
+
 class ClassifierStep(Step):
     name = "classifier"
     sections = ("classifier", "fusion")
     weight = 0.09
+
+    def check(self, ctx) -> None:
+        check_trainable(ctx)
 
     def key(self, ctx, keys) -> str:
         ds = ctx.dataset

@@ -63,10 +63,18 @@ class DescriptorsStep(Step):
         n = len(ctx.channels)
         failures = {}
         for j, ch in enumerate(ctx.channels):
-            report = ctx.stores[ch].extract(indices=needed, n_jobs=ctx.n_jobs,
-                                            progress=progress.part(j / n, (j + 1) / n, channel=ch), cancel=cancel)
-            failures[ch] = [(str(p), r) for p, r in report.failures]
+            store = ctx.stores[ch]
+            store.extract(indices=needed, n_jobs=ctx.n_jobs, progress=progress.part(j / n, (j + 1) / n, channel=ch),
+                          cancel=cancel)
+            failures[ch] = store.failures(needed)
         ctx.cache.write_manifest(self.name, self.run_key(ctx, keys), time.perf_counter() - t0, failures=failures)
+        left_out = {image_id: reason for rows in failures.values() for image_id, reason in rows}
+        if left_out:
+            shown = "; ".join(f"{i}: {r}" for i, r in list(left_out.items())[:3])
+            more = f"; and {len(left_out) - 3} more" if len(left_out) > 3 else ""
+            progress.emit(0.999, f"{len(left_out)} images left out", warning=(
+                f"{len(left_out)} of {len(needed)} images give no descriptor and are left out of training and "
+                f"testing: {shown}{more}"))
 
     def load(self, ctx, keys, channel, split):
         return ctx.stores[channel]

@@ -5,8 +5,9 @@ GMM (:mod:`fvstudio.engine.fisher`: gradients w.r.t. ``encoder.gradients`` (eqs.
 normalisation ``encoder.fim``, power normalisation ``encoder.power`` (eq. 30) then Lp per pyramid region,
 pyramid ``encoder.pyramid``). With ``fim = "empirical"`` the FIM is first estimated on the split's
 training images. Output: ``fvs.npy`` (n, dim) float32 whose row r encodes dataset image ``indices[r]``
-(``indices.npy``), written to a temporary name and renamed (memory-mappable, never half-written), and a
-manifest naming the images whose descriptors could not be read.
+(``indices.npy``), written to a temporary name and renamed (memory-mappable, never half-written). Images
+that gave no descriptor are not in the split (:class:`~fvstudio.pipeline.context.StepContext`), so no
+row is the FV of nothing.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ class EncodedSet:
     indices: np.ndarray  # (n,) int64 dataset indices
     ids: List[str]
     encoder: Any  # the encoder object (dim, block_layout() for plots)
-    failed: List[str]
+    failed: List[str]  # ids left out of the split: no descriptor (unreadable, or smaller than one patch)
 
     def rows_for(self, dataset_indices: np.ndarray) -> np.ndarray:
         pos = {int(i): r for r, i in enumerate(self.indices)}
@@ -54,7 +55,6 @@ class DescriptorSets:
     descriptors: List[np.ndarray]  # per image (T_i, d) float32
     positions: List[np.ndarray]  # per image (T_i, 2) float32 patch centres (x, y)
     image_shapes: List[tuple]  # per image (H, W) of the loaded image
-    failed: List[int]  # dataset indices whose descriptors could not be read (encoded from no descriptor)
 
 
 def encoder_params(config) -> Dict[str, Any]:
@@ -80,15 +80,12 @@ def build_encoder(config, gmm):
 def load_descriptor_sets(store, indices: np.ndarray, pca) -> DescriptorSets:
     """The cached descriptors of ``indices`` projected by ``pca`` (None: raw)."""
     dim = pca.components_.shape[0] if pca is not None else (store.dim or DESCRIPTOR_DIMS[store.channel])
-    out = DescriptorSets([], [], [], [])
+    out = DescriptorSets([], [], [])
     for i in indices:
         d = store.get(int(i))
-        if d is None:
-            out.failed.append(int(i))
-            out.descriptors.append(np.zeros((0, dim), np.float32))
-            out.positions.append(np.zeros((0, 2), np.float32))
-            out.image_shapes.append((1, 1))
-            continue
+        if d is None:  # the context leaves unreadable images out of every split: the store changed under us
+            raise RuntimeError(f"{store.dataset.ids[int(i)]}: descriptors became unreadable during the run "
+                               f"(in {store.folder}); run again")
         X = d.descriptors
         X = PcaStep.project(pca, X) if len(X) else np.zeros((0, dim), np.float32)
         out.descriptors.append(X)
@@ -129,7 +126,6 @@ class EncodeStep(Step):
             enc.fit_fim(fit.descriptors, positions=fit.positions, image_shapes=fit.image_shapes)
         folder = ctx.cache.step_dir(self.name, key)
         folder.mkdir(parents=True, exist_ok=True)
-        failed: List[int] = []
         n = len(indices)
         with atomic_path(folder / "fvs.npy") as tmp:
             mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, enc.dim))
@@ -137,7 +133,6 @@ class EncodeStep(Step):
                 check_cancel(cancel, "encode")
                 stop = min(n, start + CHUNK)
                 sets = load_descriptor_sets(store, indices[start:stop], pca)
-                failed += sets.failed
                 part = progress.part(lo + (hi - lo) * start / n, lo + (hi - lo) * stop / n, channel=ch, split=split)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)  # empty regions: zero blocks
@@ -151,8 +146,7 @@ class EncodeStep(Step):
         with atomic_path(folder / "indices.npy") as tmp:
             np.save(tmp, indices)
         ctx.cache.write_manifest(self.name, key, time.perf_counter() - t0, channel=ch, split=split, dim=int(enc.dim),
-                                 n_images=int(n), failed=[ctx.ids[i] for i in failed],
-                                 encoder_params=enc.get_params())
+                                 n_images=int(n), encoder_params=enc.get_params())
 
     def load(self, ctx, keys, channel, split) -> EncodedSet:
         key = keys[self.name][channel][split]
@@ -163,4 +157,5 @@ class EncodeStep(Step):
         fvs = np.load(folder / "fvs.npy", mmap_mode="r")
         indices = np.load(folder / "indices.npy")
         enc = build_encoder(ctx.config, GmmStep().load(ctx, keys, channel, split))
-        return EncodedSet(channel, fvs, indices, [ctx.ids[int(i)] for i in indices], enc, list(man.get("failed", [])))
+        left_out = sorted(ctx.ids[i] for i in ctx.left_out)
+        return EncodedSet(channel, fvs, indices, [ctx.ids[int(i)] for i in indices], enc, left_out)

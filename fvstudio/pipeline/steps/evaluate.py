@@ -4,7 +4,9 @@ Reads ``[evaluate]``. Single-label data -> mean per-class top-1 accuracy (Caltec
 overall accuracy, top-k accuracy (``evaluate.top_k``), per-class accuracy, the confusion matrix (summed
 over splits) and the one-vs-rest mAP; multi-label data -> per-class AP (VOC 2007 11-point interpolated by
 default, ``evaluate.ap_mode``; Sec. 3.2; "difficult" targets ignored) and mAP. Several splits -> mean and
-standard deviation (ddof = 1) over splits (:func:`fvstudio.engine.metrics.mean_std`). Output: the
+standard deviation (ddof = 1) over splits (:func:`fvstudio.engine.metrics.mean_std`). Images that gave
+no descriptor are not in the splits the metrics are computed on; ``extra.failed_images`` counts them
+and names each with its reason and whether it was a training or a test image. Output: the
 :class:`~fvstudio.pipeline.results.RunResult` folder (``results.json`` + arrays).
 """
 from __future__ import annotations
@@ -93,14 +95,9 @@ class EvaluateStep(Step):
         t0 = time.perf_counter()
         clf = ClassifierStep().load(ctx, keys)
         result = evaluate_scores(ctx, clf)
-        failed = {}
-        for ch in ctx.channels:
-            names = set()
-            for key in keys["encode"][ch]:
-                names.update((ctx.cache.manifest("encode", key) or {}).get("failed", []))
-            if names:
-                failed[ch] = sorted(names)
-        result.extra.update(lambdas=clf.lambdas, fusion_weights=clf.fusion_weights, failed_images=failed)
+        left_out = ctx.left_out_report()
+        result.extra.update(lambdas=clf.lambdas, fusion_weights=clf.fusion_weights,
+                            failed_images={"count": len(left_out), "images": left_out})
         result.config = ctx.config.to_dict()
         result.save(ctx.cache.step_dir(self.name, keys[self.name]))
         ctx.cache.write_manifest(self.name, keys[self.name], time.perf_counter() - t0)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 EXIT_CONFIG = 2
+EXIT_OS_ERROR = 1
 EXIT_INTERRUPTED = 130
 
 
@@ -142,9 +143,25 @@ def _load(args) -> "Any":
     return cfg
 
 
+def _writable_folder(path: Optional[Path], option: str) -> None:
+    """At the door: ``path`` is (or can be made) a writable folder; ValueError naming the option."""
+    if path is None:
+        return
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {path}: exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{option} {path}: cannot create the folder ({exc.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: the folder is not writable")
+
+
 def cmd_run(args) -> int:
     from .pipeline import Pipeline, write_results
 
+    _writable_folder(args.out, "--out")
+    _writable_folder(args.workspace, "--workspace")
     cfg = _load(args)
     pipe = Pipeline(cfg, args.workspace)
     bar = TerminalProgress() if not args.quiet else None
@@ -194,6 +211,8 @@ def cmd_sweep(args) -> int:
     from .pipeline.presets import preset_variants
     from .pipeline.sweep import grid_variants, parse_set_option, run_sweep
 
+    _writable_folder(args.out, "--out")
+    _writable_folder(args.workspace, "--workspace")
     cfg = load_config(args.config)
     sets = [parse_set_option(s) for s in (args.set or [])]
     if args.preset:
@@ -315,6 +334,26 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         sys.stderr.write(f"fvstudio {args.command}: error: {exc}\n")
         return EXIT_CONFIG
+    except OSError as exc:  # disk full, permissions...: one line naming the file, not a traceback
+        if os.environ.get("FVSTUDIO_DEBUG"):
+            raise
+        sys.stderr.write(f"fvstudio {args.command}: error: {_os_error_message(exc)}\n")
+        return EXIT_OS_ERROR
+
+
+def _os_error_message(exc: OSError) -> str:
+    import errno
+    import shutil
+
+    where = exc.filename or ""
+    msg = f"{exc.strerror or exc}{': ' + str(where) if where else ''}"
+    if exc.errno == errno.ENOSPC and where:
+        folder = Path(where).parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        free = shutil.disk_usage(folder).free
+        msg += f" ({free / 1e6:.0f} MB free in {folder}); free some space and run again to resume"
+    return str(msg)
 
 
 if __name__ == "__main__":  # pragma: no cover

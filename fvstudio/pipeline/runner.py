@@ -24,8 +24,10 @@ parameters) or "not run".
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -59,26 +61,55 @@ class StepCache:
     def __init__(self, workspace: Path):
         self.workspace = workspace
         self._loaded: Dict[Tuple[str, str], Any] = {}
+        self._verified: Dict[Tuple[str, str], float] = {}  # (step, key) -> manifest mtime when checked
+        self._damaged: Dict[Tuple[str, str], float] = {}  # ... when found damaged (warned once)
 
     def step_dir(self, step: str, key: str) -> Path:
         return self.workspace / "steps" / step / key
 
     def manifest(self, step: str, key: str) -> Optional[Dict[str, Any]]:
-        """The manifest of ``step`` under ``key``, or None if that output is not (completely) there."""
+        """The manifest of ``step`` under ``key``, or None if that output is not completely and intactly
+        there (a file missing, of another size, or, for files up to :data:`CHECKSUM_MAX` bytes, of another
+        SHA-256 than when it was written: then the step is computed again, and a warning says why)."""
         path = self.step_dir(step, key) / "manifest.json"
-        if not path.is_file():
-            return None
         try:
-            return json.loads(path.read_text())
+            mtime = path.stat().st_mtime
+            doc = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             return None
+        if self._verified.get((step, key)) != mtime:
+            damage = _damage(path.parent, doc.get("files", {}))
+            if damage:
+                if self._damaged.get((step, key)) != mtime:  # say it once, not at every status poll
+                    self._damaged[(step, key)] = mtime
+                    warnings.warn(f"{path.parent}: {damage}; the {step} step will be computed again", stacklevel=2)
+                self._loaded.pop((step, key), None)
+                return None
+            self._verified[(step, key)] = mtime
+        return doc
 
     def write_manifest(self, step: str, key: str, seconds: float, **info) -> None:
-        """Publish a step's output: written last, atomically, so its presence means "complete"."""
+        """Publish a step's output: written last, atomically, so its presence means "complete". It records
+        every file of the step folder with its size (and SHA-256 up to :data:`CHECKSUM_MAX` bytes)."""
+        folder = self.step_dir(step, key)
+        files = {f.name: _fingerprint(f) for f in sorted(folder.iterdir()) if f.is_file()
+                 and f.name != "manifest.json" and ".tmp" not in f.name} if folder.is_dir() else {}
         doc = {"step": step, "key": key, "seconds": seconds, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-               **info}
-        atomic_write_bytes(self.step_dir(step, key) / "manifest.json",
-                           json.dumps(doc, indent=1, default=str).encode())
+               **info, "files": files}
+        atomic_write_bytes(folder / "manifest.json", json.dumps(doc, indent=1, default=str).encode())
+
+    def clear_temporaries(self, step: str, key) -> int:
+        """Delete the temporaries (``.<name>.<random>.tmp<suffix>``, see
+        :func:`~fvstudio.engine.serialization.atomic_path`) a killed run left in the folders of ``key``
+        that have no manifest yet: the step is about to write them again. Returns how many went."""
+        n = 0
+        for k in flat_keys(key):
+            folder = self.step_dir(step, k)
+            if folder.is_dir() and not (folder / "manifest.json").exists():
+                for f in folder.glob(".*.tmp*"):
+                    f.unlink(missing_ok=True)
+                    n += 1
+        return n
 
     def all_present(self, step: str, key) -> bool:
         return all(self.manifest(step, k) is not None for k in flat_keys(key))
@@ -97,6 +128,34 @@ class StepCache:
         """Compute time recorded in the manifests of ``key`` (each distinct key once)."""
         mans = [self.manifest(step, k) for k in sorted(set(flat_keys(key)))]
         return float(sum(m.get("seconds", 0.0) for m in mans if m))
+
+
+#: Files up to this size get a SHA-256 in their step's manifest (models, scores); larger ones (the FV
+#: matrix) only a size, so that checking a cached step costs milliseconds, not a read of gigabytes.
+CHECKSUM_MAX = 256 * 2 ** 20
+
+
+def _fingerprint(path: Path) -> Dict[str, Any]:
+    size = path.stat().st_size
+    out: Dict[str, Any] = {"size": size}
+    if size <= CHECKSUM_MAX:
+        out["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def _damage(folder: Path, files: Dict[str, Dict[str, Any]]) -> str:
+    """What is wrong with a step folder's files against its manifest ("" if nothing)."""
+    for name, want in files.items():
+        path = folder / name
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return f"{name} is missing"
+        if size != want["size"]:
+            return f"{name} is damaged ({size} bytes, {want['size']} when written)"
+        if "sha256" in want and hashlib.sha256(path.read_bytes()).hexdigest() != want["sha256"]:
+            return f"{name} is damaged (its content changed since it was written)"
+    return ""
 
 
 class _StepProgress:
@@ -255,6 +314,7 @@ class Pipeline:
             sub.emit(0.0, f"{s.name}: starting")
             t0 = time.perf_counter()
             check_cancel(cancel, s.name)
+            self.cache.clear_temporaries(s.name, keys[s.name])
             s.run(ctx, keys, sub, cancel)
             timings[s.name] = time.perf_counter() - t0
             self.computed[s.name] += 1

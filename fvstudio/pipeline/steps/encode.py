@@ -11,6 +11,8 @@ row is the FV of nothing.
 """
 from __future__ import annotations
 
+import errno
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -77,6 +79,20 @@ def build_encoder(config, gmm):
     return make_encoder(p["kind"], gmm, **kwargs)
 
 
+def _reserve(path, nbytes: int) -> None:
+    """Allocate ``nbytes`` of ``path`` on disk now: a memory map over a sparse file dies of SIGBUS when the
+    disk fills up, an allocation fails with ENOSPC naming the file and the size."""
+    with open(path, "r+b") as fh:
+        try:
+            os.posix_fallocate(fh.fileno(), 0, nbytes)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise OSError(errno.ENOSPC, f"no space left on device for {nbytes / 1e6:.0f} MB of encodings",
+                              str(path)) from None
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+
+
 def load_descriptor_sets(store, indices: np.ndarray, pca) -> DescriptorSets:
     """The cached descriptors of ``indices`` projected by ``pca`` (None: raw)."""
     dim = pca.components_.shape[0] if pca is not None else (store.dim or DESCRIPTOR_DIMS[store.channel])
@@ -129,6 +145,7 @@ class EncodeStep(Step):
         n = len(indices)
         with atomic_path(folder / "fvs.npy") as tmp:
             mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, enc.dim))
+            _reserve(tmp, mm.offset + mm.nbytes)
             for start in range(0, n, CHUNK):
                 check_cancel(cancel, "encode")
                 stop = min(n, start + CHUNK)

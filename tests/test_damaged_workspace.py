@@ -1,0 +1,107 @@
+"""A damaged or half-written workspace is detected, recomputed and said so; the CLI checks its folders."""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fvstudio.cli import main
+from fvstudio.pipeline import Pipeline, PipelineConfig
+
+CLASSES = ("bricks", "rust", "spots", "waves")
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory, sample_data_dir):
+    src = Path(sample_data_dir) / "textures"
+    if not src.is_dir():
+        pytest.skip("sample_data/textures is not there")
+    root = tmp_path_factory.mktemp("ds") / "textures"
+    for cls in CLASSES:
+        (root / cls).mkdir(parents=True)
+        for f in sorted((src / cls).iterdir())[:6]:
+            shutil.copy(f, root / cls / f.name)
+    c = PipelineConfig()
+    c.update({"dataset.root": str(root), "dataset.n_train": 3, "dataset.max_pixels": 20_000,
+              "descriptors.scales": 1, "descriptors.step": 6, "pca.n_components": 16, "pca.sample": 5_000,
+              "gmm.n_components": 4, "gmm.sample": 5_000, "gmm.max_iter": 20, "classifier.select_lambda": False,
+              "classifier.epochs": 5})
+    return c
+
+
+@pytest.fixture(scope="module")
+def reference(config, tmp_path_factory):
+    ws = tmp_path_factory.mktemp("ws")
+    return ws, Pipeline(config, ws).run_all().metrics
+
+
+@pytest.mark.parametrize("step, name, damage", [("gmm", "gmm.npz", "truncate"), ("gmm", "gmm.npz", "garble"),
+                                                ("encode", "fvs.npy", "truncate"),
+                                                ("classifier", "scores.npz", "garble")])
+def test_damaged_step_output_is_recomputed_with_a_warning(config, reference, tmp_path, step, name, damage):
+    src, metrics = reference
+    ws = tmp_path / "ws"
+    shutil.copytree(src, ws)
+    pipe = Pipeline(config, ws)
+    key = pipe.keys()[step]
+    key = key["sift"][0] if isinstance(key, dict) else key
+    path = ws / "steps" / step / key / name
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    else:
+        data[len(data) // 2: len(data) // 2 + 64] = bytes(64)
+        path.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match=f"{name} is damaged"):
+        assert pipe.status(step) != "cached"
+    assert pipe.run_all().metrics == metrics
+    assert pipe.computed[step] == 1 and pipe.status(step) == "cached"
+
+
+def test_orphan_temporaries_of_a_killed_step_are_removed(config, tmp_path):
+    ws = tmp_path / "ws"
+    pipe = Pipeline(config, ws)
+    pipe.run_step("gmm")
+    key = pipe.keys()["encode"]["sift"][0]
+    orphan = ws / "steps" / "encode" / key / ".fvs.npy.abc123.tmp.npy"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"x" * 1000)
+    pipe.run_step("encode")
+    assert not orphan.exists()
+
+
+def test_disk_full_during_encode_is_one_line_naming_the_file_and_resume_works(config, tmp_path, monkeypatch,
+                                                                              capsys):
+    toml = tmp_path / "c.toml"
+    toml.write_text(config.to_toml_string())
+    ws, out = tmp_path / "ws", tmp_path / "out"
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    assert main(["run", str(toml), "--out", str(out), "--workspace", str(ws), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "no space left on device" in err and "fvs.npy" in err and "MB free in" in err
+    assert len(err.strip().splitlines()) == 1
+    monkeypatch.undo()
+    assert main(["run", str(toml), "--out", str(out), "--workspace", str(ws), "-q"]) == 0
+    assert (out / "results.json").is_file()
+
+
+@pytest.mark.parametrize("option", ["--out", "--workspace"])
+def test_output_folders_are_checked_before_anything_runs(config, tmp_path, capsys, option):
+    toml = tmp_path / "c.toml"
+    toml.write_text(config.to_toml_string())
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    args = {"--out": str(tmp_path / "out"), "--workspace": str(tmp_path / "ws")}
+    args[option] = str(a_file)
+    assert main(["run", str(toml), "--out", args["--out"], "--workspace", args["--workspace"], "-q"]) == 2
+    err = capsys.readouterr().err
+    assert f"{option} {a_file}: exists and is not a folder" in err
+    assert not (tmp_path / "ws" / "steps").exists()

@@ -284,3 +284,61 @@ def test_accuracy_on_par_with_sklearn_sgd():
     ref = (sk.SGDClassifier(loss="hinge", alpha=1e-4, max_iter=5, tol=None, random_state=0)
            .fit(X, y).predict(Xt) == yt).mean()
     assert ours >= ref - 0.02, (ours, ref)
+
+
+# --------------------------------------------------------------------------------------------------
+# the dual solver on a Gram matrix
+# --------------------------------------------------------------------------------------------------
+def _blobs(n=240, d=300, C=4, seed=0, noise=1.0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(C, d)).astype(np.float32)
+    y = rng.integers(0, C, n)
+    X = (centers[y] * 0.25 + noise * rng.normal(size=(n, d))).astype(np.float32)
+    return X / np.linalg.norm(X, axis=1, keepdims=True), y
+
+
+def _primal(W, b, X, Y, lam, a):
+    S = X.astype(np.float64) @ W.T.astype(np.float64) + b
+    return lam / 2 * (W.astype(np.float64) ** 2).sum(1) + (a * np.maximum(0, 1 - Y * S)).mean(0)
+
+
+@pytest.mark.parametrize("balance", [None, "weight"])
+def test_dual_svm_reaches_the_primal_optimum_of_the_same_problem(balance):
+    from fvstudio.engine.dual_svm import OneVsRestDualSVM
+
+    X, y = _blobs()
+    lam = 1e-3
+    m = OneVsRestDualSVM(lam=lam, balance=balance, bias=False, tol=1e-4, max_epochs=2000).fit(X, y)
+    Y = np.where(y[:, None] == np.arange(4), 1.0, -1.0)
+    n = len(y)
+    a = np.ones_like(Y) if balance is None else np.where(Y > 0, n / (2 * (Y > 0).sum(0)), n / (2 * (Y < 0).sum(0)))
+    # duality gap: the dual objective bounds the primal from below
+    K = X.astype(np.float64) @ X.T.astype(np.float64)
+    alpha = m.dual_coef_.T.astype(np.float64) * Y  # alpha >= 0 per class
+    dual = alpha.sum(0) - 0.5 * np.einsum("ic,ij,jc->c", alpha * Y, K, alpha * Y)
+    primal = _primal(m.coef_, m.intercept_, X, Y, lam, a)
+    assert np.all(alpha >= -1e-6)
+    gap = primal - dual * lam  # (D) is (P) scaled by 1 / lambda
+    assert np.all(gap >= -1e-6) and np.all(gap <= 1e-3 * primal)
+    # and SGD on the same problem does not find a lower objective
+    sgd = OneVsRestSGD(lam=lam, epochs=30, balance=balance, bias=False).fit(X, y)
+    assert np.all(_primal(sgd.coef_, sgd.intercept_, X, Y, lam, a) >= primal - 1e-4)
+
+
+def test_dual_svm_cv_and_save_load_round_trip(tmp_path):
+    from fvstudio.engine.dual_svm import OneVsRestDualSVM, gram_matrix
+
+    X, y = _blobs(noise=3.0)
+    K = gram_matrix(X)
+    np.testing.assert_allclose(K, X @ X.T, rtol=1e-5, atol=1e-6)
+    m = OneVsRestDualSVM(lam="cv", lam_grid=[1e-4, 1e-3, 1e-2], seed=3).fit(X, y, gram=K)
+    assert m.cv_search_.scores.shape == (3, 3) and m.lam_ in (1e-4, 1e-3, 1e-2)
+    again = OneVsRestDualSVM(lam="cv", lam_grid=[1e-4, 1e-3, 1e-2], seed=3).fit(X, y)
+    np.testing.assert_array_equal(m.coef_, again.coef_)  # the given Gram matrix is the computed one
+    m.save(tmp_path / "m.npz")
+    back = OneVsRestDualSVM.load(tmp_path / "m.npz")
+    np.testing.assert_array_equal(back.decision_function(X), m.decision_function(X))
+    with pytest.raises(ValueError, match="gram has shape"):
+        OneVsRestDualSVM(lam=1e-3).fit(X, y, gram=K[:10, :10])
+    with pytest.raises(ValueError, match="balance"):
+        OneVsRestDualSVM(lam=1e-3, balance="sample").fit(X, y)

@@ -40,6 +40,7 @@ PYRAMID = "1x1+3x1"           # whole image + 3 horizontal stripes
 
 # -- classifier (Sec. 3.1, 4.3) --------------------------------------------------------------------------
 LOSS = "hinge"                # linear SVM
+SOLVER = "sgd"                # the pipeline's classifier.solver (see engine/dual_svm.py for "dual")
 LAM = 1e-5                    # lambda when it is not cross-validated
 LAMBDA_GRID = (1e-6, 1e-5, 1e-4, 1e-3)
 CV_FOLDS = 3

@@ -170,6 +170,10 @@ _PARAMS: List[Param] = [
     # -- classifier ---------------------------------------------------------------------------------
     _p("classifier.loss", "str", D.LOSS, "SGD loss: hinge = linear SVM (Sec. 3.1), log, squared",
        choices=("hinge", "log", "squared")),
+    _p("classifier.solver", "str", D.SOLVER,
+       "How the SVMs are learned: sgd = one pass per epoch over the FVs (Sec. 3.1, 4.3); dual = coordinate "
+       "descent on one Gram matrix (fewer images than dimensions; hinge loss); auto = dual when it applies",
+       choices=("auto", "sgd", "dual")),
     _p("classifier.select_lambda", "bool", True,
        "Choose lambda by k-fold cross-validation on the training set (Sec. 3.1)"),
     _p("classifier.lambda_rule", "str", D.LAMBDA_RULE,

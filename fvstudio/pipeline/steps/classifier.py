@@ -29,7 +29,8 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from ...engine.fusion import ConcatRows, LateFusion
-from ...engine.progress import check_cancel, scaled
+from ...engine.dual_svm import OneVsRestDualSVM, cross_val_decision_gram, gram_matrix, select_lambda_gram
+from ...engine.progress import check_cancel, report, scaled
 from ...engine.serialization import atomic_save_npz, load_npz
 from ...engine.svm import ArrayRows, OneVsRestSGD, SubsetRows, cross_val_decision, select_lambda
 from ..config import ConfigError
@@ -38,6 +39,9 @@ from .base import Step
 from .encode import EncodeStep
 
 __all__ = ["ClassifierStep", "ClassifierOutput", "classifier_params", "choose_lambda"]
+
+#: ``solver = "auto"`` uses the dual solver up to this many training rows (its Gram matrix: 400 MB).
+DUAL_MAX_ROWS = 10_000
 
 
 @dataclass
@@ -50,9 +54,11 @@ class ClassifierOutput:
     fusion_weights: List[Optional[float]]
     model_paths: List[Dict[str, str]]
 
-    def load_model(self, split: int = 0, channel: Optional[str] = None) -> OneVsRestSGD:
-        paths = self.model_paths[split]
-        return OneVsRestSGD.load(paths[channel or next(iter(paths))])
+    def load_model(self, split: int = 0, channel: Optional[str] = None):
+        """The :class:`OneVsRestSGD` or :class:`OneVsRestDualSVM` of ``split`` and ``channel``."""
+        path = self.model_paths[split][channel or next(iter(self.model_paths[split]))]
+        _, meta = load_npz(path)
+        return {"OneVsRestSGD": OneVsRestSGD, "OneVsRestDualSVM": OneVsRestDualSVM}[meta["kind"]].load(path)
 
 
 def classifier_params(config) -> Dict[str, Any]:
@@ -80,6 +86,36 @@ def choose_lambda(search, rule: str) -> float:
     ok = np.flatnonzero(mean >= mean[b] - se - 1e-12)
     grid = np.asarray(search.grid, np.float64)
     return float(grid[ok].max())
+
+
+def use_dual(config, n_train: int, dim: int) -> bool:
+    """Whether ``classifier.solver`` asks for the Gram-matrix dual solver for ``n_train`` rows of ``dim``."""
+    solver = config.get("classifier.solver")
+    if solver != "auto":
+        return solver == "dual"
+    fits = n_train <= DUAL_MAX_ROWS and n_train < dim
+    return fits and config.get("classifier.loss") == "hinge" and config.get("classifier.balance") != "sample"
+
+
+def fit_dual(X, y, K, config, classes, rule: str, progress, cancel) -> OneVsRestDualSVM:
+    """One :class:`OneVsRestDualSVM` on rows ``X`` whose Gram matrix is ``K``: it serves the lambda CV and the
+    final fit."""
+    c = config
+    balance = c.get("classifier.balance")
+    model = OneVsRestDualSVM(lam=c.get("classifier.lam"), lam_grid=c.get("classifier.lam_grid"),
+                             cv_folds=c.get("classifier.cv_folds"), balance=None if balance == "none" else balance,
+                             bias=c.get("classifier.bias"), n_jobs=c.get("runtime.n_jobs"),
+                             seed=c.get("classifier.seed"))
+    lam = None
+    if c.get("classifier.select_lambda"):
+        search = select_lambda_gram(K, y, model.lam_grid, model.cv_folds, model.seed, classes=classes,
+                                    balance=model.balance, bias=model.bias, n_jobs=model.n_jobs,
+                                    progress=scaled(progress, 0.3, 0.9, "lambda CV: "), cancel=cancel)
+        lam = choose_lambda(search, rule)
+    model.fit(X, y, progress=scaled(progress, 0.9, 1.0), cancel=cancel, classes=classes, gram=K, lam=lam)
+    if c.get("classifier.select_lambda"):
+        model.cv_search_ = search
+    return model
 
 
 def fit_classifier(X, y, params: Dict[str, Any], classes, rule: str, progress, cancel) -> OneVsRestSGD:
@@ -133,6 +169,11 @@ class ClassifierStep(Step):
     weight = 0.09
 
     def check(self, ctx) -> None:
+        c = ctx.config
+        if c.get("classifier.solver") == "dual" and (c.get("classifier.loss") != "hinge"
+                                                      or c.get("classifier.balance") == "sample"):
+            raise ConfigError("classifier.solver = 'dual' solves the hinge loss with balance 'weight' or 'none' "
+                              f"(got loss = {c.get('classifier.loss')!r}, balance = {c.get('classifier.balance')!r})")
         check_trainable(ctx)
 
     def key(self, ctx, keys) -> str:
@@ -222,10 +263,16 @@ class _Training:
             check_cancel(self.cancel, "classifier")
             part = self.progress.part(self.unit / self.n_units, (self.unit + 1) / self.n_units, split=s, channel=name)
             self.unit += 1
-            model = fit_classifier(SubsetRows(base, tr_rows), y_tr, self.params, self.classes, self.rule, part,
-                                   self.cancel)
+            X = SubsetRows(base, tr_rows)
+            gram = None
+            if use_dual(c, len(tr_rows), base.dim):
+                report(part, 0, 1, "Gram matrix")
+                gram = gram_matrix(X, cancel=self.cancel)
+                model = fit_dual(X, y_tr, gram, c, self.classes, self.rule, scaled(part, 0.3, 1.0), self.cancel)
+            else:
+                model = fit_classifier(X, y_tr, self.params, self.classes, self.rule, part, self.cancel)
             if self.late and c.get("fusion.select_weight"):
-                out_of_fold.append(self._out_of_fold(SubsetRows(base, tr_rows), y_tr, model))
+                out_of_fold.append(self._out_of_fold(X, y_tr, model, gram))
             scores[name] = model.decision_function(SubsetRows(base, te_rows))
             lambdas[name] = float(model.lam_)
             paths[name] = f"model_split{s}_{name}.npz"
@@ -239,9 +286,14 @@ class _Training:
             scores["fused"] = next(iter(scores.values()))
         return scores, weight, lambdas, paths
 
-    def _out_of_fold(self, X, y, model) -> np.ndarray:
-        """Out-of-fold training scores at the model's lambda, for the fusion weight."""
+    def _out_of_fold(self, X, y, model, gram) -> np.ndarray:
+        """Out-of-fold training scores at the model's lambda, for the fusion weight (from the Gram matrix
+        when the model was solved on one)."""
         c = self.ctx.config
+        if gram is not None:
+            return cross_val_decision_gram(gram, y, model.lam_, c.get("classifier.cv_folds"),
+                                           c.get("classifier.seed"), classes=self.classes, balance=model.balance,
+                                           bias=model.bias, n_jobs=model.n_jobs, cancel=self.cancel)
         fixed = {k: v for k, v in self.params.items() if k not in ("seed", "cv_folds", "lam_grid")}
         fixed["lam"] = float(model.lam_)
         return cross_val_decision(X, y, folds=c.get("classifier.cv_folds"), seed=c.get("classifier.seed"),

@@ -223,3 +223,113 @@ def test_synthetic_generator_is_deterministic(tmp_path):
     assert ds.class_names == ["moss", "stripes"] and len(ds) == 4
     voc = open_dataset(generate_voc_mini(tmp_path / "voc", seed=5, n_images=12).parent)
     assert len(voc) == 12 and voc.voc_sets["trainval"].size == 6
+
+
+# ---------------------------------------------------------------- hostile list files (issue #13)
+def _copy_voc_lists(src_main: Path, year: Path, classes=("aeroplane", "bird", "cat")):
+    """A small devkit from the real VOC 2007 label files: 3 classes, the ids of the first 60 lines."""
+    main = year / "ImageSets" / "Main"
+    main.mkdir(parents=True)
+    keep = {}
+    for s in ("trainval", "test"):
+        lines = (src_main / f"{s}.txt").read_text().split()[:60]
+        keep[s] = lines
+        (main / f"{s}.txt").write_text("\n".join(lines) + "\n")
+        for c in classes:
+            flags = dict(ln.split() for ln in (src_main / f"{c}_{s}.txt").read_text().splitlines() if ln.strip())
+            rows = [f"{i} {flags[i]}" for i in lines]
+            if not any(flags[i] == "1" for i in lines):  # make sure each class has a positive
+                rows[0] = f"{lines[0]}  1"
+            (main / f"{c}_{s}.txt").write_text("\n".join(rows) + "\n")
+    return main, keep
+
+
+@pytest.mark.parametrize("bad_id", ["../../../secret/private_photo", "/tmp/secret/private_photo",
+                                    "..\\..\\secret\\private_photo", ".hidden", "C:secret"])
+def test_voc_ids_cannot_leave_the_devkit(voc2007_imagesets, tmp_path, bad_id):
+    secret = tmp_path / "secret"
+    _img(secret / "private_photo.jpg")
+    year = tmp_path / "devkit" / "VOC2007"
+    main, keep = _copy_voc_lists(voc2007_imagesets / "VOC2007" / "ImageSets" / "Main", year)
+    assert load_voc_dataset(year, require_images=False).ids  # the clean copy loads
+    with open(main / "trainval.txt", "a") as fh:
+        fh.write(f"{bad_id}\n")
+    with open(main / "aeroplane_trainval.txt", "a") as fh:
+        fh.write(f"{bad_id} 1\n")
+    with pytest.raises(ValueError) as ei:
+        load_voc_dataset(year, require_images=False)
+    msg = str(ei.value)
+    assert "trainval.txt:61" in msg and repr(bad_id) in msg and "outside JPEGImages" in msg
+
+
+def test_list_files_are_named_in_errors(folder, tmp_path):
+    ds = open_dataset(folder)
+    d = tmp_path / "a_folder.txt"
+    d.mkdir()
+    with pytest.raises(ValueError, match=r"split list .*a_folder\.txt is a directory"):
+        split_from_lists(ds, d)
+    good = tmp_path / "train.txt"
+    good.write_text("apple/img0.png\nmango/img0.png\nzebra/img0.png\n")
+    with pytest.raises(ValueError, match=r"split list .*a_folder\.txt is a directory"):
+        split_from_lists(ds, good, d)
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("apple/img0.png\nmango/img0.png\n# caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1\.txt:3: split list is not valid UTF-8"):
+        split_from_lists(ds, latin)
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes(b"\xef\xbb\xbf" + good.read_bytes())
+    assert split_from_lists(ds, bom).train.tolist() == split_from_lists(ds, good).train.tolist()
+    utf16 = tmp_path / "utf16.txt"
+    utf16.write_bytes(good.read_text().encode("utf-16"))
+    with pytest.raises(ValueError, match=r"utf16\.txt is UTF-16"):
+        split_from_lists(ds, utf16)
+    # VOC list files too
+    year = tmp_path / "voc" / "VOC2007"
+    main = year / "ImageSets" / "Main"
+    main.mkdir(parents=True)
+    (main / "trainval.txt").write_text("000001\n000002\n")
+    (main / "cat_trainval.txt").write_bytes(b"000001 1\n000002 \xff1\n")
+    with pytest.raises(ValueError, match=r"cat_trainval\.txt:2: VOC list file is not valid UTF-8"):
+        load_voc_dataset(year, require_images=False)
+
+
+def test_single_class_training_sets_are_refused(folder, tmp_path):
+    ds = open_dataset(folder)
+    one = tmp_path / "one.txt"
+    one.write_text("apple/img0.png\napple/img1.png\n")
+    with pytest.raises(ValueError, match=r"one\.txt.*only one class \('apple'\).*at least two"):
+        split_from_lists(ds, one)
+    two = tmp_path / "two.txt"
+    two.write_text("apple/img0.png\nmango/img0.png\n")
+    test = tmp_path / "test.txt"
+    test.write_text("apple/img1.png\nzebra/img1.png\n")
+    with pytest.raises(ValueError, match=r"test class\(es\) 'zebra' have no training image"):
+        split_from_lists(ds, two, test)
+    fine = tmp_path / "t2.txt"
+    fine.write_text("apple/img1.png\nmango/img2.png\n")
+    assert split_from_lists(ds, two, fine).train.size == 2
+    root = tmp_path / "single"
+    for i in range(6):
+        _img(root / "only" / f"{i}.png")
+    single = open_dataset(root)
+    with pytest.raises(ValueError, match="single class .'only'.*at least two"):
+        random_splits(single, n_train=2)
+    lst = tmp_path / "s.txt"
+    lst.write_text("only/0.png\nonly/1.png\n")
+    with pytest.raises(ValueError, match="single class"):
+        split_from_lists(single, lst)
+
+
+def test_voc_split_without_positives_in_training_is_refused(tmp_path):
+    year = tmp_path / "VOC2007"
+    main = year / "ImageSets" / "Main"
+    main.mkdir(parents=True)
+    (main / "trainval.txt").write_text("000001\n000002\n")
+    (main / "test.txt").write_text("000003\n")
+    (main / "cat_trainval.txt").write_text("000001 1\n000002 -1\n")
+    (main / "cat_test.txt").write_text("000003 -1\n")
+    (main / "dog_trainval.txt").write_text("000001 -1\n000002 0\n")   # no positive dog in trainval
+    (main / "dog_test.txt").write_text("000003 1\n")
+    ds = load_voc_dataset(year, require_images=False)
+    with pytest.raises(ValueError, match="'dog' have no positive training image"):
+        voc_split(ds)

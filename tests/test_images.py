@@ -183,3 +183,145 @@ def test_failures_name_file_and_reason(tmp_path, case):
     if case in ("missing", "empty", "directory"):
         with pytest.raises(ImageLoadError, match=reason):
             image_size(p)
+
+
+# ---------------------------------------------------------------- unreadable inputs (issue #13)
+def _noisy(h=120, w=160, seed=1):
+    return (np.random.default_rng(seed).random((h, w, 3)) * 255).astype(np.uint8)
+
+
+def _expect_failure(p, reason):
+    with pytest.raises(ImageLoadError) as ei:
+        load_image(p)
+    assert reason in ei.value.reason and p.name in str(ei.value)
+    return ei.value
+
+
+def test_links_fifo_and_special_files_are_refused(tmp_path):
+    import os
+    import signal
+
+    dangling = tmp_path / "dangling.jpg"
+    os.symlink(tmp_path / "gone.jpg", dangling)
+    _expect_failure(dangling, "dangling symbolic link")
+    loop = tmp_path / "loop.jpg"
+    os.symlink(tmp_path / "loop2.jpg", loop)
+    os.symlink(loop, tmp_path / "loop2.jpg")
+    _expect_failure(loop, "symbolic link loop")
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    # reading a FIFO with no writer blocks forever: fail the test instead of hanging the suite
+    old = signal.signal(signal.SIGALRM, lambda *a: (_ for _ in ()).throw(TimeoutError("FIFO read blocked")))
+    signal.alarm(10)
+    try:
+        _expect_failure(fifo, "FIFO")
+        with pytest.raises(ImageLoadError, match="FIFO"):
+            image_size(fifo)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    with pytest.raises(ImageLoadError, match="not a regular file"):
+        load_image("/dev/null")
+    link_ok = tmp_path / "link_ok.png"
+    os.symlink(_write(tmp_path / "real.png", _noisy(20, 30)), link_ok)
+    assert load_image(link_ok).shape == (20, 30, 3)  # links to regular files are fine
+
+
+def test_no_read_permission_simulated(tmp_path, monkeypatch):
+    """Tests run as root, who can read a chmod 000 file: the refusal is simulated at os.open."""
+    import errno
+    import os
+
+    p = _write(tmp_path / "locked.png", _noisy(20, 20))
+    real_open = os.open
+
+    def deny(path, *args, **kwargs):
+        if os.fspath(path) == os.fspath(p):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", deny)
+    _expect_failure(p, "no permission to read")
+    with pytest.raises(ImageLoadError, match="no permission"):
+        image_size(p)
+
+
+def test_no_read_permission_real(tmp_path):
+    import os
+
+    p = _write(tmp_path / "locked.png", _noisy(20, 20))
+    os.chmod(p, 0)
+    try:
+        if os.access(p, os.R_OK):
+            pytest.skip("running as root (or with CAP_DAC_OVERRIDE): chmod 000 does not stop reading")
+        _expect_failure(p, "no permission")
+    finally:
+        os.chmod(p, 0o644)
+
+
+def _app1_with_thumbnail(jpeg: bytes, thumb: bytes) -> bytes:
+    body = b"Exif\x00\x00" + thumb
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body + jpeg[2:]
+
+
+def test_jpeg_trailer_accepted_truncation_still_caught(tmp_path):
+    full = _write(tmp_path / "full.jpg", _noisy(), ".jpg").read_bytes()
+    ref = load_image(tmp_path / "full.jpg")
+    motion = tmp_path / "motion.jpg"  # a motion photo: the JPEG, then a video appended
+    motion.write_bytes(full + b"\x00\x00\x00\x18ftypmp42" + bytes(np.random.default_rng(0).integers(0, 256, 30000,
+                                                                                                   dtype=np.uint8)))
+    assert np.array_equal(load_image(motion), ref)
+    # an EXIF thumbnail's own end-of-image marker must not hide the truncation of the main image
+    thumb = _write(tmp_path / "t.jpg", _noisy(16, 16, seed=5), ".jpg").read_bytes()
+    with_thumb = _app1_with_thumbnail(full, thumb)
+    (tmp_path / "thumb_ok.jpg").write_bytes(with_thumb)
+    assert np.array_equal(load_image(tmp_path / "thumb_ok.jpg"), ref)
+    cut = tmp_path / "thumb_cut.jpg"
+    cut.write_bytes(with_thumb[: len(thumb) + 200])  # cut just after the thumbnail
+    _expect_failure(cut, "truncated JPEG")
+
+
+def test_huge_header_refused_before_decoding(tmp_path):
+    h, w = 60000, 50000
+    data = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 6, 0, 0, 0))
+    data += _png_chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + _png_chunk(b"IEND", b"")
+    p = tmp_path / "bomb.png"
+    p.write_bytes(data)
+    err = _expect_failure(p, "image too large")
+    assert "50000x60000" in err.reason and "MAX_DECODE_BYTES" in err.reason
+
+
+def test_out_of_memory_names_file_and_size(tmp_path, monkeypatch):
+    import fvstudio.data.images as images
+
+    p = _write(tmp_path / "big.png", _noisy(300, 400))
+
+    def oom(*a, **k):
+        raise MemoryError("Unable to allocate 5.1 GiB")
+
+    monkeypatch.setattr(images.cv2, "imdecode", oom)
+    err = _expect_failure(p, "not enough memory to decode the 400x300-pixel image")
+    assert "5.1 GiB" in err.reason
+
+
+def test_large_rgba_shrinks_in_strips_and_matches_float_path(tmp_path):
+    import tracemalloc
+
+    rng = np.random.default_rng(2)
+    h, w = 2400, 1800
+    bgra = cv2.resize((rng.random((60, 45, 4)) * 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_LINEAR)
+    p = _write(tmp_path / "rgba.png", bgra, ".png", (cv2.IMWRITE_PNG_COMPRESSION, 1))
+    tracemalloc.start()
+    try:
+        img = load_image(p, max_pixels=100_000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    f = bgra.astype(np.float32) / 255
+    comp = f[..., 2::-1] * f[..., 3:4] + (1 - f[..., 3:4])
+    ref = cv2.resize(comp, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_AREA)
+    assert img.shape[0] * img.shape[1] <= 100_000
+    assert np.abs(img - ref).max() <= 1.0 / 255  # integer-domain compositing: <= 0.5 LSB + resize rounding
+    # numpy/OpenCV arrays: 5.8 MB file + 17 MB decoded + 13 MB composited + strips = ~46 MB; the former
+    # float path held several (H, W, 4) float32 copies: 207 MB
+    assert peak < 80e6, peak

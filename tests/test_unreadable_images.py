@@ -94,7 +94,7 @@ def test_a_train_list_of_one_class_is_refused_at_the_door(dataset, tmp_path):
     one.write_text("".join(line + "\n" for line in train.read_text().split() if line.startswith("bricks/")))
     pipe = Pipeline(_config(root, **{"dataset.train_list": str(one), "dataset.test_list": str(test)}),
                     tmp_path / "ws")
-    with pytest.raises(ConfigError, match="only 1 class"):
+    with pytest.raises(ValueError, match="only one class"):
         pipe.run_all()
     assert sum(pipe.computed.values()) == 0
 

@@ -12,11 +12,14 @@ Layout (one store per channel and parameter set)::
         images/<h>.npy        (T,) records: descriptor (D,) float32 (or float16, see below),
                               position (2,) float32 (x, y), scale float32, norm float32
         images/<h>.json       the image's entry: id, status "ok"/"failed", reason, T, image_shape,
-                              and the source file's size and mtime_ns when it was extracted
+                              the source file's size and mtime_ns when it was extracted ("stamp"),
+                              and for "ok" entries the .npy's size ("bytes") and the SHA-1 of its
+                              records ("sha1")
 
 ``<h>`` is the first 20 hex digits of SHA-1 of the image id (ids are relative paths, which may hold
-characters a file name cannot). T may be 0 (an image smaller than one patch); positions are patch
-centres (x, y) in the pixels of the loaded (resized) image, ``image_shape`` is its (H, W).
+characters a file name cannot). T >= 1 (an image giving no descriptor is a failure, see below);
+positions are patch centres (x, y) in the pixels of the loaded (resized) image, ``image_shape`` is its
+(H, W).
 One record array (numpy structured dtype, no pickles) keeps a row's descriptor and frame together
 in one file, so one rename publishes both.
 
@@ -43,10 +46,30 @@ the new or changed images instead of discarding the whole store. An entry is val
 the dataset and the source file's (size, mtime_ns) still match; :meth:`extract` redoes stale ones.
 
 Failures. A file :func:`fvstudio.data.images.load_image` cannot read (missing, 0-byte, truncated,
-not an image) gets a "failed" entry with the reason, is listed in the report and skipped by
-:meth:`get` (None) and :meth:`sample`; it is retried only if the file changes. An image giving zero
-descriptors is stored (T = 0) and listed in ``report.empty``. Any other exception in a worker is
-reported as a failure for that image but not recorded, so it is retried on the next call.
+not an image, a FIFO, no permission, too large), an image smaller than one patch (zero descriptors)
+and any other exception of one image's extraction get a "failed" entry with the reason: listed in the
+report and by :meth:`failures`, skipped by :meth:`get` (None) and :meth:`sample`, never stored as
+descriptors. Failed images are retried on every :meth:`extract` call (they are few and cheap to
+retry; a failure may have a cause the file's stat does not show, such as a permission fixed by
+``chmod``), so ``n_cached`` counts only images with descriptors.
+
+Integrity. An "ok" entry records the .npy's size and the SHA-1 of its records. Opening the store drops
+entries whose .npy is missing or of the wrong size; :meth:`get` checks the SHA-1 (it reads the whole
+file anyway) and :meth:`sample` the header, shape and dtype (it reads only the sampled rows). A damaged
+entry (truncated, garbled, an unreadable .json) is treated as missing: a warning is logged
+(logger ``fvstudio.data.cache``) and the image is extracted again, by the next :meth:`extract` or at
+once inside :meth:`get` / :meth:`sample`. Stale temporary files of interrupted writes are deleted on
+open by :func:`fvstudio.engine.serialization.is_stale_temporary`'s rule (the writer's host and pid
+are in the name: an orphan of a killed process goes at once, one of a live writer stays).
+
+Disk full. A write failing with ENOSPC stops the extraction (images in flight finish or are dropped,
+the finished ones are kept) and raises :class:`~fvstudio.engine.serialization.DiskFullError` naming
+the workspace, the free space and an estimate of the space the remaining images need; extracting
+again after freeing space resumes.
+
+Content. :attr:`key` names the store (what would be extracted); :meth:`content_digest` hashes what it
+holds for some images (per image: the records' SHA-1, or "failed"), for keying results computed from
+the descriptors: fixing an image in place changes it, touching a file without changing it does not.
 
 Parallelism. ``n_jobs`` threads each load, extract and write whole images. This scales because
 the heavy parts release the GIL: OpenCV decoding/resizing, the descriptor kernels (numba,
@@ -60,6 +83,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -72,7 +96,8 @@ import numpy as np
 from fvstudio.data.datasets import Dataset
 from fvstudio.data.images import ImageLoadError, load_image
 from fvstudio.engine.progress import Cancelled, is_cancelled, report
-from fvstudio.engine.serialization import atomic_open, atomic_write_bytes
+from fvstudio.engine.serialization import (DiskFullError, atomic_open, atomic_write_bytes, free_bytes,
+                                           is_disk_full, is_stale_temporary, remove_stale_temporaries)
 from fvstudio.engine.validation import check_positive_int, rng_from_seed
 
 FORMAT_VERSION = 1
@@ -86,8 +111,8 @@ def record_dtype(dim: int, descriptor_dtype: str = "float32") -> np.dtype:
     """The record layout of one cached descriptor (see the module docstring)."""
     return np.dtype([("descriptor", np.dtype(descriptor_dtype).newbyteorder("<"), (dim,)),
                      ("position", "<f4", (2,)), ("scale", "<f4"), ("norm", "<f4")])
-#: Temporary files older than this (seconds) are leftovers of a crash and deleted on open.
-STALE_TMP_SECONDS = 600
+
+log = logging.getLogger("fvstudio.data.cache")
 
 
 @dataclass
@@ -98,8 +123,9 @@ class ExtractionReport:
     n_cached: int = 0          # valid entries found (ok or failed) and not recomputed
     n_extracted: int = 0       # images extracted (or found unreadable) during this call
     n_descriptors: int = 0     # descriptors over all requested images with an "ok" entry
-    failures: List[Tuple[Path, str]] = field(default_factory=list)   # unreadable files + reason
-    empty: List[Tuple[Path, str]] = field(default_factory=list)      # readable, zero descriptors
+    n_retried: int = 0         # of n_extracted: images that had failed before, tried again
+    failures: List[Tuple[Path, str]] = field(default_factory=list)   # failed images + reason
+    repaired: List[Tuple[Path, str]] = field(default_factory=list)   # damaged cache entries redone
     seconds: float = 0.0
 
     @property
@@ -108,9 +134,10 @@ class ExtractionReport:
 
     def summary(self) -> str:
         rate = self.n_extracted / self.seconds if self.seconds > 0 else 0.0
+        fixed = f", {len(self.repaired)} damaged cache entries redone" if self.repaired else ""
         return (f"{self.n_requested} images: {self.n_cached} cached, {self.n_extracted} extracted "
-                f"({rate:.1f} images/s), {self.n_failed} unreadable, {len(self.empty)} without "
-                f"descriptors; {self.n_descriptors} descriptors")
+                f"({rate:.1f} images/s), {self.n_failed} failed (left out){fixed}; "
+                f"{self.n_descriptors} descriptors")
 
 
 def _jsonable(value):
@@ -190,12 +217,16 @@ class DescriptorStore:
         self._entries: Dict[str, dict] = {}   # id -> entry
         self._loaded = False
         self._dim: Optional[int] = None
+        self._damaged: Dict[str, str] = {}    # id -> why its cached entry was dropped on open
+        self._version = 0                      # bumped whenever an entry changes (digest memo)
+        self._digest_memo: Dict[Tuple[int, str], str] = {}
 
     # ------------------------------------------------------------------ index
     def _ensure_open(self) -> None:
         if self._loaded:
             return
         self._images.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.folder)  # store.json / index.json writes cut by a kill
         store_json = self.folder / "store.json"
         if not store_json.exists():
             info = dict(self._ident, key=self.key, n_images_at_creation=len(self.dataset),
@@ -209,22 +240,25 @@ class DescriptorStore:
                 index_mtime = index.stat().st_mtime_ns
                 entries = {e["id"]: e for e in json.loads(index.read_text("utf-8"))["entries"]}
             except (OSError, ValueError, KeyError, TypeError):
+                log.warning("descriptor store %s: the summary index.json is unreadable; rebuilding it "
+                            "from the per-image entries", self.folder)
                 entries, index_mtime = {}, -1  # a damaged summary is rebuilt from the image entries
         by_name = {_entry_name(i): e for i, e in entries.items()}
         fresh: Dict[str, dict] = {}
         now = time.time()
+        n_removed = 0
         with os.scandir(self._images) as it:
             for de in it:
                 n = de.name
                 if n.startswith("."):
-                    # temporary file of a write interrupted by a crash; old enough not to be
-                    # another live process's write in progress
-                    if n.endswith(".tmp"):
-                        try:
-                            if now - de.stat().st_mtime > STALE_TMP_SECONDS:
-                                os.unlink(de.path)
-                        except OSError:
-                            pass
+                    # a temporary of a write interrupted by a kill; removed unless a live writer
+                    # (this or another process) may still own it -- see serialization.is_stale_temporary
+                    try:
+                        if is_stale_temporary(de.path, now):
+                            os.unlink(de.path)
+                            n_removed += 1
+                    except OSError:
+                        pass
                     continue
                 if not n.endswith(".json"):
                     continue
@@ -233,9 +267,20 @@ class DescriptorStore:
                 # an entry written after the summary (a crash before it was rewritten) wins
                 if e is None or de.stat().st_mtime_ns >= index_mtime:
                     e = self._read_entry(name)
-                if e is not None and self._data_intact(name, e):
-                    fresh[e["id"]] = e
+                if e is None:
+                    continue
+                damage = self._damage(name, e)
+                if damage:
+                    log.warning("descriptor store %s: cached descriptors of %r are damaged (%s); they will "
+                                "be extracted again", self.folder, e.get("id"), damage)
+                    self._damaged[e["id"]] = damage
+                    continue
+                fresh[e["id"]] = e
+        if n_removed:
+            log.info("descriptor store %s: removed %d stale temporary file(s) of interrupted writes",
+                     self.folder, n_removed)
         self._entries = fresh
+        self._version += 1
         self._loaded = True
 
     def refresh(self) -> None:
@@ -243,24 +288,41 @@ class DescriptorStore:
         another store object wrote to it)."""
         self._loaded = False
 
-    def _data_intact(self, name: str, e: dict) -> bool:
-        """An "ok" entry's .npy exists and is long enough for its rows (a file cut short by a power
-        loss -- per-image files are not fsynced -- drops the entry, so the image is redone)."""
+    def _npy_path(self, image_id: str) -> Path:
+        return self._images / f"{_entry_name(image_id)}.npy"
+
+    def _damage(self, name: str, e: dict) -> str:
+        """Why an entry cannot be used as it is ('' if it can): an "ok" entry's .npy must exist and
+        have the size recorded at extraction (older entries: be long enough for their rows) -- a file
+        cut short by a power loss (per-image files are not fsynced) or by a copy is redone. Old "ok"
+        entries without descriptors (T = 0; now a failure) are redone too."""
         if e.get("status") != "ok":
-            return True
+            return ""
         try:
+            if int(e["n"]) <= 0:
+                return "no descriptors (an entry of an earlier version)"
             size = os.stat(self._images / f"{name}.npy").st_size
-        except OSError:
-            return False
-        return size >= _NPY_HEADER_MIN + int(e["n"]) * record_dtype(int(e["dim"]), self.descriptor_dtype).itemsize
+            if "bytes" in e:
+                if size != int(e["bytes"]):
+                    return f"{name}.npy has {size} bytes, {int(e['bytes'])} were written"
+                return ""
+            need = _NPY_HEADER_MIN + int(e["n"]) * record_dtype(int(e["dim"]), self.descriptor_dtype).itemsize
+        except FileNotFoundError:
+            return f"{name}.npy is missing"
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            return f"unreadable entry ({type(exc).__name__}: {exc})"
+        return "" if size >= need else f"{name}.npy has {size} bytes, at least {need} expected"
 
     def _read_entry(self, name: str) -> Optional[dict]:
+        path = self._images / f"{name}.json"
         try:
-            e = json.loads((self._images / f"{name}.json").read_text("utf-8"))
+            e = json.loads(path.read_text("utf-8"))
             if _entry_name(e["id"]) != name or e["status"] not in ("ok", "failed"):
-                return None
+                raise ValueError("its id or status does not match the file")
             return e
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("descriptor store %s: the entry %s is unreadable (%s: %s); its image will be "
+                        "extracted again", self.folder, path.name, type(exc).__name__, exc)
             return None
 
     def _write_index(self) -> None:
@@ -293,50 +355,72 @@ class DescriptorStore:
         dd = extract_channel(self.channel, np.zeros((64, 64, 3), np.float32), **self.params)
         return int(dd.descriptors.shape[1])
 
+    def _disk_full(self, exc: BaseException, needed: Optional[int] = None) -> DiskFullError:
+        return DiskFullError(self.workspace, free_bytes(self.folder), needed,
+                             f"store the {self.channel} descriptors in the workspace")
+
+    def _write_failed(self, name: str, entry: dict, reason: str) -> dict:
+        entry.update(status="failed", reason=reason, n=0, image_shape=entry.get("image_shape"))
+        text = json.dumps(entry).encode()
+        _replace_into(self._images / f"{name}.json", lambda fh: fh.write(text))
+        try:
+            os.unlink(self._images / f"{name}.npy")
+        except FileNotFoundError:
+            pass
+        return entry
+
     def _work(self, i: int, stamp) -> dict:
         from fvstudio.engine.descriptors import extract_channel
 
         image_id = self.dataset.ids[i]
         path = self.dataset.paths[i]
         name = _entry_name(image_id)
-        entry = {"id": image_id, "stamp": stamp}
+        entry: Dict[str, Any] = {"id": image_id, "stamp": stamp, "image_shape": None}
+        rows = None
         try:
-            rgb = load_image(path, self.max_pixels)
-        except ImageLoadError as exc:
-            entry.update(status="failed", reason=exc.reason, n=0, image_shape=None)
+            try:
+                rgb = load_image(path, self.max_pixels)
+                dd = extract_channel(self.channel, rgb, **self.params)
+            except ImageLoadError as exc:
+                return self._write_failed(name, entry, exc.reason)
+            except Exception as exc:  # noqa: BLE001 - one image's error must not stop the rest
+                if is_disk_full(exc):
+                    raise
+                return self._write_failed(name, entry, f"{type(exc).__name__} while extracting: {exc}")
+            t, d = dd.descriptors.shape
+            entry["image_shape"] = [int(v) for v in dd.image_shape]
+            if t == 0:
+                h, w = entry["image_shape"]
+                patch = self.params.get("patch", 24)
+                return self._write_failed(name, entry, f"no descriptors: the {h}x{w} image (after loading) is "
+                                                       f"smaller than one {patch}-px patch")
+            rows = np.empty(t, record_dtype(d, self.descriptor_dtype))
+            rows["descriptor"] = dd.descriptors
+            rows["position"] = dd.positions
+            rows["scale"] = dd.scales
+            rows["norm"] = dd.norms
+            npy = self._images / f"{name}.npy"
+            _replace_into(npy, lambda fh: np.save(fh, rows, allow_pickle=False))
+            entry.update(status="ok", reason="", n=int(t), dim=int(d), bytes=int(os.stat(npy).st_size),
+                         sha1=hashlib.sha1(rows.data).hexdigest())
             text = json.dumps(entry).encode()
             _replace_into(self._images / f"{name}.json", lambda fh: fh.write(text))
-            try:
-                os.unlink(self._images / f"{name}.npy")
-            except FileNotFoundError:
-                pass
             return entry
-        dd = extract_channel(self.channel, rgb, **self.params)
-        t, d = dd.descriptors.shape
-        rows = np.empty(t, record_dtype(d, self.descriptor_dtype))
-        rows["descriptor"] = dd.descriptors
-        rows["position"] = dd.positions
-        rows["scale"] = dd.scales
-        rows["norm"] = dd.norms
-        _replace_into(self._images / f"{name}.npy", lambda fh: np.save(fh, rows, allow_pickle=False))
-        entry.update(status="ok", reason="", n=int(t), dim=int(d),
-                     image_shape=[int(v) for v in dd.image_shape])
-        text = json.dumps(entry).encode()
-        _replace_into(self._images / f"{name}.json", lambda fh: fh.write(text))
-        return entry
-
-    def _empty_reason(self, entry: dict) -> str:
-        h, w = entry["image_shape"]
-        patch = self.params.get("patch", 24)
-        return f"no descriptors: the {h}x{w} image (after loading) is smaller than one {patch}-px patch"
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise self._disk_full(exc, None if rows is None else rows.nbytes + 1024) from exc
+            raise
 
     def extract(self, indices=None, *, n_jobs: int = 2, progress=None, cancel=None) -> ExtractionReport:
         """Extract (or find in the cache) the descriptors of ``indices`` (default: all images).
 
-        Progress: one update per image (``done`` counts cached images too; values ``id``,
-        ``n_descriptors``, ``status``). Cancel: no new image is started, the images in flight are
-        finished and kept, the index is written, then :class:`Cancelled` is raised; calling
-        ``extract`` again resumes. Unreadable files are reported, not raised.
+        Images with valid descriptors are reused; new, changed, damaged and previously failed images
+        are (re)done. Progress: one update per image (``done`` counts cached images too; values
+        ``id``, ``n_descriptors``, ``status``). Cancel: no new image is started, the images in flight
+        are finished and kept, the index is written, then :class:`Cancelled` is raised; calling
+        ``extract`` again resumes. Failed images are reported (``report.failures``), not raised.
+        A full disk raises :class:`~fvstudio.engine.serialization.DiskFullError` (finished images
+        are kept; extract again to resume).
         """
         n_jobs = check_positive_int(n_jobs, "n_jobs")
         t0 = time.perf_counter()
@@ -345,16 +429,20 @@ class DescriptorStore:
         rep = ExtractionReport(n_requested=int(idx.size))
         todo: List[Tuple[int, Any]] = []
         for i in idx.tolist():
+            image_id = self.dataset.ids[i]
             stamp = _stamp(self.dataset.paths[i])
-            e = self._entries.get(self.dataset.ids[i])
-            if e is not None and e.get("stamp") == stamp:
+            e = self._entries.get(image_id)
+            if e is not None and e.get("stamp") == stamp and e["status"] == "ok":
                 rep.n_cached += 1
             else:
+                if e is not None and e["status"] == "failed":
+                    rep.n_retried += 1
+                if image_id in self._damaged:
+                    rep.repaired.append((self.dataset.paths[i], self._damaged[image_id]))
                 todo.append((i, stamp))
         total = int(idx.size)
         done = rep.n_cached
         report(progress, done, total, f"{done} of {total} images already cached", cached=done)
-        errors: Dict[int, str] = {}
         if todo:
             if is_cancelled(cancel):
                 raise Cancelled("descriptor extraction cancelled")
@@ -363,6 +451,7 @@ class DescriptorStore:
             pos = 0
             cancelled = False
             fatal: Optional[BaseException] = None
+            written = []  # bytes of the images stored by this call (the disk-full estimate)
             with ThreadPoolExecutor(max_workers=n_jobs, thread_name_prefix="fv-extract") as pool:
                 try:
                     while pos < len(todo) or inflight:
@@ -378,25 +467,37 @@ class DescriptorStore:
                             i = inflight.pop(fut)
                             try:
                                 entry = fut.result()
-                            except Exception as exc:  # noqa: BLE001 - one image's error must not stop the rest
-                                errors[i] = f"{type(exc).__name__}: {exc}"
+                            except BaseException as exc:  # disk full, KeyboardInterrupt: stop, keep what is done
+                                if fatal is None or (isinstance(exc, DiskFullError)
+                                                     and not isinstance(fatal, DiskFullError)):
+                                    fatal = exc
                                 entry = None
-                            except BaseException as exc:  # KeyboardInterrupt etc.: stop, keep what is done
-                                fatal = exc
-                                entry = None
-                            if entry is not None:
-                                self._entries[entry["id"]] = entry
+                            if entry is None:
+                                continue
+                            self._entries[entry["id"]] = entry
+                            self._damaged.pop(entry["id"], None)
+                            self._version += 1
+                            if entry["status"] == "ok":
+                                written.append(int(entry.get("bytes", 0)) + 512)
                             rep.n_extracted += 1
                             done += 1
                             report(progress, done, total, self.dataset.ids[i], id=self.dataset.ids[i],
-                                   index=i, status="error" if entry is None else entry["status"],
-                                   n_descriptors=0 if entry is None else entry["n"])
+                                   index=i, status=entry["status"], n_descriptors=entry["n"])
                         if is_cancelled(cancel):
                             cancelled = True
                 finally:
                     if fatal is None and pos < len(todo) and not cancelled:
                         cancelled = is_cancelled(cancel)
-                    self._write_index()
+                    try:
+                        self._write_index()
+                    except DiskFullError:
+                        if fatal is None:
+                            raise
+                        # the per-image entries are the truth; the summary is rebuilt on open
+            if isinstance(fatal, DiskFullError):
+                per = max([fatal.needed or 0] + ([int(np.mean(written))] if written else []))
+                left = len(todo) - rep.n_extracted  # images not stored yet
+                raise self._disk_full(fatal, per * left if per else None) from fatal
             if fatal is not None:
                 raise fatal
             if cancelled and pos < len(todo):
@@ -406,59 +507,74 @@ class DescriptorStore:
             self._dim = next((e.get("dim") for e in self._entries.values() if e.get("dim")), None)
         for i in idx.tolist():
             e = self._entries.get(self.dataset.ids[i])
-            path = self.dataset.paths[i]
-            if i in errors:
-                rep.failures.append((path, errors[i]))
-            elif e is None:
+            if e is None:
                 continue
-            elif e["status"] == "failed":
-                rep.failures.append((path, e["reason"]))
-            elif e["n"] == 0:
-                rep.empty.append((path, self._empty_reason(e)))
+            if e["status"] == "failed":
+                rep.failures.append((self.dataset.paths[i], e["reason"]))
             else:
                 rep.n_descriptors += int(e["n"])
+        for path, reason in rep.failures:
+            log.info("descriptor store %s: %s left out: %s", self.folder, path, reason)
         rep.seconds = time.perf_counter() - t0
         return rep
 
     # ------------------------------------------------------------------ reading
     def is_complete(self, indices=None) -> bool:
-        """True if every image of ``indices`` has a valid entry (extracted or known unreadable)."""
+        """True if every image of ``indices`` has a valid entry (descriptors, or a failure for the
+        file as it is now). Failed images are retried by every :meth:`extract` even so."""
         idx = self._indices(indices)
         self._ensure_open()
         return all(self._valid(self._entries.get(self.dataset.ids[i]), i) for i in idx.tolist())
 
-    def content_key(self, indices=None) -> str:
-        """SHA-256 of :attr:`key` and, per image of ``indices``, its id, source (size, mtime_ns),
-        status and count: changes whenever any of those images' cached descriptors would change
-        (e.g. an edited image), unlike :attr:`key`. For keying results computed from the store."""
+    def content_digest(self, indices=None) -> str:
+        """SHA-256 of what the store holds for the images of ``indices`` (default: all), in order:
+        per image its id and the SHA-1 of its descriptor records, or "failed", or "missing" (not
+        extracted). It changes whenever those images' descriptors change (an image fixed or
+        replaced in place and extracted again, a failure fixed or a new one) and not when a file is
+        only touched; use it, not :attr:`key`, in the keys of results computed from the store.
+        Entries of earlier versions (no SHA-1) count by their source stamp and size.
+
+        An image whose file changed since it was extracted (size or mtime) counts as "changed", so
+        results computed from the old descriptors show as stale before the next extraction. Cheap: no
+        file is read, one stat per image (the entries are in memory once the store is open)."""
         idx = self._indices(indices)
         self._ensure_open()
-        h = hashlib.sha256(self.key.encode())
+        h = hashlib.sha256(f"{self.key}\n".encode())
+        ids, entries = self.dataset.ids, self._entries
         for i in idx.tolist():
-            image_id = self.dataset.ids[i]
-            e = self._entries.get(image_id)
-            e = e if self._valid(e, i) else {}  # an entry the file has changed under is no content
-            h.update(json.dumps([image_id, e.get("stamp"), e.get("status"), e.get("n")]).encode())
+            image_id = ids[i]
+            e = entries.get(image_id)
+            if e is None:
+                tag = "missing"
+            elif not self._valid(e, i):  # the file changed since: what was extracted is not its content
+                tag = "changed"
+            elif e["status"] != "ok":
+                tag = "failed"
+            else:
+                tag = e.get("sha1") or json.dumps([e.get("stamp"), e.get("n")])
+            h.update(f"{image_id}\t{tag}\n".encode("utf-8"))
         return h.hexdigest()
 
+    def content_key(self, indices=None) -> str:
+        """Former name of :meth:`content_digest`."""
+        return self.content_digest(indices)
+
     def failures(self, indices=None) -> List[Tuple[str, str]]:
-        """(id, reason) of every image of ``indices`` whose valid entry gives no descriptor: unreadable,
-        or too small for one patch. Images not extracted yet (or changed since) are not listed."""
+        """``(id, reason)`` of the images of ``indices`` (default: all) whose entry is a failure,
+        in index order -- the images left out of every later step. Reads the entries, not the
+        files: valid at any time, as of the last :meth:`extract` (of any process; call
+        :meth:`refresh` first to see another process's work)."""
         idx = self._indices(indices)
         self._ensure_open()
         out = []
         for i in idx.tolist():
             e = self._entries.get(self.dataset.ids[i])
-            if not self._valid(e, i):
-                continue
-            if e["status"] == "failed":
-                out.append((e["id"], e.get("reason") or "unreadable"))
-            elif e["n"] == 0:
-                out.append((e["id"], self._empty_reason(e)))
+            if e is not None and e["status"] == "failed" and self._valid(e, i):
+                out.append((self.dataset.ids[i], str(e.get("reason", ""))))
         return out
 
     def counts(self, indices=None) -> np.ndarray:
-        """Descriptors per image of ``indices``; -1 for images not extracted or unreadable."""
+        """Descriptors per image of ``indices``; -1 for images not extracted or failed."""
         idx = self._indices(indices)
         self._ensure_open()
         out = np.full(idx.size, -1, dtype=np.int64)
@@ -476,22 +592,43 @@ class DescriptorStore:
             self._dim = next((e.get("dim") for e in self._entries.values() if e.get("dim")), None)
         return self._dim
 
-    def _rows(self, i: int, entry: dict, mmap: bool):
-        path = self._images / f"{_entry_name(entry['id'])}.npy"
+    def _check_rows(self, entry: dict, mmap: bool):
+        """The records of an "ok" entry, or (None, why) if the file is damaged."""
+        path = self._npy_path(entry["id"])
         try:
             rows = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"cached descriptors of {self.dataset.ids[i]!r} ({path}) are unreadable: "
-                             f"{exc}; delete the file and extract again") from exc
+        except (OSError, ValueError, EOFError) as exc:
+            return None, f"{path.name} is unreadable ({type(exc).__name__}: {exc})"
         want = record_dtype(int(entry["dim"]), self.descriptor_dtype)
-        if rows.shape != (entry["n"],) or rows.dtype != want:
-            raise ValueError(f"cached descriptors {path} hold {rows.shape} records of {rows.dtype}, the "
-                             f"index says ({entry['n']},) of {want}; delete the file and extract again")
-        return rows
+        if not isinstance(rows, np.ndarray) or rows.shape != (entry["n"],) or rows.dtype != want:
+            return None, (f"{path.name} holds {getattr(rows, 'shape', '?')} records of "
+                          f"{getattr(rows, 'dtype', '?')}, the entry says ({entry['n']},) of {want}")
+        if not mmap and entry.get("sha1") and hashlib.sha1(rows.data).hexdigest() != entry["sha1"]:
+            return None, f"{path.name} does not match the checksum written with it (garbled)"
+        return rows, ""
+
+    def _rows(self, i: int, entry: dict, mmap: bool):
+        rows, why = self._check_rows(entry, mmap)
+        if rows is not None:
+            return rows, entry
+        image_id = self.dataset.ids[i]
+        log.warning("descriptor store %s: cached descriptors of %r are damaged (%s); extracting them again",
+                    self.folder, image_id, why)
+        new = self._work(i, _stamp(self.dataset.paths[i]))
+        self._entries[image_id] = new
+        self._version += 1
+        if new["status"] != "ok":
+            return None, new
+        rows, why = self._check_rows(new, mmap)
+        if rows is None:
+            raise ValueError(f"cached descriptors of {image_id!r} are still unreadable after extracting them "
+                             f"again ({why}); is the disk of {self.folder} failing?")
+        return rows, new
 
     def get(self, i: int):
         """The cached :class:`~fvstudio.engine.descriptors.DenseDescriptors` of image ``i``, or None
-        if the file was unreadable. ValueError if it has not been extracted."""
+        if it failed (see :meth:`failures`). ValueError if it has not been extracted. The file is
+        checked against its checksum; a damaged one is extracted again (and a warning logged)."""
         from fvstudio.engine.descriptors import DenseDescriptors
 
         i = int(self._indices([i])[0])
@@ -501,7 +638,9 @@ class DescriptorStore:
                              f"descriptors; run extract() first")
         if e["status"] == "failed":
             return None
-        rows = self._rows(i, e, mmap=False)
+        rows, e = self._rows(i, e, mmap=False)
+        if rows is None:
+            return None
         return DenseDescriptors(descriptors=np.ascontiguousarray(rows["descriptor"], dtype=np.float32),
                                 positions=np.ascontiguousarray(rows["position"], dtype=np.float32),
                                 scales=np.ascontiguousarray(rows["scale"], dtype=np.float32),
@@ -514,7 +653,8 @@ class DescriptorStore:
         PCA/GMM fitting), as a float32 (n, D) array in storage order (by image, then row).
 
         If fewer than ``n`` exist, all of them are returned. Only the sampled rows are read (the
-        per-image files are memory-mapped). ValueError if an image of ``indices`` is not extracted.
+        per-image files are memory-mapped; their header, shape and dtype are checked, a damaged one
+        is extracted again). ValueError if an image of ``indices`` is not extracted.
         """
         n = check_positive_int(n, "n")
         idx = np.unique(self._indices(indices))
@@ -548,7 +688,10 @@ class DescriptorStore:
         for a, b in zip(starts.tolist(), stops.tolist()):
             k = int(owner[a])
             i = imgs[k]
-            rows = self._rows(i, self._entries[self.dataset.ids[i]], mmap=True)
+            rows, e = self._rows(i, self._entries[self.dataset.ids[i]], mmap=True)
+            if rows is None or e["n"] != counts[k]:
+                raise ValueError(f"the descriptors of {self.dataset.ids[i]!r} changed while sampling (a damaged "
+                                 f"cache entry was extracted again from a changed file); sample again")
             out[a:b] = rows["descriptor"][picks[a:b] - offsets[k]]
         return out
 

@@ -14,7 +14,12 @@ A :class:`Dataset` is a list of image files with stable string ``ids`` and their
   ``targets`` (N, C) int8 holds those flags (0 also where an image is absent from a class's file);
   ``labels[i]`` is the class of an image with exactly one positive class, else -1 (for colouring
   plots only: VOC is multi-label). ``voc_sets`` maps split names (train, val, trainval, test, and any
-  other id list in ``Main/`` such as ``trainvalP``) to sorted index arrays. ``ids`` are the VOC ids.
+  other id list in ``Main/`` such as ``trainvalP``) to sorted index arrays. ``ids`` are the VOC ids;
+  an id that is not a plain file name (``../x``, ``/abs/path``, ``a\\b``, a leading ``.``) is refused
+  naming the list file and line, so a list never makes the run read a file outside ``JPEGImages/``.
+
+List files (VOC lists, split lists) are read as UTF-8 (a BOM is accepted); a file that is not UTF-8,
+a directory or an unreadable path is an error naming the file (and the line).
 
 Splits are :class:`Split` (``train``, ``test`` sorted int64 index arrays):
 
@@ -25,11 +30,16 @@ Splits are :class:`Split` (``train``, ``test`` sorted int64 index arrays):
   training images and ``n_test`` test images (default: all the others), ``repeats`` times. Repeat
   ``r`` draws from ``numpy.random.default_rng([seed, r])``, so it does not depend on how many
   repeats are asked for.
+
+Every split is checked before any heavy step: the training set must hold at least two classes, and
+every class of the test set must have training images (single-label), or every class must have
+positive and negative training images (multi-label); otherwise a ValueError names the classes.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import stat as stat_mod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
@@ -171,22 +181,64 @@ def find_voc_root(path: PathLike) -> Optional[Path]:
     return cands[0] if cands else None
 
 
+def read_text_lines(path: PathLike, what: str = "list file") -> List[str]:
+    """The lines of a UTF-8 text file (a UTF-8 BOM is dropped; CRLF and CR line ends accepted).
+
+    ValueError naming the file if it is missing, a directory or another non-regular file,
+    unreadable, or not UTF-8 (with the line and the offending bytes)."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ValueError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise ValueError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
+    if stat_mod.S_ISDIR(st.st_mode):
+        raise ValueError(f"{what} {path} is a directory, not a text file")
+    if not stat_mod.S_ISREG(st.st_mode):
+        raise ValueError(f"{what} {path} is not a regular file (a FIFO, socket or device)")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ValueError(f"{what} {path} is UTF-16 encoded; save it as UTF-8")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: {what} is not valid UTF-8 (bytes {data[exc.start:exc.end + 3]!r} at "
+                         f"byte {exc.start}); save it as UTF-8") from None
+    return text.splitlines()
+
+
+def _check_voc_id(path: Path, lineno: int, image_id: str) -> None:
+    """A VOC id names ``JPEGImages/<id>.jpg``: it must be a plain file name, never a path."""
+    bad = ("/" in image_id or "\\" in image_id or ":" in image_id or image_id.startswith(".")
+           or any(ord(ch) < 32 for ch in image_id))
+    if bad:
+        raise ValueError(f"{path}:{lineno}: image id {image_id!r} is not a plain file name (an id must not "
+                         f"contain '/', '\\' or ':' nor start with '.'); it would read a file outside "
+                         f"JPEGImages/")
+
+
 def _read_id_lines(path: Path, *, with_flags: bool):
     """Parse a VOC list file: ids (and flags). CRLF, blank lines and extra spaces tolerated."""
     out = []
-    with open(path, "r", encoding="utf-8", newline=None) as fh:
-        for lineno, line in enumerate(fh, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if with_flags:
-                if len(parts) != 2 or parts[1] not in ("1", "-1", "0"):
-                    raise ValueError(f"{path}:{lineno}: expected '<image id> <1|-1|0>', got {line.strip()!r}")
-                out.append((parts[0], int(parts[1])))
-            else:
-                if len(parts) != 1:
-                    raise ValueError(f"{path}:{lineno}: expected one image id per line, got {line.strip()!r}")
-                out.append(parts[0])
+    for lineno, line in enumerate(read_text_lines(path, "VOC list file"), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if with_flags:
+            if len(parts) != 2 or parts[1] not in ("1", "-1", "0"):
+                raise ValueError(f"{path}:{lineno}: expected '<image id> <1|-1|0>', got {line.strip()!r}")
+            _check_voc_id(path, lineno, parts[0])
+            out.append((parts[0], int(parts[1])))
+        else:
+            if len(parts) != 1:
+                raise ValueError(f"{path}:{lineno}: expected one image id per line, got {line.strip()!r}")
+            _check_voc_id(path, lineno, parts[0])
+            out.append(parts[0])
     return out
 
 
@@ -295,37 +347,77 @@ def open_dataset(path: PathLike, **kwargs) -> Dataset:
     return load_folder_dataset(p)
 
 
+def _names(ds: Dataset, classes) -> str:
+    cs = [ds.class_names[int(c)] for c in classes]
+    more = f" and {len(cs) - 8} more" if len(cs) > 8 else ""
+    return ", ".join(repr(c) for c in cs[:8]) + more
+
+
+def check_split(ds: Dataset, split: Split, where: str) -> Split:
+    """Refuse a split no classifier can learn from (``where`` names its source in the message):
+    single-label -- fewer than two classes among the training images, or a test class without any
+    training image; multi-label -- a class without a positive or without a negative training image."""
+    train = np.asarray(split.train, dtype=np.int64)
+    if train.size == 0:
+        raise ValueError(f"{where}: the training set is empty")
+    if ds.multilabel:
+        t = np.asarray(ds.targets)[train]
+        no_pos = np.flatnonzero(~(t == 1).any(axis=0))
+        no_neg = np.flatnonzero(~(t == -1).any(axis=0))
+        if ds.n_classes < 2 and no_neg.size:
+            raise ValueError(f"{where}: the dataset at {ds.root} has a single class ({_names(ds, [0])}); a "
+                             f"classifier needs at least two")
+        if no_pos.size:
+            raise ValueError(f"{where}: class(es) {_names(ds, no_pos)} have no positive training image; "
+                             f"their classifiers cannot be trained")
+        if no_neg.size:
+            raise ValueError(f"{where}: class(es) {_names(ds, no_neg)} have no negative training image "
+                             f"(every training image is positive); their classifiers cannot be trained")
+        return split
+    labels = np.asarray(ds.labels)
+    present = np.unique(labels[train])
+    present = present[present >= 0]
+    if present.size < 2:
+        one = f"only one class ({_names(ds, present)})" if present.size else "no labelled image"
+        total = f"; the dataset at {ds.root} has a single class" if ds.n_classes < 2 else ""
+        raise ValueError(f"{where}: the training images hold {one}{total}; a classifier needs at least two")
+    test_classes = np.unique(labels[np.asarray(split.test, dtype=np.int64)])
+    missing = np.setdiff1d(test_classes[test_classes >= 0], present)
+    if missing.size:
+        raise ValueError(f"{where}: test class(es) {_names(ds, missing)} have no training image; they could "
+                         f"never be predicted")
+    return split
+
+
 def voc_split(ds: Dataset, train: str = "trainval", test: str = "test") -> Split:
-    """The devkit's own split, by names from ``ds.voc_sets``."""
+    """The devkit's own split, by names from ``ds.voc_sets`` (checked by :func:`check_split`)."""
     for name in (train, test):
         if name not in ds.voc_sets:
             raise ValueError(f"split {name!r} is not in the dataset at {ds.root}; "
                              f"available: {', '.join(sorted(ds.voc_sets)) or 'none'}")
-    return Split(ds.voc_sets[train], ds.voc_sets[test], f"{train}/{test}")
+    return check_split(ds, Split(ds.voc_sets[train], ds.voc_sets[test], f"{train}/{test}"),
+                       f"VOC split {train}/{test} of {ds.root}")
 
 
 def _read_split_list(ds: Dataset, path: PathLike) -> np.ndarray:
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"split list {path} does not exist")
     out, seen = [], {}
-    with open(path, "r", encoding="utf-8-sig", newline=None) as fh:
-        for lineno, line in enumerate(fh, 1):
-            entry = line.strip()
-            if not entry or entry.startswith("#"):
-                continue
-            entry = entry.replace("\\", "/")
-            while entry.startswith("./"):
-                entry = entry[2:]
-            try:
-                k = ds.index_of(entry)
-            except ValueError:
-                raise ValueError(f"{path}:{lineno}: {entry!r} is not an image of the dataset at "
-                                 f"{ds.root}") from None
-            if k in seen:
-                raise ValueError(f"{path}:{lineno}: {entry!r} is listed twice (first on line {seen[k]})")
-            seen[k] = lineno
-            out.append(k)
+    for lineno, line in enumerate(read_text_lines(path, "split list"), 1):
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        entry = entry.replace("\\", "/")
+        while entry.startswith("./"):
+            entry = entry[2:]
+        try:
+            k = ds.index_of(entry)
+        except ValueError:
+            raise ValueError(f"{path}:{lineno}: {entry!r} is not an image of the dataset at "
+                             f"{ds.root}") from None
+        if k in seen:
+            raise ValueError(f"{path}:{lineno}: {entry!r} is listed twice (first on line {seen[k]})")
+        seen[k] = lineno
+        out.append(k)
     if not out:
         raise ValueError(f"split list {path} lists no images")
     return np.asarray(sorted(out), dtype=np.int64)
@@ -343,7 +435,8 @@ def split_from_lists(ds: Dataset, train_list: PathLike, test_list: Optional[Path
         if both.size:
             raise ValueError(f"{test_list}: {both.size} images are also in the training list "
                              f"{train_list}, e.g. {ds.ids[both[0]]!r}")
-    return Split(train, test, Path(train_list).stem)
+    where = f"split lists {train_list}" + (f" / {test_list}" if test_list is not None else "")
+    return check_split(ds, Split(train, test, Path(train_list).stem), where)
 
 
 def random_splits(ds: Dataset, n_train: int, n_test: Optional[int] = None, repeats: int = 1,
@@ -359,6 +452,10 @@ def random_splits(ds: Dataset, n_train: int, n_test: Optional[int] = None, repea
     if ds.multilabel:
         raise ValueError(f"random per-class splits need a single-label dataset; {ds.root} is multi-label "
                          f"(use voc_split or split_from_lists)")
+    if ds.n_classes < 2:
+        raise ValueError(f"random_splits: the dataset at {ds.root} has a single class "
+                         f"({', '.join(repr(c) for c in ds.class_names) or 'none'}); a classifier needs at "
+                         f"least two")
     members = [np.flatnonzero(ds.labels == c) for c in range(ds.n_classes)]
     need = n_train + (n_test if n_test is not None else 1)
     short = [(ds.class_names[c], m.size) for c, m in enumerate(members) if m.size < need]

@@ -27,12 +27,39 @@ filter: no aliasing when shrinking) by the factor ``s = sqrt(max_pixels / (H * W
 ``H' = floor(H * s)``, ``W' = floor(W * s)`` (each >= 1), so ``H' * W' <= max_pixels`` and the
 aspect ratio is kept to within one pixel. Images are never enlarged.
 
+Reading. Only regular files are read: the path is opened with ``O_NONBLOCK`` and checked with
+``fstat`` before any read, so a FIFO, socket or device named ``.jpg`` is refused at once instead of
+blocking the run; a dangling symbolic link, a link loop and a file without read permission are
+named as such.
+
+Truncation. A JPEG is accepted if its marker structure reaches the end-of-image marker (segments are
+walked by their lengths and the entropy-coded data scanned for the next marker, so an EXIF thumbnail's
+EOI is not mistaken for the image's), or -- for files the walk cannot follow -- if an EOI marker
+sits in the last 4 KB. Bytes after the EOI (a motion photo's video, a vendor trailer) are ignored, as
+libjpeg does. A JPEG without its EOI is refused as truncated: libjpeg would fill the missing part
+with grey and only warn.
+
+Memory. The pixel size is read from the header first (PNG, JPEG, BMP, GIF, WebP). An image whose
+decode would need more than :data:`MAX_DECODE_BYTES` (estimated from the header: pixels x channels x
+bytes per sample, at the reduced JPEG size when that applies, plus the conversion) is refused with an
+error naming the file, its size and the memory it would take; only JPEG can be decoded at reduced size
+(for PNG and the other codecs OpenCV's ``IMREAD_REDUCED_*`` decodes in full and resizes after, and
+drops alpha and 16-bit depth, so it saves nothing). An image with alpha that is shrunk is composited
+on white in its integer type in strips of rows (rounding <= 0.5 LSB, as the opaque path), so a
+12000x9000 RGBA PNG peaks at ~0.8 GB instead of ~5 GB of float32 copies. Running out of memory anyway
+(``MemoryError``, or OpenCV failing to allocate) is an :class:`ImageLoadError` naming the file and
+its size, not an unrelated error later.
+
 Failures raise :class:`ImageLoadError` whose message names the file and the reason (missing,
-a directory, 0 bytes, truncated, not an image, unsupported pixel type).
+a directory, not a regular file, no permission, 0 bytes, truncated, not an image, too large,
+unsupported pixel type).
 """
 from __future__ import annotations
 
+import errno
 import math
+import os
+import stat
 import struct
 from pathlib import Path
 from typing import Optional, Tuple, Union
@@ -41,6 +68,10 @@ import cv2
 import numpy as np
 
 PathLike = Union[str, Path]
+
+#: Largest estimated memory (bytes) :func:`load_image` spends decoding one image; larger images are
+#: refused with an error naming the file and its size (JPEGs count at their reduced decode size).
+MAX_DECODE_BYTES = 3 * 1024 ** 3
 
 #: File extensions (lower case) treated as images by the dataset importers; others are ignored.
 IMAGE_EXTENSIONS = frozenset({
@@ -92,23 +123,133 @@ def sniff_format(data: bytes) -> Optional[str]:
     return None
 
 
-def _read_bytes(path: Path) -> np.ndarray:
-    if not path.exists():
-        raise ImageLoadError(path, "file does not exist")
-    if path.is_dir():
-        raise ImageLoadError(path, "is a directory, not an image file")
+def _stat_reason(path: Path, exc: OSError) -> str:
+    """Why ``os.stat(path)`` failed, in words (dangling link, link loop, permission, missing)."""
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop (the link points, directly or not, to itself)"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"no permission to access the file ({exc.strerror})"
+    if exc.errno == errno.ENOENT:
+        try:
+            if stat.S_ISLNK(os.lstat(path).st_mode):
+                return f"dangling symbolic link (its target {os.readlink(path)} does not exist)"
+        except OSError:
+            pass
+        return "file does not exist"
+    if exc.errno == errno.ENOTDIR:
+        return "file does not exist (a part of its path is not a folder)"
+    return f"cannot access the file ({exc.strerror or exc})"
+
+
+def _kind_of(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "is a directory, not an image file"
+    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return f"not a regular file but {name}; only regular files are read"
+    return "not a regular file; only regular files are read"
+
+
+def _check_regular(path: Path) -> os.stat_result:
+    """stat ``path`` (following links) and require a regular file; ImageLoadError otherwise."""
     try:
-        buf = np.fromfile(path, dtype=np.uint8)
+        st = os.stat(path)
     except OSError as exc:
+        raise ImageLoadError(path, _stat_reason(path, exc)) from None
+    except ValueError as exc:  # embedded NUL character
+        raise ImageLoadError(path, f"invalid file name ({exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageLoadError(path, _kind_of(st.st_mode))
+    return st
+
+
+def _open_regular(path: Path) -> int:
+    """An fd of ``path`` opened for reading, checked to be a regular file. O_NONBLOCK: opening a
+    FIFO does not wait for a writer (on a regular file the flag does nothing)."""
+    _check_regular(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise ImageLoadError(path, f"no permission to read the file ({exc.strerror})") from None
+        if exc.errno in (errno.ENXIO, errno.EWOULDBLOCK):
+            raise ImageLoadError(path, "not a regular file; only regular files are read") from None
+        raise ImageLoadError(path, _stat_reason(path, exc)) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):  # replaced between the stat and the open
+            raise ImageLoadError(path, _kind_of(mode))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _read_bytes(path: Path) -> np.ndarray:
+    fd = _open_regular(path)
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            data = fh.read()
+    except MemoryError:
+        raise ImageLoadError(path, "not enough memory to read the file") from None
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise ImageLoadError(path, f"no permission to read the file ({exc.strerror})") from None
         raise ImageLoadError(path, f"cannot read the file ({exc.strerror or exc})") from exc
-    if buf.size == 0:
+    if not data:
         raise ImageLoadError(path, "file is empty (0 bytes)")
-    return buf
+    return np.frombuffer(data, dtype=np.uint8)
+
+
+def _jpeg_end(data: bytes) -> Optional[int]:
+    """Offset just past the end-of-image marker of the JPEG in ``data``, or None if the marker
+    structure ends (truncation) before it. Segments are skipped by their lengths; after each SOS the
+    entropy-coded data is scanned for the next marker (0xFF followed by a byte that is not 0x00
+    stuffing, a restart marker RST0-7 or another 0xFF fill byte)."""
+    n = len(data)
+    pos = 2  # after SOI
+    while pos < n:
+        if data[pos] != 0xFF:
+            return None  # not at a marker: the walk lost track (caller falls back)
+        while pos < n and data[pos] == 0xFF:
+            pos += 1
+        if pos >= n:
+            return None
+        marker = data[pos]
+        pos += 1
+        if marker == 0xD9:
+            return pos
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            continue  # stand-alone markers
+        if marker == 0x00 or pos + 2 > n:
+            return None
+        length = (data[pos] << 8) | data[pos + 1]
+        if length < 2 or pos + length > n:
+            return None
+        pos += length
+        if marker == 0xDA:  # start of scan: skip the entropy-coded data
+            while True:
+                j = data.find(b"\xff", pos)
+                if j < 0 or j + 1 >= n:
+                    return None
+                nxt = data[j + 1]
+                if nxt == 0x00 or 0xD0 <= nxt <= 0xD7:
+                    pos = j + 2
+                elif nxt == 0xFF:
+                    pos = j + 1
+                else:
+                    pos = j
+                    break
+    return None
 
 
 def _jpeg_truncated(data: bytes) -> bool:
-    # In entropy-coded JPEG data 0xFF is always followed by 0x00 or a restart marker (D0-D7), so the
-    # end-of-image marker FFD9 can only be the real end; a truncated file has none near its end.
+    """True if the JPEG has no end-of-image marker: neither the marker walk (:func:`_jpeg_end`)
+    reaches one, nor is there one in the last 4 KB (files the walk cannot follow)."""
+    if _jpeg_end(data) is not None:
+        return False
     return data.rfind(b"\xff\xd9", max(0, len(data) - 4096)) < 0
 
 
@@ -116,37 +257,121 @@ _JPEG_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4
                  (2, cv2.IMREAD_REDUCED_COLOR_2))
 
 
-def _jpeg_flags(data: bytes, max_pixels: Optional[int]) -> int:
-    """IMREAD_COLOR, or a reduced decode (libjpeg's DCT-domain 1/2, 1/4, 1/8 scaling) when the
-    reduced image still has at least 4 x ``max_pixels`` pixels, so INTER_AREA still shrinks it 2x."""
-    if max_pixels:
-        try:
-            import io
+def _jpeg_reduction(size: Optional[Tuple[int, int]], max_pixels: Optional[int]) -> Tuple[int, int]:
+    """(IMREAD flag, factor): IMREAD_COLOR (1), or a reduced decode (libjpeg's DCT-domain 1/2, 1/4,
+    1/8 scaling) when the reduced image still has at least 4 x ``max_pixels`` pixels, so INTER_AREA
+    still shrinks it 2x."""
+    if max_pixels and size:
+        h, w = size
+        for r, flag in _JPEG_REDUCED:
+            if (h // r) * (w // r) >= 4 * max_pixels:
+                return flag, r
+    return cv2.IMREAD_COLOR, 1
 
+
+def _header_info(data: bytes) -> Optional[Tuple[str, int, int, int, int]]:
+    """(format, H, W, channels, bytes per sample) from the header of a PNG, JPEG, BMP, GIF or WebP
+    (channels as OpenCV decodes them with IMREAD_UNCHANGED, an upper bound), or None."""
+    import io
+
+    fmt = sniff_format(data[:16])
+    try:
+        if fmt == "PNG" and len(data) >= 26 and data[12:16] == b"IHDR":
+            w, h, depth, ctype = struct.unpack(">IIBB", data[16:26])
+            ch = {0: 1, 2: 3, 3: 4, 4: 4, 6: 4}.get(ctype, 4)
+            return fmt, h, w, ch, 2 if depth == 16 else 1
+        if fmt == "JPEG":
             size = _jpeg_size(io.BytesIO(data))
-        except (struct.error, ValueError):
-            size = None
-        if size:
-            h, w = size
-            for r, flag in _JPEG_REDUCED:
-                if (h // r) * (w // r) >= 4 * max_pixels:
-                    return flag
-    return cv2.IMREAD_COLOR
+            return (fmt, size[0], size[1], 3, 1) if size else None
+        if fmt == "BMP" and len(data) >= 30:
+            w, h = struct.unpack("<ii", data[18:26])
+            bpp = struct.unpack("<H", data[28:30])[0]
+            return fmt, abs(h), abs(w), 4 if bpp == 32 else 3, 1
+        if fmt == "GIF" and len(data) >= 10:
+            w, h = struct.unpack("<HH", data[6:10])
+            return fmt, h, w, 4, 1
+        if fmt == "WEBP" and len(data) >= 30:
+            chunk = data[12:16]
+            if chunk == b"VP8X":
+                w = 1 + int.from_bytes(data[24:27], "little")
+                h = 1 + int.from_bytes(data[27:30], "little")
+                return fmt, h, w, 4, 1
+            if chunk == b"VP8L" and data[20] == 0x2F:
+                b = int.from_bytes(data[21:25], "little")
+                return fmt, ((b >> 14) & 0x3FFF) + 1, (b & 0x3FFF) + 1, 4, 1
+            if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
+                w, h = struct.unpack("<HH", data[26:30])
+                return fmt, h & 0x3FFF, w & 0x3FFF, 3, 1
+    except (struct.error, ValueError, IndexError):
+        return None
+    return None
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.0f} MB"
+
+
+def decode_memory(height: int, width: int, channels: int = 3, itemsize: int = 1,
+                  max_pixels: Optional[int] = 100_000) -> int:
+    """Estimated peak bytes :func:`load_image` needs for an image decoded at ``height x width``
+    with ``channels`` samples of ``itemsize`` bytes: the decoded array, plus the composited copy
+    (alpha images) when shrinking, or the float32 conversion (~3 copies) when kept at full size."""
+    decoded = height * width * channels * itemsize
+    th, tw = target_size(height, width, max_pixels)
+    if (th, tw) != (height, width) and itemsize in (1, 2):
+        work = height * width * 3 * itemsize if channels in (2, 4) else 0
+    else:
+        work = height * width * (channels + 6) * 4
+    return int(decoded + work + th * tw * 3 * 4 * 2)
+
+
+def _check_memory(path: Path, data: bytes, max_pixels: Optional[int]) -> Tuple[Optional[Tuple[int, int]], int, int]:
+    """Header size -> (size, IMREAD flag for JPEG, reduction); ImageLoadError if decoding would
+    take more than :data:`MAX_DECODE_BYTES`."""
+    info = _header_info(data)
+    if info is None:
+        return None, cv2.IMREAD_COLOR, 1
+    fmt, h, w, ch, item = info
+    if h <= 0 or w <= 0:
+        raise ImageLoadError(path, f"the {fmt} header gives an invalid size {w}x{h}")
+    flag, r = (_jpeg_reduction((h, w), max_pixels) if fmt == "JPEG" else (cv2.IMREAD_UNCHANGED, 1))
+    need = decode_memory(-(-h // r), -(-w // r), ch, item, max_pixels)
+    if need > MAX_DECODE_BYTES:
+        at = f" (at 1/{r} size)" if r > 1 else ""
+        raise ImageLoadError(path, f"image too large: the {fmt} is {w}x{h} pixels ({w * h / 1e6:.0f} Mpixels, "
+                                   f"{ch} x {8 * item}-bit channels); decoding it{at} would need ~{_gb(need)}, "
+                                   f"more than the {_gb(MAX_DECODE_BYTES)} limit "
+                                   f"(fvstudio.data.images.MAX_DECODE_BYTES); shrink the file first")
+    return (h, w), flag, r
+
+
+def _out_of_memory(path: Path, size: Optional[Tuple[int, int]], exc: BaseException) -> ImageLoadError:
+    import re
+
+    what = f"the {size[1]}x{size[0]}-pixel image" if size else "the image"
+    text = str(exc).strip()
+    m = re.search(r"Failed to allocate \d+ bytes", text)
+    detail = m.group(0) if m else (text.splitlines()[-1] if text else type(exc).__name__)
+    return ImageLoadError(path, f"not enough memory to decode {what} ({detail})")
 
 
 def _decode(path: Path, buf: np.ndarray, max_pixels: Optional[int] = None) -> np.ndarray:
-    head = buf[:16].tobytes()
-    fmt = sniff_format(head)
+    fmt = sniff_format(buf[:16].tobytes())
+    # JPEG: the frame header may sit behind large EXIF/ICC segments, so the whole file is walked
+    data = buf.tobytes() if fmt == "JPEG" else buf[:4096].tobytes()
+    size, flags, _ = _check_memory(path, data, max_pixels)
     if fmt == "JPEG":
-        data = buf.tobytes()
         if _jpeg_truncated(data):
             raise ImageLoadError(path, f"truncated JPEG data ({buf.size} bytes, no end-of-image marker)")
-        flags = _jpeg_flags(data, max_pixels)
     else:
         flags = cv2.IMREAD_UNCHANGED
     try:
         img = cv2.imdecode(buf, flags)
+    except MemoryError as exc:
+        raise _out_of_memory(path, size, exc) from None
     except cv2.error as exc:  # some codecs raise instead of returning None
+        if "alloc" in str(exc).lower() or "memory" in str(exc).lower():
+            raise _out_of_memory(path, size, exc) from None
         img = None
         detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
     else:
@@ -230,11 +455,42 @@ def load_image(path: PathLike, max_pixels: Optional[int] = 100_000) -> np.ndarra
     max_pixels = _check_max_pixels(max_pixels)
     path = Path(path)
     img = _decode(path, _read_bytes(path), max_pixels)
+    try:
+        return _convert(path, img, max_pixels)
+    except MemoryError as exc:
+        raise _out_of_memory(path, img.shape[:2], exc) from None
+    except cv2.error as exc:
+        if "alloc" in str(exc).lower() or "memory" in str(exc).lower():
+            raise _out_of_memory(path, img.shape[:2], exc) from None
+        raise
+
+
+def _composite_int(img: np.ndarray) -> np.ndarray:
+    """(H, W, 2|4) uint8/uint16 BGR(A) or gray+alpha -> (H, W, 3) BGR of the same type, composited
+    on white (``a * c + (1 - a) * max``, rounded), in strips of rows so the float work stays small."""
+    top = np.float32(255.0 if img.dtype == np.uint8 else 65535.0)
+    h, w, c = img.shape
+    out = np.empty((h, w, 3), img.dtype)
+    rows = max(1, (4 << 20) // max(1, w * c * 4))
+    for r0 in range(0, h, rows):
+        s = img[r0:r0 + rows].astype(np.float32)
+        a = s[..., c - 1:c] * (np.float32(1.0) / top)
+        col = s[..., :3] if c == 4 else s[..., :1]
+        res = col * a + top * (np.float32(1.0) - a)
+        np.rint(res, out=res)
+        out[r0:r0 + rows] = res  # broadcasts the gray channel to 3
+    return out
+
+
+def _convert(path: Path, img: np.ndarray, max_pixels: Optional[int]) -> np.ndarray:
     h, w = img.shape[:2]
     th, tw = target_size(h, w, max_pixels)
     has_alpha = img.ndim == 3 and img.shape[2] in (2, 4)
-    if (th, tw) != (h, w) and not has_alpha and img.dtype in (np.uint8, np.uint16):
-        # Shrink in the integer type first (cheaper on large photos; rounding error <= 0.5 LSB).
+    if (th, tw) != (h, w) and img.dtype in (np.uint8, np.uint16):
+        # Shrink in the integer type first (cheaper on large photos; rounding error <= 0.5 LSB);
+        # alpha is composited on white first, also in the integer type, in strips (memory).
+        if has_alpha:
+            img = _composite_int(img)
         img = cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA)
         return _to_rgb(path, img)
     rgb = _to_rgb(path, img)  # composite alpha before averaging pixels
@@ -285,29 +541,23 @@ def image_size(path: PathLike) -> Tuple[int, int]:
     swapped relative to :func:`load_image`). Raises :class:`ImageLoadError` like :func:`load_image`.
     """
     path = Path(path)
-    if not path.exists():
-        raise ImageLoadError(path, "file does not exist")
-    if path.is_dir():
-        raise ImageLoadError(path, "is a directory, not an image file")
+    fd = _open_regular(path)
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(32)
+        with os.fdopen(fd, "rb") as fh:
+            head = fh.read(4096)
             if not head:
                 raise ImageLoadError(path, "file is empty (0 bytes)")
             fmt = sniff_format(head)
             size = None
-            if fmt == "PNG":
-                size = _png_size(head)
-            elif fmt == "JPEG":
+            if fmt == "JPEG":
                 size = _jpeg_size(fh)
-            elif fmt == "BMP" and len(head) >= 26:
-                w, h = struct.unpack("<ii", head[18:26])
-                size = (abs(h), abs(w))
-            elif fmt == "GIF" and len(head) >= 10:
-                w, h = struct.unpack("<HH", head[6:10])
-                size = (h, w)
+            elif fmt is not None:
+                info = _header_info(head)
+                size = info[1:3] if info else None
     except OSError as exc:
         raise ImageLoadError(path, f"cannot read the file ({exc.strerror or exc})") from exc
+    except struct.error:
+        size = None
     if size is not None and size[0] > 0 and size[1] > 0:
         return int(size[0]), int(size[1])
     img = _decode(path, _read_bytes(path))

@@ -469,12 +469,28 @@ class PipelineConfig:
 
     @classmethod
     def from_toml(cls, path) -> "PipelineConfig":
+        """Read a TOML config file (UTF-8; a UTF-8 BOM, as some editors write, is accepted). Every
+        error names the file: missing, a directory, unreadable, not UTF-8 (with the line), not TOML."""
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"config file {path} is a directory, not a TOML file")
         if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
+            raise ConfigError(f"config file {path} does not exist" if not path.exists()
+                              else f"config file {path} is not a regular file")
         try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+        if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise ConfigError(f"config file {path} is UTF-16 encoded; TOML must be UTF-8 (save it as UTF-8)")
+        try:
+            text = raw.decode("utf-8-sig")  # drops a UTF-8 BOM
+        except UnicodeDecodeError as exc:
+            line = raw[:exc.start].count(b"\n") + 1
+            raise ConfigError(f"{path}:{line}: config file is not valid UTF-8 (bytes "
+                              f"{raw[exc.start:exc.end + 3]!r} at byte {exc.start}); TOML must be UTF-8") from None
+        try:
+            data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         return cls.from_dict(data, source=str(path), base_dir=path.resolve().parent)

@@ -169,11 +169,11 @@ class StepContext:
         """Digest of what ``channel``'s store holds for ``split``'s training images (ids, source stamps,
         status, counts): changes when any of them is extracted anew, edited or fixed. Not memoised: the
         descriptors step changes it."""
-        return self.stores[channel].content_key(self.fit_indices(split))[:20]
+        return self.stores[channel].content_digest(self.fit_indices(split))[:20]
 
     def split_content(self, channel: str, split: int) -> str:
         """Like :meth:`fit_content`, over every image ``split`` encodes."""
-        return self.stores[channel].content_key(self.split_indices(split))[:20]
+        return self.stores[channel].content_digest(self.split_indices(split))[:20]
 
     def unit_name(self, channel: str, split: int) -> str:
         """How progress messages name one (channel, split) unit of work."""

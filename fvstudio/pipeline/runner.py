@@ -32,8 +32,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import numpy as np
+
 from ..engine.progress import Progress, check_cancel
-from ..engine.serialization import atomic_write_bytes
+from ..engine.serialization import atomic_write_bytes, remove_stale_temporaries
 from .config import ConfigError, PipelineConfig, load_config
 from .context import StepContext, make_splits, open_configured_dataset
 from .hashing import digest, flat_keys
@@ -97,19 +99,6 @@ class StepCache:
         doc = {"step": step, "key": key, "seconds": seconds, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                **info, "files": files}
         atomic_write_bytes(folder / "manifest.json", json.dumps(doc, indent=1, default=str).encode())
-
-    def clear_temporaries(self, step: str, key) -> int:
-        """Delete the temporaries (``.<name>.<random>.tmp<suffix>``, see
-        :func:`~fvstudio.engine.serialization.atomic_path`) a killed run left in the folders of ``key``
-        that have no manifest yet: the step is about to write them again. Returns how many went."""
-        n = 0
-        for k in flat_keys(key):
-            folder = self.step_dir(step, k)
-            if folder.is_dir() and not (folder / "manifest.json").exists():
-                for f in folder.glob(".*.tmp*"):
-                    f.unlink(missing_ok=True)
-                    n += 1
-        return n
 
     def all_present(self, step: str, key) -> bool:
         return all(self.manifest(step, k) is not None for k in flat_keys(key))
@@ -196,6 +185,8 @@ class Pipeline:
         self.workspace = Path(workspace).expanduser() if workspace else default_workspace(self.config)
         self.workspace.mkdir(parents=True, exist_ok=True)
         self.cache = StepCache(self.workspace)
+        # what a killed run left half-written (atomic_path's temporaries of dead writers) goes now
+        remove_stale_temporaries(self.workspace / "steps", recursive=True)
         self._given_dataset = dataset
         self._dataset_memo: Optional[Tuple[str, Any]] = None
         self._splits_memo: Optional[Tuple[str, list]] = None
@@ -246,6 +237,17 @@ class Pipeline:
         return StepContext.build(self.config, self.dataset, self.splits, {ch: self.store(ch) for ch in self.channels},
                                  self.cache)
 
+    def retry_failures(self) -> StepContext:
+        """Extract again the images that failed last time (a permission fixed by chmod changes neither
+        size nor mtime, so nothing else would notice); returns the context as it is now."""
+        ctx = self.context()
+        if ctx.left_out:
+            retry = np.fromiter(ctx.left_out, np.int64, len(ctx.left_out))
+            for ch in ctx.channels:
+                ctx.stores[ch].extract(indices=retry, n_jobs=ctx.n_jobs)
+            ctx = self.context()
+        return ctx
+
     def needed_indices(self):
         """Every dataset index some split trains or tests on (sorted, unique): what the descriptors step extracts."""
         return self.context().needed_indices()
@@ -294,7 +296,7 @@ class Pipeline:
         With ``force`` the step itself is recomputed even if cached (prerequisites still re-used).
         """
         self._check_step(step)
-        ctx = self.context()
+        ctx = self.retry_failures()
         upto = STEP_LIST[: STEPS.index(step) + 1]
         for s in STEP_LIST:
             s.check(ctx)  # at the door: before anything heavy runs
@@ -314,7 +316,6 @@ class Pipeline:
             sub.emit(0.0, f"{s.name}: starting")
             t0 = time.perf_counter()
             check_cancel(cancel, s.name)
-            self.cache.clear_temporaries(s.name, keys[s.name])
             s.run(ctx, keys, sub, cancel)
             timings[s.name] = time.perf_counter() - t0
             self.computed[s.name] += 1

@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, List
 
 import numpy as np
 
 from ...engine.fisher import make_encoder
 from ...engine.progress import check_cancel
-from ...engine.serialization import atomic_path
+from ...engine.serialization import DiskFullError, atomic_path
 from ..config import parse_pyramid
 from ..hashing import digest
 from .base import Step
@@ -87,8 +89,9 @@ def _reserve(path, nbytes: int) -> None:
             os.posix_fallocate(fh.fileno(), 0, nbytes)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
-                raise OSError(errno.ENOSPC, f"no space left on device for {nbytes / 1e6:.0f} MB of encodings",
-                              str(path)) from None
+                folder = Path(path).parent
+                raise DiskFullError(folder, shutil.disk_usage(folder).free, nbytes,
+                                    f"write {Path(path).name}") from None
             if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                 raise
 

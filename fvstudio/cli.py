@@ -184,7 +184,8 @@ def cmd_sweep(args) -> int:
             variants = [(f"{lab}, {glab}", {**ov, **gov}) for glab, gov in grid_variants(sets)
                         for lab, ov in variants]
         style, x_key = "bar", None
-        title = "Table 1: power normalisation (PN), L2, spatial pyramid (SP)" if args.preset == "table1" else ""
+        title = ("Table 1: what do power normalisation (PN), L2 and the spatial pyramid (SP) add?"
+                 if args.preset == "table1" else "")
         xlabel = "improvements over the plain Fisher kernel" if args.preset == "table1" else ""
     else:
         if not sets:
@@ -199,9 +200,6 @@ def cmd_sweep(args) -> int:
         if not args.quiet:
             sys.stderr.write(f"variant {i + 1}/{len(variants)}: {label}\n")
 
-    from .pipeline.plot import ensure_app
-
-    ensure_app()  # Qt's application must be made on the main thread; the sweep runs on a worker
     try:
         sweep = _run_interruptible(lambda tok: run_sweep(cfg, variants, args.out, args.workspace, x_key=x_key,
                                                           title=title, xlabel=xlabel, style=style, progress=bar,

@@ -230,8 +230,7 @@ def cmd_gui(args) -> int:
         sys.stderr.write(f"fvstudio: the explorer is not available ({exc}).\n"
                          f"Headless commands still work: fvstudio run CONFIG.toml --out DIR\n")
         return 1
-    return int(run_gui(workspace=getattr(args, "workspace", None), screenshot=getattr(args, "screenshot", None),
-                       panel=getattr(args, "panel", None)) or 0)
+    return int(run_gui(workspace=args.workspace, screenshot=args.screenshot, panel=args.panel) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:

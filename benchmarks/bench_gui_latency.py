@@ -2,8 +2,8 @@
 
 A 5 ms ``QTimer`` records the interval between its ticks on the GUI thread (ideal: 5 ms) in three
 phases: idle (the reference), while the descriptors of the sample dataset are extracted, and while the
-PCA + GMM are fitted — both run through :class:`fvstudio.gui.workers.JobRunner`, the same path as the
-explorer's "Run" buttons, on a fresh workspace. A stall of the GUI thread (e.g. a numba kernel holding
+PCA + GMM are fitted — both run through a :class:`fvstudio.gui.workers.BackgroundTask`, the same path as
+the explorer's "Run" buttons, on a fresh workspace. A stall of the GUI thread (e.g. a numba kernel holding
 the GIL) shows up as a long interval. Prints p50 / p99 / max of the intervals per phase.
 
 A second table measures the same while the dataset panel's thumbnail grid is scrolled through a
@@ -43,7 +43,7 @@ def main() -> int:
         os.environ["FVSTUDIO_WORKER_NICE"] = str(args.nice)
 
     from fvstudio.gui.app import sample_dataset_root
-    from fvstudio.gui.workers import JobRunner
+    from fvstudio.gui.workers import BackgroundTask
     from fvstudio.pipeline import Pipeline, PipelineConfig
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -56,7 +56,7 @@ def main() -> int:
                 "gmm.n_components": args.k, "gmm.max_iter": args.max_iter, "gmm.tol": 0.0,
                 "gmm.sample": args.gmm_sample})
     workspace = tempfile.mkdtemp(prefix="fvstudio-bench-latency-")
-    runner = JobRunner()
+    runner = BackgroundTask()
     intervals: dict = {"idle": [], "descriptors": [], "pca": [], "gmm": []}
     phase = {"name": "idle"}
     clock = QElapsedTimer()
@@ -147,7 +147,7 @@ def bench_thumbnails(app, root, n: int) -> None:
     from types import SimpleNamespace
 
     from fvstudio.gui.dataset_panel import DatasetPanel
-    from fvstudio.gui.workers import JobRunner
+    from fvstudio.pipeline import PipelineConfig
 
     src = sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in (".jpg", ".png"))
     folder = Path(tempfile.mkdtemp(prefix="fvstudio-bench-thumbs-"))
@@ -158,7 +158,8 @@ def bench_thumbnails(app, root, n: int) -> None:
         paths.append(p)
     ds = SimpleNamespace(root=folder, kind="folder", class_names=["all"], paths=paths,
                          ids=[p.name for p in paths], labels=np.zeros(n, np.int64), targets=None, multilabel=False)
-    panel = DatasetPanel(JobRunner())
+    panel = DatasetPanel()
+    panel.set_config(PipelineConfig())
     panel.resize(1200, 800)
     panel.show()
     panel.set_dataset(ds, None)

@@ -221,7 +221,8 @@ def cmd_sweep(args) -> int:
             variants = [(f"{lab}, {glab}", {**ov, **gov}) for glab, gov in grid_variants(sets)
                         for lab, ov in variants]
         style, x_key = "bar", None
-        title = "Table 1: power normalisation (PN), L2, spatial pyramid (SP)" if args.preset == "table1" else ""
+        title = ("Table 1: what do power normalisation (PN), L2 and the spatial pyramid (SP) add?"
+                 if args.preset == "table1" else "")
         xlabel = "improvements over the plain Fisher kernel" if args.preset == "table1" else ""
     else:
         if not sets:
@@ -236,9 +237,6 @@ def cmd_sweep(args) -> int:
         if not args.quiet:
             sys.stderr.write(f"variant {i + 1}/{len(variants)}: {label}\n")
 
-    from .pipeline.plot import ensure_app
-
-    ensure_app()  # Qt's application must be made on the main thread; the sweep runs on a worker
     try:
         sweep = _run_interruptible(lambda tok: run_sweep(cfg, variants, args.out, args.workspace, x_key=x_key,
                                                           title=title, xlabel=xlabel, style=style, progress=bar,
@@ -269,8 +267,7 @@ def cmd_gui(args) -> int:
         sys.stderr.write(f"fvstudio: the explorer is not available ({exc}).\n"
                          f"Headless commands still work: fvstudio run CONFIG.toml --out DIR\n")
         return 1
-    return int(run_gui(workspace=getattr(args, "workspace", None), screenshot=getattr(args, "screenshot", None),
-                       panel=getattr(args, "panel", None)) or 0)
+    return int(run_gui(workspace=args.workspace, screenshot=args.screenshot, panel=args.panel) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:

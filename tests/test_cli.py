@@ -119,8 +119,8 @@ def test_sweep_writes_table_and_plot(tiny):
 
 
 def test_sweep_as_a_process_exits_cleanly(tiny):
-    """The chart is drawn from the sweep's worker thread: Qt's application must be made on the main
-    thread or the interpreter crashes at exit (it did: SIGSEGV after the files were written)."""
+    """The chart is drawn from the sweep's worker thread; the process must exit cleanly (with the old
+    QPainter charts it crashed with SIGSEGV at exit after writing its files)."""
     base, cfg = tiny
     out = base / "sweep_proc"
     proc = subprocess.run([sys.executable, "-m", "fvstudio", "sweep", str(cfg), "--set", "gmm.n_components=2,4",
@@ -130,26 +130,45 @@ def test_sweep_as_a_process_exits_cleanly(tiny):
     assert (out / "sweep.png").stat().st_size > 5_000
 
 
-def test_chart_refuses_to_create_qt_off_the_main_thread():
-    """In a fresh process (no Qt application yet), a worker thread gets a clear error, not a crash."""
-    code = (
-        "import threading\n"
-        "from fvstudio.pipeline.plot import ensure_app\n"
-        "out = []\n"
-        "def job():\n"
-        "    try:\n"
-        "        ensure_app()\n"
-        "    except RuntimeError as exc:\n"
-        "        out.append(str(exc))\n"
-        "t = threading.Thread(target=job); t.start(); t.join()\n"
-        "print(out[0] if out else 'NO ERROR')\n"
-        "ensure_app()\n"  # the main thread may create it
-        "print('main ok')\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+# Run before anything else in a fresh interpreter: every import of PySide6 (hence of Qt) then fails.
+_NO_QT = "import sys\nsys.modules['PySide6'] = None\n"
+
+
+def test_sweep_writes_its_chart_without_qt(tiny):
+    """``fvstudio sweep`` with PySide6 unimportable: the headless command never needs a Qt application."""
+    base, cfg = tiny
+    out = base / "sweep_no_qt"
+    code = _NO_QT + "from fvstudio.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    proc = subprocess.run([sys.executable, "-c", code, "sweep", str(cfg), "--set", "gmm.n_components=2,4",
+                           "--out", str(out), "--workspace", str(base / "ws"), "-q"],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "on the main thread first" in proc.stdout and "main ok" in proc.stdout
+    png = (out / "sweep.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
+
+
+def test_chart_is_drawn_from_a_worker_thread_without_qt(tmp_path):
+    """In a fresh process without Qt, both chart styles are drawn from a worker thread (no crash, no error)."""
+    code = _NO_QT + (
+        "import threading\n"
+        "from fvstudio.pipeline.plot import category_chart_png\n"
+        "errors = []\n"
+        "def job(style):\n"
+        "    try:\n"
+        "        category_chart_png(sys.argv[1] + f'/{style}.png', ['a', 'b', 'c'],\n"
+        "                           {'x': [0.5, None, 0.7], 'y': [0.4, 0.6, 0.65]},\n"
+        "                           errors={'x': [0.02, None, 0.05]}, style=style, title='t', xlabel='k', ylabel='%')\n"
+        "    except Exception as exc:\n"
+        "        errors.append(repr(exc))\n"
+        "threads = [threading.Thread(target=job, args=(s,)) for s in ('line', 'bar')]\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
+        "print(errors or 'ok', 'Qt loaded' if any(m.startswith('PySide6.') for m in sys.modules) else 'no Qt')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["ok", "no", "Qt"], proc.stdout
+    for style in ("line", "bar"):
+        assert (tmp_path / f"{style}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_table1_preset_runs_eight_variants(tiny):

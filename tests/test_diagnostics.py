@@ -73,3 +73,126 @@ def test_fv_energy_per_gaussian():
     np.testing.assert_allclose(fv_energy_per_gaussian(np.eye(5)[2], bow), np.eye(5)[2])
     with pytest.raises(ValueError, match="shape"):
         fv_energy_per_gaussian(np.zeros((2, 7)), enc)
+
+
+# ------------------------------------------------------------------ the figures' data, without Qt
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from fvstudio.engine.descriptors import dense_frames, dense_sift, local_color_statistics  # noqa: E402
+
+TINY = {"dataset.n_train": 3, "dataset.n_test": 2, "dataset.max_pixels": 20_000, "descriptors.scales": 1,
+        "descriptors.step": 8, "pca.n_components": 8, "pca.sample": 2_000, "gmm.n_components": 4,
+        "gmm.max_iter": 8, "gmm.sample": 2_000, "classifier.select_lambda": False, "classifier.epochs": 3,
+        "encoder.pyramid": "1x1"}
+
+
+@pytest.mark.parametrize("shape, grid", [
+    ((175, 257), {}),
+    ((120, 90), {"patch": 16, "step": 3, "scales": 4, "scale_factor": 1.5}),
+    ((31, 200), {"patch": 24, "step": 4, "scales": 5}),  # the coarser levels have no frame
+    ((12, 12), {}),  # too small for one frame: T = 0
+])
+def test_dense_frames_are_the_frames_of_the_descriptors(shape, grid):
+    rgb = np.random.default_rng(0).random((*shape, 3)).astype(np.float32)
+    pos, sizes = dense_frames(shape, **grid)
+    for dd in (dense_sift(rgb.mean(axis=2), **grid), local_color_statistics(rgb, **grid)):
+        np.testing.assert_array_equal(pos, dd.positions)
+        np.testing.assert_array_equal(sizes, dd.scales)
+    assert pos.dtype == np.float32 and sizes.dtype == np.float32 and pos.shape == (len(sizes), 2)
+
+
+def test_patch_grid_follows_the_config():
+    from fvstudio.pipeline import PipelineConfig
+    from fvstudio.pipeline.diagnostics import patch_grid
+
+    cfg = PipelineConfig({"descriptors.patch": 16, "descriptors.step": 6, "descriptors.scales": 3})
+    grid = patch_grid(cfg, (150, 200))
+    pos, sizes = dense_frames((150, 200), patch=16, step=6, scales=3, scale_factor=2 ** 0.5)
+    np.testing.assert_array_equal(grid.positions, pos)
+    assert len(grid.scale_sides) == 3 and grid.scale_sides[0] == 16
+    fine, side = grid.at_scale(0)
+    assert side == 16 and len(fine) == np.sum(sizes == 16)
+    coarse, side = grid.at_scale(99)  # clipped to the coarsest scale
+    assert side == grid.scale_sides[-1] and len(coarse) < len(fine)
+
+
+def test_pipeline_and_its_diagnostics_import_without_qt():
+    code = ("import sys\nsys.modules['PySide6'] = None\n"
+            "import fvstudio.pipeline, fvstudio.pipeline.diagnostics, fvstudio.pipeline.sweep\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyqtgraph', 'superqt', 'PySide6')"
+            " and sys.modules[m] is not None))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline(tmp_path_factory, sample_data_dir):
+    from fvstudio.pipeline import Pipeline, PipelineConfig
+
+    root = Path(sample_data_dir) / "textures"
+    if not root.is_dir():
+        pytest.skip("sample_data/textures is not there")
+    cfg = PipelineConfig({"dataset.root": str(root), **TINY})
+    pipe = Pipeline(cfg, tmp_path_factory.mktemp("diag-ws"))
+    pipe.run_all()
+    return pipe
+
+
+def test_compute_diagnostics_returns_the_figures_arrays(tiny_pipeline):
+    """The arrays the panel used to compute itself: the same engine calls on the same cached artifacts."""
+    from fvstudio.pipeline import Pipeline
+    from fvstudio.pipeline.diagnostics import ENERGY_IMAGES, POSTERIOR_SAMPLE, compute_diagnostics
+
+    pipe = Pipeline(tiny_pipeline.config.copy(), tiny_pipeline.workspace)
+    d = compute_diagnostics(pipe)
+    pca, gmm, enc = pipe.artifact("pca"), pipe.artifact("gmm"), pipe.artifact("encode")
+    np.testing.assert_array_equal(d.pca_explained_variance_ratio, pca.explained_variance_ratio_)
+    np.testing.assert_array_equal(d.log_likelihood, gmm.log_likelihood_)
+    train = np.unique(np.asarray(pipe.splits[0].train, dtype=np.int64))
+    X = pca.transform(pipe.artifact("descriptors").sample(POSTERIOR_SAMPLE, seed=0, indices=train))
+    ref = posterior_sharpness(np.ascontiguousarray(X, dtype=np.float32), gmm,
+                              pipe.config.get("encoder.posterior_threshold"))
+    np.testing.assert_array_equal(d.posterior_sharpness.max_posterior, ref.max_posterior)
+    np.testing.assert_array_equal(d.posterior_sharpness.cdf, ref.cdf)
+    np.testing.assert_array_equal(d.fv_energy, fv_energy_per_gaussian(
+        np.asarray(enc.fvs[:ENERGY_IMAGES], dtype=np.float32), enc.encoder))
+    assert d.fv_energy.shape == (4,) and len(d.notes) == 1 and "Gaussians active" in d.notes[0]
+
+
+def test_compute_diagnostics_leaves_out_what_is_not_computed(tiny_pipeline, tmp_path):
+    from fvstudio.engine.progress import CancelToken, Cancelled
+    from fvstudio.pipeline import Pipeline
+    from fvstudio.pipeline.diagnostics import compute_diagnostics
+
+    cfg = tiny_pipeline.config.copy().set("dataset.repeats", 2)
+    d = compute_diagnostics(Pipeline(cfg, tmp_path))
+    assert d.pca_explained_variance_ratio is None and d.log_likelihood is None
+    assert d.posterior_sharpness is None and d.fv_energy is None
+    assert d.notes and d.notes[0].startswith("Split 1 of 2")
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        compute_diagnostics(Pipeline(tiny_pipeline.config.copy(), tiny_pipeline.workspace), cancel=token)
+
+
+def test_unreadable_images_counts_the_store_entries(tiny_pipeline, tmp_path, sample_data_dir):
+    from fvstudio.pipeline import Pipeline
+    from fvstudio.pipeline.diagnostics import unreadable_images
+
+    assert unreadable_images(tiny_pipeline) == (0, len(tiny_pipeline.needed_indices()))
+    root = tmp_path / "data"
+    for cls in ("bricks", "rust"):
+        (root / cls).mkdir(parents=True)
+        for f in sorted((Path(sample_data_dir) / "textures" / cls).iterdir())[:4]:
+            shutil.copy(f, root / cls / f.name)
+    (root / "rust" / "zz_broken.jpg").write_bytes(b"not an image")
+    cfg = tiny_pipeline.config.copy().update({"dataset.root": str(root), "dataset.n_train": 2,
+                                              "dataset.n_test": 0})
+    pipe = Pipeline(cfg, tmp_path / "ws")
+    assert unreadable_images(pipe) == (0, 9)  # not extracted yet: nothing known to be unreadable
+    pipe.run_step("descriptors")
+    assert unreadable_images(Pipeline(cfg, tmp_path / "ws")) == (1, 9)

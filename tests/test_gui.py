@@ -1,5 +1,5 @@
-"""The explorer, offscreen (pytest-qt): it opens the sample data, runs the pipeline through its one job
-runner, cancels and reruns a step, shows errors, restores a saved session and exports a replayable config.
+"""The explorer, offscreen (pytest-qt): it opens the sample data, runs the pipeline through its shared runner,
+cancels and reruns a step, shows errors, restores a saved session and exports a replayable config.
 
 The pipeline runs on a tiny config (1 scale, PCA 16, K = 4, a few images per class) so the whole file
 stays well under a minute on two cores. Waits are armed before the click that starts the work.
@@ -16,14 +16,14 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import QSettings, Qt  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-# Create the QApplication at collection time, before any other test can create a bare QGuiApplication
-# (the pipeline's PNG charts do when none exists); widgets abort the process under a QGuiApplication.
+# Create the QApplication at collection time, before any other test could create a bare QGuiApplication:
+# widgets abort the process under a QGuiApplication.
 _APP = QApplication.instance() or QApplication(["fvstudio-tests"])
 
 from fvstudio.engine.progress import Cancelled  # noqa: E402
 from fvstudio.gui.app import default_config, make_window, sample_dataset_root  # noqa: E402
 from fvstudio.gui.main_window import MainWindow  # noqa: E402
-from fvstudio.gui.workers import JobRunner  # noqa: E402
+from fvstudio.gui.workers import BackgroundTask  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
@@ -79,14 +79,14 @@ def _table_text(table):
 
 
 # ----------------------------------------------------------------------------------------- workers
-def test_job_runner_reports_errors_cancels_and_results(qtbot):
-    runner = JobRunner()
+def test_background_task_reports_errors_cancels_and_results(qtbot):
+    runner = BackgroundTask()
 
     def boom(progress=None, cancel=None):
         raise RuntimeError("boom in a worker")  # superqt alone would only warn about a RuntimeError
 
     with qtbot.waitSignal(runner.failed, timeout=5000) as blocker:
-        assert runner.start("boom", boom)
+        runner.start("boom", boom)
     name, message, tb = blocker.args
     assert name == "boom" and "boom in a worker" in message and "Traceback" in tb
     qtbot.waitUntil(lambda: not runner.is_busy())
@@ -113,6 +113,40 @@ def test_job_runner_reports_errors_cancels_and_results(qtbot):
     assert seen == [-0.0, -1.0, -2.0]
 
 
+def test_a_new_task_of_a_slot_cancels_the_previous_one(qtbot):
+    import time
+
+    from fvstudio.engine.progress import check_cancel
+
+    task = BackgroundTask()
+    stopped = []
+
+    def slow(progress=None, cancel=None):
+        for _ in range(500):
+            time.sleep(0.01)
+            try:
+                check_cancel(cancel, "slow")
+            except Cancelled:
+                stopped.append(True)
+                raise
+        return "slow finished"
+
+    heard = []
+    for signal in (task.succeeded, task.cancelled, task.failed):
+        signal.connect(lambda *args: heard.append(args))
+    busy = []
+    task.busy_changed.connect(busy.append)
+    task.start("slow", slow)
+    assert task.current == "slow"
+    with qtbot.waitSignal(task.succeeded, timeout=5000) as blocker:
+        task.start("fast", lambda progress=None, cancel=None: 7)
+    assert blocker.args == ["fast", 7]
+    assert task.wait(5.0) and stopped == [True]  # the superseded job was cancelled at its next checkpoint
+    qtbot.wait(50)
+    assert heard == [("fast", 7)]  # ... and what it reported was dropped
+    assert busy == [True, False] and not task.is_busy()
+
+
 # ----------------------------------------------------------------------------------------- dataset
 def test_opens_sample_dataset_with_thumbnails_and_patch_grid(qtbot, tmp_path):
     w = _window(qtbot, tmp_path / "ws", _tiny_config(), tmp_path)
@@ -130,8 +164,7 @@ def test_opens_sample_dataset_with_thumbnails_and_patch_grid(qtbot, tmp_path):
     # large view + patch grid of the config's grid
     panel.select_image(int(np.flatnonzero(np.asarray(ds.labels) == 1)[0]))
     assert panel._view_image is not None
-    with qtbot.waitSignal(w.runner.succeeded, timeout=30_000):
-        panel.grid_toggle.setChecked(True)
+    panel.grid_toggle.setChecked(True)  # the grid's frames only: drawn at once, no background job
     assert not panel.view._grid.path().isEmpty()
     # editing the split in the dataset panel changes the config and the counts
     panel.split_form.editors["dataset.n_train"].widget.setValue(5)
@@ -184,7 +217,7 @@ def test_run_all_from_the_gui_fills_results(qtbot, tmp_path, shared_workspace):
     for s in w.steps:
         assert w.pipeline_panel.status(s) in ("done", "cached")
     _wait_idle(qtbot, w)  # diagnostics job
-    assert len(w.pipeline_panel._ll) > 0  # the live log-likelihood got points
+    assert len(w.pipeline_panel.log_likelihood()) > 0  # the live log-likelihood got points
     # a second run with another classifier setting re-uses the vocabulary and is comparable
     w.pipeline_panel.sections["classifier"].form.editors["classifier.epochs"].widget.setValue(3)
     qtbot.waitUntil(lambda: w.pipeline_panel.status("classifier") == "stale", timeout=5000)
@@ -195,10 +228,10 @@ def test_run_all_from_the_gui_fills_results(qtbot, tmp_path, shared_workspace):
     assert w.results_panel.metrics.columnCount() == 4
     assert "classifier.epochs" in w.results_panel.diff_label.text()
     _wait_idle(qtbot, w)
-    files = w.export_plots(tmp_path / "plots")
+    files = w.exports.export_plots(tmp_path / "plots")
     assert all(p.exists() and p.stat().st_size > 0 for p in files)
     assert {p.suffix for p in files} == {".png", ".svg"}
-    csvs = w.export_tables(tmp_path / "tables")
+    csvs = w.exports.export_tables(tmp_path / "tables")
     assert csvs and all(p.suffix == ".csv" and p.stat().st_size > 0 for p in csvs)
     text = (tmp_path / "tables" / "per_class.csv").read_text()
     assert text.count("\n") == n_classes + 1
@@ -215,7 +248,7 @@ def test_live_log_likelihood_draws_one_gmm_fit_at_a_time(qtbot, tmp_path):
     last = w.pipeline.artifact("gmm", split=1)
     assert len(last.log_likelihood_) == 6
     # the curve shows the last fit (split 1) only, not both fits end to end
-    assert w.pipeline_panel._ll == pytest.approx(list(last.log_likelihood_), rel=1e-5)
+    assert w.pipeline_panel.log_likelihood() == pytest.approx(list(last.log_likelihood_), rel=1e-5)
     w.start_diagnostics()
     _wait_idle(qtbot, w)
     assert "Split 1 of 2" in w.diagnostics_panel.note.text()
@@ -226,7 +259,7 @@ def test_a_run_preempts_the_diagnostics_job(qtbot, tmp_path, shared_workspace):
     w = _window(qtbot, shared_workspace, _tiny_config(), tmp_path)
     _wait_idle(qtbot, w)
     w.start_diagnostics()
-    assert w.runner.current == "diagnostics"
+    assert w.diagnostics_panel.task.current == "diagnostics"
     assert w.pipeline_panel.run_all_button.isEnabled()  # a low-priority job does not block Run
     rid = _run_all(qtbot, w)  # cancels the diagnostics job, then runs (all steps cached here)
     assert w.results_panel.current_id() == rid
@@ -251,7 +284,7 @@ def test_saved_session_restores_the_same_state(qtbot, tmp_path, shared_workspace
     qtbot.addWidget(w2)
     assert w2.config == config
     assert w2.pipeline_panel.sections["pca"].form.editors["pca.whiten"].get() is True
-    assert w2.session_state()["current"] == state["current"]
+    assert w2.session_state().current == state.current
     assert [r.id for r in w2.runs] == [r.id for r in w.runs]
     assert _table_text(w2.results_panel.metrics) == metrics
     assert _table_text(w2.results_panel.per_class) == per_class
@@ -270,7 +303,7 @@ def test_exported_toml_replays_headless_to_the_same_metrics(qtbot, tmp_path, sha
     w = _window(qtbot, tmp_path / "ws-replay", _tiny_config(), tmp_path)
     rid = _run_all(qtbot, w)
     rec = w.results_panel.record(rid)
-    path = w.export_config(tmp_path / "exported.toml")
+    path = w.exports.export_config(tmp_path / "exported.toml")
     _wait_idle(qtbot, w)
     result = run(load_config(path), workspace=tmp_path / "fresh-workspace")
     assert set(result.metrics) == set(rec.metrics)

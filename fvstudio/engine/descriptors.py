@@ -574,3 +574,23 @@ def extract_channel(name: str, rgb, **params) -> DenseDescriptors:
     if name == "sift":
         return dense_sift(to_gray(arr), **params)
     return local_color_statistics(arr, **params)
+
+
+def dense_frames(image_shape, *, patch: int = 24, step: int = 4, scales: int = 5,
+                 scale_factor: float = 2 ** 0.5) -> Tuple[np.ndarray, np.ndarray]:
+    """Where :func:`dense_sift` and :func:`local_color_statistics` take their descriptors on an image of
+    ``image_shape`` (H, W, ...), without computing any: ``positions`` (T, 2) float32 frame centres (x, y)
+    and ``sizes`` (T,) float32 patch sides, both in input pixels, in the same order and the same values as
+    the ``positions`` / ``scales`` of those functions with the same grid parameters (module docstring)."""
+    patch, step, scales, scale_factor = _check_grid(patch, step, scales, scale_factor)
+    shape = (int(image_shape[0]), int(image_shape[1]))
+    levels = _levels(shape, patch, step, scales, scale_factor)
+    total = sum(ny * nx for _, _, ny, nx in levels)
+    pos = np.empty((total, 2), np.float32)
+    sizes = np.empty(total, np.float32)
+    start = 0
+    for _, size_hw, ny, nx in levels:
+        stop = start + ny * nx
+        pos[start:stop], sizes[start:stop] = _level_frames(shape, size_hw, ny, nx, patch, step)
+        start = stop
+    return pos, sizes

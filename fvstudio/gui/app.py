@@ -60,7 +60,7 @@ def make_window(workspace=None, settings=None, persist: bool = True):
     """Build the main window (a QApplication must exist) on the chosen workspace."""
     from PySide6.QtCore import QSettings
 
-    from . import workspace as ws_mod
+    from . import session
     from .main_window import MainWindow
     from .plots import apply_theme
 
@@ -70,11 +70,11 @@ def make_window(workspace=None, settings=None, persist: bool = True):
     ws.mkdir(parents=True, exist_ok=True)
     config = None
     try:
-        config, _, _ = ws_mod.load_session(ws)
+        config, _, _ = session.load_session(ws)
     except Exception:  # noqa: BLE001 - a broken session falls back to defaults (and is reported on load)
         config = None
     window = MainWindow(ws, config or default_config(), settings, persist=persist)
-    if (ws_mod.session_dir(ws) / "session.json").exists():
+    if (session.session_dir(ws) / "session.json").exists():
         window.load_workspace(ws)
     else:
         panel = settings.value("panel")
@@ -84,13 +84,14 @@ def make_window(workspace=None, settings=None, persist: bool = True):
     return window
 
 
-def wait_until_drawn(app, window, timeout: float = 8.0) -> None:
-    """Process events until the window is exposed, thumbnails in view are loaded and jobs are idle."""
+def wait_until_drawn(app, window, timeout: float = 30.0) -> None:
+    """Process events until the window is exposed, thumbnails in view are loaded and tasks are idle (at most
+    ``timeout`` s: the diagnostics refresh of a K = 256 workspace takes ~3.5 s alone, and its niced worker
+    thread needed more than 8 s on a busy two-core machine)."""
     t0 = time.monotonic()
-    model = window.dataset_panel.model
     while time.monotonic() - t0 < timeout:
         app.processEvents()
-        busy = window.runner.is_busy() or not model.queue_idle()
+        busy = not window.is_idle() or not window.dataset_panel.thumbnails_idle()
         if not busy and time.monotonic() - t0 > 0.8:
             break
         time.sleep(0.02)

@@ -8,9 +8,9 @@
   read go through ``fvstudio.data.images.load_image``). Pixmaps are cached (LRU), so scrolling a few
   thousand images stays smooth.
 - The large view shows the image at the resolution the descriptors see (``load_image(path, max_pixels)``
-  with the config's ``max_pixels``) and, on demand, the patches of one scale of the dense grid returned by
-  ``fvstudio.engine.descriptors.dense_sift`` with the config's grid parameters (squares of the patch size
-  centred at the returned positions). The grid is computed in the shared job runner like every other job.
+  with the config's ``dataset.max_pixels``) and, on demand, the patches of one scale of the dense grid
+  (:func:`fvstudio.pipeline.diagnostics.patch_grid` at the config's ``descriptors.*`` grid: the frames
+  only, no descriptor is computed), drawn as squares of the patch size centred at the frame positions.
 - The split options of the config (the ``dataset`` section of the schema: train/test lists, images per
   class, seed ...) are edited here; train/test counts per class and a split filter follow them.
 """
@@ -24,10 +24,13 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 from PySide6.QtCore import QAbstractListModel, QItemSelectionModel, QModelIndex, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QImage, QImageReader, QPainter, QPainterPath, QPalette, QPen, QPixmap
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QGraphicsPixmapItem, QGraphicsScene,
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QGraphicsPixmapItem,
+                               QGraphicsScene,
                                QGraphicsView, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QListView,
                                QPushButton, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout,
                                QWidget)
+
+from fvstudio.pipeline.diagnostics import patch_grid
 
 from .workers import BackgroundQueue
 
@@ -70,34 +73,22 @@ def rgb_to_qimage(rgb: np.ndarray) -> QImage:
 def dataset_labels(ds, i: int) -> List[str]:
     """Class names of image ``i``: its label, or every positive (and '(difficult)') target."""
     names = list(ds.class_names)
-    if getattr(ds, "multilabel", False) and getattr(ds, "targets", None) is not None:
+    if ds.multilabel:
         row = np.asarray(ds.targets[i])
         out = [names[c] for c in np.flatnonzero(row > 0)]
         out += [f"{names[c]} (difficult)" for c in np.flatnonzero(row == 0)]
         return out
-    labels = getattr(ds, "labels", None)
-    if labels is None:
-        return []
-    c = int(labels[i])
+    c = int(ds.labels[i])
     return [names[c]] if c >= 0 else []
 
 
 def class_members(ds) -> List[np.ndarray]:
     """Indices of images per class (positives for multi-label data)."""
-    n_c = len(ds.class_names)
-    if getattr(ds, "multilabel", False) and getattr(ds, "targets", None) is not None:
+    if ds.multilabel:
         t = np.asarray(ds.targets)
-        return [np.flatnonzero(t[:, c] > 0) for c in range(n_c)]
+        return [np.flatnonzero(t[:, c] > 0) for c in range(len(ds.class_names))]
     labels = np.asarray(ds.labels)
-    return [np.flatnonzero(labels == c) for c in range(n_c)]
-
-
-def first_split(splits) -> Optional[Any]:
-    if splits is None:
-        return None
-    if isinstance(splits, (list, tuple)):
-        return splits[0] if splits else None
-    return splits
+    return [np.flatnonzero(labels == c) for c in range(len(ds.class_names))]
 
 
 class ThumbnailModel(QAbstractListModel):
@@ -111,6 +102,7 @@ class ThumbnailModel(QAbstractListModel):
         self._cache: "OrderedDict[str, QPixmap]" = OrderedDict()
         self._failed: set = set()
         self._row_of: Dict[int, int] = {}
+        self._path_index: Dict[str, int] = {}
         self._queue = BackgroundQueue(_read_thumbnail, self)
         self._queue.ready.connect(self._on_ready)
         self._placeholder = self._make_placeholder()
@@ -134,6 +126,7 @@ class ThumbnailModel(QAbstractListModel):
         self._failed.clear()
         self._rows = np.arange(len(ds.paths)) if ds is not None else np.zeros(0, dtype=np.int64)
         self._row_of = {int(i): r for r, i in enumerate(self._rows)}
+        self._path_index = {str(p): k for k, p in enumerate(ds.paths)} if ds is not None else {}
         self.endResetModel()
 
     def set_filter(self, indices: np.ndarray) -> None:
@@ -156,6 +149,14 @@ class ThumbnailModel(QAbstractListModel):
 
     def queue_idle(self) -> bool:
         return self._queue.idle()
+
+    def stop_loading(self) -> None:
+        """Forget the thumbnails not loaded yet (the loading thread then leaves)."""
+        self._queue.clear()
+
+    def row_of(self, i: int) -> Optional[int]:
+        """The row showing dataset image ``i``, or None if the filter hides it."""
+        return self._row_of.get(int(i))
 
     # ---------------------------------------------------------------- Qt model
     def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802
@@ -204,12 +205,7 @@ class ThumbnailModel(QAbstractListModel):
             self._cache.popitem(last=False)
         if self._ds is None:
             return
-        # Which visible row shows this path? Paths are unique; search only the cheap way.
-        try:
-            i = self._path_index[path]
-        except (AttributeError, KeyError):
-            self._path_index = {str(p): k for k, p in enumerate(self._ds.paths)}
-            i = self._path_index.get(path)
+        i = self._path_index.get(path)  # paths are unique
         row = self._row_of.get(i) if i is not None else None
         if row is not None:
             idx = self.index(row)
@@ -272,20 +268,30 @@ class DatasetPanel(QWidget):
     open_requested = Signal(str)         # a folder to open as dataset (dialog or drop)
     split_edited = Signal(str, object)   # config key, value
 
-    def __init__(self, runner, parent=None) -> None:
+    def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.setObjectName("panel:dataset")
-        self.runner = runner
-        self.submit = runner.start  # the main window replaces this with its queueing submit
         self.ds = None
         self.split = None
         self.config = None
+        self.split_form = None
         self._view_index: Optional[int] = None
         self._view_image: Optional[np.ndarray] = None
-        self._grid_cache: Dict[tuple, Any] = {}
         self.setAcceptDrops(True)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self._build_classes())
+        split.addWidget(self._build_thumbnails())
+        split.addWidget(self._build_image_view())
+        split.setStretchFactor(0, 2)
+        split.setStretchFactor(1, 4)
+        split.setStretchFactor(2, 3)
+        split.setSizes([300, 520, 420])
+        self.splitter = split
+        layout = QVBoxLayout(self)
+        layout.addLayout(self._build_header())
+        layout.addWidget(split, 1)
 
-        # --- header
+    def _build_header(self) -> QHBoxLayout:
         self.title = QLabel("No dataset")
         self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         f = self.title.font()
@@ -293,11 +299,14 @@ class DatasetPanel(QWidget):
         self.title.setFont(f)
         self.open_button = QPushButton("Open dataset…")
         self.open_button.setToolTip("Open a class-folder dataset or a PASCAL VOC devkit (or drop a folder here)")
+        self.open_button.clicked.connect(self.choose_folder)
         head = QHBoxLayout()
         head.addWidget(self.title, 1)
         head.addWidget(self.open_button)
+        return head
 
-        # --- classes
+    def _build_classes(self) -> QWidget:
+        """Left: the class table (images / train / test per class) above the split options."""
         self.classes = QTableWidget(0, 4)
         self.classes.setHorizontalHeaderLabels(["Class", "Images", "Train", "Test"])
         self.classes.verticalHeader().setVisible(False)
@@ -309,21 +318,20 @@ class DatasetPanel(QWidget):
         for c in (1, 2, 3):
             hh.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
         self.classes.itemSelectionChanged.connect(self._apply_filter)
-
         self.split_box = QGroupBox("Train / test split (pipeline config)")
         self.split_layout = QVBoxLayout(self.split_box)
         self.split_info = QLabel("")
         self.split_info.setWordWrap(True)
         self.split_layout.addWidget(self.split_info)
-        self.split_form = None
-
         left = QWidget()
         ll = QVBoxLayout(left)
         ll.setContentsMargins(0, 0, 0, 0)
         ll.addWidget(self.classes, 1)
         ll.addWidget(self.split_box)
+        return left
 
-        # --- thumbnails
+    def _build_thumbnails(self) -> QWidget:
+        """Middle: the thumbnail grid with the train / test filter."""
         self.model = ThumbnailModel(self)
         self.grid = QListView()
         self.grid.setObjectName("thumbnails")
@@ -344,18 +352,20 @@ class DatasetPanel(QWidget):
         self.split_filter.addItems(["All images", "Train", "Test"])
         self.split_filter.currentIndexChanged.connect(self._apply_filter)
         self.count_label = QLabel("")
-        mid = QWidget()
-        ml = QVBoxLayout(mid)
-        ml.setContentsMargins(0, 0, 0, 0)
         bar = QHBoxLayout()
         bar.addWidget(QLabel("Show:"))
         bar.addWidget(self.split_filter)
         bar.addStretch(1)
         bar.addWidget(self.count_label)
+        mid = QWidget()
+        ml = QVBoxLayout(mid)
+        ml.setContentsMargins(0, 0, 0, 0)
         ml.addLayout(bar)
         ml.addWidget(self.grid, 1)
+        return mid
 
-        # --- large view
+    def _build_image_view(self) -> QWidget:
+        """Right: the selected image at descriptor resolution, with the patch-grid controls."""
         self.view = ImageView()
         self.grid_toggle = QCheckBox("Patch grid")
         self.grid_toggle.setToolTip("Overlay the dense descriptor patches of one scale (Sec. 3.1: 24x24 "
@@ -369,30 +379,25 @@ class DatasetPanel(QWidget):
         self.view_info = QLabel("Click a thumbnail to view it.")
         self.view_info.setWordWrap(True)
         self.view_info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        right = QWidget()
-        rl = QVBoxLayout(right)
-        rl.setContentsMargins(0, 0, 0, 0)
         tools = QHBoxLayout()
         tools.addWidget(self.grid_toggle)
         tools.addWidget(self.scale_spin)
         tools.addStretch(1)
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
         rl.addLayout(tools)
         rl.addWidget(self.view, 1)
         rl.addWidget(self.view_info)
+        return right
 
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(left)
-        split.addWidget(mid)
-        split.addWidget(right)
-        split.setStretchFactor(0, 2)
-        split.setStretchFactor(1, 4)
-        split.setStretchFactor(2, 3)
-        split.setSizes([300, 520, 420])
-        self.splitter = split
-
-        layout = QVBoxLayout(self)
-        layout.addLayout(head)
-        layout.addWidget(split, 1)
+    # ---------------------------------------------------------------- opening a folder
+    def choose_folder(self) -> None:
+        """Ask for a dataset folder (class folders or a VOC devkit); ``open_requested`` if one is chosen."""
+        start = str(self.config.get("dataset.root") or Path.home())
+        path = QFileDialog.getExistingDirectory(self, "Open a class-folder dataset or a VOC devkit", start)
+        if path:
+            self.open_requested.emit(path)
 
     # ---------------------------------------------------------------- drag and drop
     def dragEnterEvent(self, event) -> None:  # noqa: N802
@@ -421,25 +426,22 @@ class DatasetPanel(QWidget):
         self.config = config
         if self.split_form is not None:
             self.split_form.set_values(config)
-        n_scales = self._cfg("descriptors.scales", 1)
-        self.scale_spin.setRange(1, max(1, int(n_scales or 1)))
-        self._grid_cache.clear()
+        self.scale_spin.setRange(1, config.get("descriptors.scales"))
         if self._view_index is not None:
             self._show_image(self._view_index)
 
-    def _cfg(self, key: str, default=None):
-        if self.config is None:
-            return default
-        try:
-            v = self.config.get(key)
-        except (KeyError, AttributeError, ValueError):
-            return default
-        return default if v is None else v
+    def thumbnails_idle(self) -> bool:
+        """True when no thumbnail is waiting to be loaded."""
+        return self.model.queue_idle()
+
+    def stop_loading(self) -> None:
+        """Drop the thumbnails still waiting (e.g. the window closes)."""
+        self.model.stop_loading()
 
     def set_dataset(self, ds, splits=None) -> None:
         same = self.ds is not None and ds is not None and list(ds.paths) == list(self.ds.paths)
         self.ds = ds
-        self.split = first_split(splits)
+        self.split = splits[0] if splits else None  # the panel shows the first split
         if not same:
             self.model.set_dataset(ds)
             self._view_index = None
@@ -449,8 +451,8 @@ class DatasetPanel(QWidget):
             self.title.setText("No dataset")
             self.classes.setRowCount(0)
             return
-        kind = "PASCAL VOC devkit" if getattr(ds, "kind", "") == "voc" else "class folders"
-        ml = ", multi-label" if getattr(ds, "multilabel", False) else ""
+        kind = "PASCAL VOC devkit" if ds.kind == "voc" else "class folders"
+        ml = ", multi-label" if ds.multilabel else ""
         self.title.setText(f"{ds.root}  —  {len(ds.paths)} images, {len(ds.class_names)} classes ({kind}{ml})")
         self._fill_classes(ds)
         self._apply_filter()
@@ -506,7 +508,7 @@ class DatasetPanel(QWidget):
             idx = idx[np.isin(idx, keep)]
         self.model.set_filter(idx)
         self.count_label.setText(f"{len(idx)} images")
-        row = self.model._row_of.get(self._view_index) if self._view_index is not None else None
+        row = self.model.row_of(self._view_index) if self._view_index is not None else None
         if row is not None:  # keep the viewed image selected (without reloading it)
             sm = self.grid.selectionModel()
             sm.blockSignals(True)
@@ -521,7 +523,7 @@ class DatasetPanel(QWidget):
 
     def select_image(self, i: int) -> None:
         """Show image ``i`` of the dataset (also selects its thumbnail if it is visible)."""
-        row = self.model._row_of.get(int(i))
+        row = self.model.row_of(i)
         if row is not None:
             self.grid.selectionModel().setCurrentIndex(self.model.index(row),
                                                        QItemSelectionModel.SelectionFlag.ClearAndSelect)
@@ -533,7 +535,7 @@ class DatasetPanel(QWidget):
 
         ds = self.ds
         self._view_index = i
-        max_pixels = int(self._cfg("dataset.max_pixels", self._cfg("descriptors.max_pixels", 100_000)))
+        max_pixels = self.config.get("dataset.max_pixels")
         try:
             rgb = load_image(ds.paths[i], max_pixels=max_pixels)
         except Exception as exc:  # noqa: BLE001 - an unreadable file is shown, not raised
@@ -555,50 +557,19 @@ class DatasetPanel(QWidget):
                                f"shown at descriptor resolution {w}×{h} px (max_pixels = {max_pixels:,})")
         self._update_grid()
 
-    def _grid_params(self) -> dict:
-        keys = {"patch": 24, "step": 4, "scales": 5, "scale_factor": 2 ** 0.5}
-        out = {}
-        for k, d in keys.items():
-            out[k] = self._cfg(f"descriptors.{k}", d)
-        return out
-
     def _update_grid(self, *_: Any) -> None:
+        """Draw the patches of the chosen scale of the config's dense grid on the viewed image."""
+        base = self.view_info.text().split("<br><i>")[0]
         if not self.grid_toggle.isChecked() or self._view_image is None:
             self.view.set_patches(None, 0)
+            self.view_info.setText(base)
             return
-        params = self._grid_params()
-        key = (self._view_index, tuple(sorted(params.items())))
-        if key in self._grid_cache:
-            self._draw_grid(self._grid_cache[key])
-            return
-        from fvstudio.engine.descriptors import dense_sift, to_gray
-
-        rgb = self._view_image
-
-        def job(progress=None, cancel=None):
-            return key, dense_sift(to_gray(rgb), **params)
-
-        if not self.submit("patch grid", job) or self.runner.current != "patch grid":
-            self.view_info.setText(self.view_info.text().split("<br><i>")[0] +
-                                   "<br><i>patch grid: drawn when the running job has finished</i>")
-
-    def on_job_done(self, name: str, result: Any) -> None:
-        """Called by the main window for the 'patch grid' job."""
-        key, dd = result
-        self._grid_cache[key] = dd
-        if key[0] == self._view_index:
-            self._draw_grid(dd)
-
-    def _draw_grid(self, dd) -> None:
-        scales = np.asarray(dd.scales)
-        levels = np.unique(scales)
-        s = min(self.scale_spin.value(), len(levels)) - 1
-        if len(levels) == 0:
+        grid = patch_grid(self.config, self._view_image.shape[:2])
+        if len(grid.sizes) == 0:
             self.view.set_patches(None, 0)
+            self.view_info.setText(base + "<br><i>no patch fits in this image</i>")
             return
-        size = float(levels[s])
-        sel = np.asarray(dd.positions)[scales == levels[s]]
-        self.view.set_patches(sel, size)
-        base = self.view_info.text().split("<br><i>")[0]
-        self.view_info.setText(base + f"<br><i>{len(sel):,} patches of {size:.0f} px at this scale; "
-                                      f"{len(scales):,} descriptors over {len(levels)} scales</i>")
+        positions, side = grid.at_scale(self.scale_spin.value() - 1)
+        self.view.set_patches(positions, side)
+        self.view_info.setText(base + f"<br><i>{len(positions):,} patches of {side:.0f} px at this scale; "
+                                      f"{len(grid.sizes):,} descriptors over {len(grid.scale_sides)} scales</i>")

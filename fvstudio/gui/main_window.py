@@ -1,38 +1,48 @@
-"""The explorer's main window: four panels over one pipeline config and one workspace, plus the job runner.
+"""The explorer's main window: four panels over one pipeline config and one workspace.
 
 State held here (and nowhere else): the current ``PipelineConfig`` (edited by the panels' widgets), the
 workspace folder (the pipeline's cache + the saved session), a ``Pipeline`` for statuses and the dataset
-view, the run history (:class:`~fvstudio.gui.workspace.RunRecord`) and the explorer's own step states
-(running / done / failed / cancelled) laid over the pipeline's ``status()``.
+view, and the run history (:class:`~fvstudio.gui.session.RunRecord`). The rest lives where it belongs:
 
-Every long action is a job of the single :class:`~fvstudio.gui.workers.JobRunner`: a run builds a fresh
-``Pipeline(config.copy(), workspace)`` in the worker thread, so editing the config while it runs is safe
-(the run keeps the values it started with). Progress goes to the status bar (bar, message, ETA, Cancel);
-a failure opens a message box whose "Show Details" holds the traceback, and is logged (Log dock + the
+- **Pipeline runs** go through ``runner``, the window's :class:`~fvstudio.gui.workers.BackgroundTask`
+  shared by the Run buttons, the Run menu and F5: one run at a time (Run is disabled while one runs), each
+  :func:`~fvstudio.gui.runs.run_pipeline_step` on a copy of the config in the worker thread, so editing
+  the config meanwhile is safe. :class:`~fvstudio.gui.runs.StepStates` turns the run's progress into step
+  states, :class:`~fvstudio.gui.runs.EMTrace` into the live EM curve.
+- **Panels own their background work**: the diagnostics panel its refresh task (a run cancels it, and
+  starts it again when it has succeeded), the dataset panel its thumbnail queue.
+- The saved session is :mod:`fvstudio.gui.session`, the exports :mod:`fvstudio.gui.export`, the progress
+  in the status bar (bar, ETA, Cancel) :class:`~fvstudio.gui.status_bar.TaskProgress`.
+
+A failure opens a message box whose "Show Details" holds the traceback, and is logged (Log dock + the
 ``fvstudio.gui`` logger). Window geometry, the last workspace and panel live in ``QSettings``.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from PySide6.QtCore import QObject, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QIcon, QKeySequence
-from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QPlainTextEdit,
-                               QProgressBar, QPushButton, QTabWidget)
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QPlainTextEdit, QTabWidget
 
 from fvstudio.engine.progress import Progress
+from fvstudio.pipeline import STEPS, Pipeline, PipelineConfig
+from fvstudio.pipeline.diagnostics import Diagnostics, unreadable_images
 
-from . import workspace as ws_mod
-from .config_form import ConfigForm, normalise_schema
+from . import session
+from .config_form import ConfigForm, entries_from_schema
 from .dataset_panel import DatasetPanel
-from .diagnostics_panel import DiagnosticsPanel, compute_diagnostics
-from .pipeline_panel import DATASET_SECTIONS, PipelinePanel
-from .plots import export_figure
-from .results_panel import ResultsPanel, table_to_csv
-from .workers import JobRunner, ProgressClock, format_eta
+from .diagnostics_panel import DiagnosticsPanel
+from .export import ExportActions
+from .pipeline_panel import SECTION_STEPS, PipelinePanel
+from .results_panel import ResultsPanel
+from .runs import EMTrace, RunOutcome, StepStates, run_pipeline_step
+from .status_bar import TaskProgress
+from .workers import BackgroundTask
 
 log = logging.getLogger("fvstudio.gui")
 
@@ -75,41 +85,43 @@ def app_icon() -> QIcon:
 
 class MainWindow(QMainWindow):
     run_recorded = Signal(str)        # run id, after a run's results are in the history
-    diagnostics_ready = Signal()
 
-    def __init__(self, workspace, config, settings: Optional[QSettings] = None, parent=None,
+    def __init__(self, workspace, config: PipelineConfig, settings: Optional[QSettings] = None, parent=None,
                  persist: bool = True) -> None:
         super().__init__(parent)
-        from fvstudio.pipeline import STEPS, PipelineConfig
-
         self.setObjectName("fvstudio_main")
         self.settings = settings or QSettings()
         self.workspace = Path(workspace)
-        self.config = config if config is not None else PipelineConfig()
+        self.config = config
         self.steps = tuple(STEPS)
-        self.pipeline = None
+        self.pipeline: Optional[Pipeline] = None
         self.pipeline_error: Optional[str] = None
-        self.runs: List[ws_mod.RunRecord] = []
-        self.overlay: Dict[str, str] = {}
+        self.runs: List[session.RunRecord] = []
+        self.step_states = StepStates(self.steps)
+        self.em_trace = EMTrace()
         self.last_error: Optional[tuple] = None
         self.error_box: Optional[QMessageBox] = None
-        self._job_step: Optional[str] = None
-        self._ll_unit: Optional[tuple] = None  # (channel, split) of the GMM fit drawn live
-        self._queued: List[tuple] = []  # (name, fn) waiting for the runner
-        self._step_t0 = 0.0
-        self._clock = ProgressClock()
+        self._single_step: Optional[str] = None  # the step of the single-step run under way (None: run all)
         self.persist = persist  # False: writes neither QSettings nor the session on close (screenshots)
         self.setWindowTitle("fvstudio")
         self.setWindowIcon(app_icon())
         self.setAcceptDrops(True)
+        self.runner = BackgroundTask(self)  # the shared runner of pipeline runs
+        self._build_panels()
+        self._build_log_dock()
+        self._build_status_bar()
+        self.exports = ExportActions(self, config=lambda: self.config, workspace=lambda: self.workspace,
+                                     figures=self.figures, tables=self.tables, report=self.status_message.setText)
+        self._build_menus()
+        self._connect()
+        self._restore_geometry()
+        self.apply_config(self.config)
 
-        self.runner = JobRunner(self)
-        entries = normalise_schema(PipelineConfig.schema())
-
-        # ---- panels
-        self.dataset_panel = DatasetPanel(self.runner)
-        split_entries = [e for e in entries if e.section in DATASET_SECTIONS]
-        self.dataset_panel.set_split_form(ConfigForm(split_entries))
+    # ================================================================== building
+    def _build_panels(self) -> None:
+        entries = entries_from_schema(PipelineConfig.schema())
+        self.dataset_panel = DatasetPanel()
+        self.dataset_panel.set_split_form(ConfigForm([e for e in entries if SECTION_STEPS[e.section] is None]))
         self.pipeline_panel = PipelinePanel(self.steps, entries)
         self.results_panel = ResultsPanel()
         self.diagnostics_panel = DiagnosticsPanel()
@@ -121,7 +133,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.diagnostics_panel, "Dia&gnostics")
         self.setCentralWidget(self.tabs)
 
-        # ---- log dock
+    def _build_log_dock(self) -> None:
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(5000)
@@ -136,54 +148,37 @@ class MainWindow(QMainWindow):
         if logging.getLogger("fvstudio").level == logging.NOTSET:
             logging.getLogger("fvstudio").setLevel(logging.INFO)
 
-        # ---- status bar
+    def _build_status_bar(self) -> None:
         self.status_message = QLabel("Ready")
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setObjectName("progress")
-        self.progress_bar.setRange(0, 1000)
-        self.progress_bar.setMaximumWidth(260)
-        self.progress_bar.setTextVisible(True)
-        self.eta_label = QLabel("")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setObjectName("status_cancel")
-        self.cancel_button.setToolTip("Stop the running job (Esc)")
-        self.cancel_button.clicked.connect(self.cancel_job)
-        sb = self.statusBar()
-        sb.addWidget(self.status_message, 1)
-        sb.addPermanentWidget(self.progress_bar)
-        sb.addPermanentWidget(self.eta_label)
-        sb.addPermanentWidget(self.cancel_button)
-        self._set_busy_widgets(False)
+        self.task_progress = TaskProgress()
+        self.task_progress.watch(self.runner)
+        self.task_progress.watch(self.diagnostics_panel.task)
+        self.task_progress.message.connect(self.status_message.setText)
+        self.statusBar().addWidget(self.status_message, 1)
+        self.statusBar().addPermanentWidget(self.task_progress)
 
-        self._build_menus()
-
-        # ---- wiring
-        self.dataset_panel.open_requested.connect(self.open_dataset)
-        self.dataset_panel.open_button.clicked.connect(self.choose_dataset)
-        self.dataset_panel.split_edited.connect(self.edit_config)
-        self.pipeline_panel.edited.connect(self.edit_config)
-        self.pipeline_panel.run_all_requested.connect(self.run_all)
-        self.pipeline_panel.run_step_requested.connect(self.run_step)
-        self.pipeline_panel.cancel_requested.connect(self.cancel_job)
+    def _connect(self) -> None:
+        dp, pp = self.dataset_panel, self.pipeline_panel
+        dp.open_requested.connect(self.open_dataset)
+        dp.split_edited.connect(self.edit_config)
+        pp.edited.connect(self.edit_config)
+        pp.run_all_requested.connect(self.run_all)
+        pp.run_step_requested.connect(self.run_step)
+        pp.cancel_requested.connect(self.cancel_job)
         self.results_panel.history_changed.connect(self._on_history_changed)
-        self.runner.progressed.connect(self._on_progress)
-        self.runner.succeeded.connect(self._on_succeeded)
-        self.runner.cancelled.connect(self._on_cancelled)
-        self.runner.failed.connect(self._on_failed)
-        self.runner.busy_changed.connect(self._set_busy_widgets)
-        self.runner.finished.connect(lambda _name: QTimer.singleShot(0, self._start_queued))
-        self.dataset_panel.submit = self.submit
+        self.runner.progressed.connect(self._on_run_progress)
+        self.runner.succeeded.connect(self._on_run_succeeded)
+        self.runner.cancelled.connect(self._on_run_cancelled)
+        self.runner.failed.connect(self._on_run_failed)
+        self.runner.busy_changed.connect(self._set_running)
+        self.diagnostics_panel.updated.connect(self._on_diagnostics)
+        self.diagnostics_panel.task.failed.connect(
+            lambda label, message, tb: self.show_error(f"{label} failed", message, tb))
         self._status_timer = QTimer(self)
         self._status_timer.setSingleShot(True)
         self._status_timer.setInterval(150)
         self._status_timer.timeout.connect(self.refresh)
-
-        for name, table in self.tables().items():
-            table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
-            table.customContextMenuRequested.connect(lambda pos, n=name, t=table: self._table_menu(n, t, pos))
-
-        self._restore_geometry()
-        self.apply_config(self.config)
+        self.exports.add_table_menus()
 
     # ================================================================== menus
     def _action(self, menu, text: str, slot, shortcut=None, tip: str = "") -> QAction:
@@ -200,17 +195,17 @@ class MainWindow(QMainWindow):
     def _build_menus(self) -> None:
         mb = self.menuBar()
         f = mb.addMenu("&File")
-        self._action(f, "&Open dataset…", self.choose_dataset, QKeySequence.StandardKey.Open,
+        self._action(f, "&Open dataset…", self.dataset_panel.choose_folder, QKeySequence.StandardKey.Open,
                      "Open a class-folder dataset or a VOC devkit")
         self._action(f, "Open &workspace…", self.choose_workspace, "Ctrl+Shift+O",
                      "Open a workspace folder (cached steps + saved session)")
         self._action(f, "&Save session", self.save_session, QKeySequence.StandardKey.Save,
                      "Save config, results and run history into the workspace")
         f.addSeparator()
-        self._action(f, "&Export config as TOML…", self.choose_export_config, "Ctrl+E",
+        self._action(f, "&Export config as TOML…", self.exports.choose_export_config, "Ctrl+E",
                      "A config file that `fvstudio run` replays to the same numbers")
-        self._action(f, "Export &plots (PNG + SVG)…", self.choose_export_plots, "Ctrl+Shift+E")
-        self._action(f, "Export &tables (CSV)…", self.choose_export_tables, "Ctrl+Shift+T")
+        self._action(f, "Export &plots (PNG + SVG)…", self.exports.choose_export_plots, "Ctrl+Shift+E")
+        self._action(f, "Export &tables (CSV)…", self.exports.choose_export_tables, "Ctrl+Shift+T")
         f.addSeparator()
         self._action(f, "&Quit", self.close, QKeySequence.StandardKey.Quit)
         r = mb.addMenu("&Run")
@@ -244,23 +239,21 @@ class MainWindow(QMainWindow):
         return PANELS[self.tabs.currentIndex()]
 
     # ================================================================== config + pipeline
-    def apply_config(self, config) -> None:
-        """Use ``config`` (a PipelineConfig) everywhere: widgets, pipeline, dataset view, statuses."""
+    def apply_config(self, config: PipelineConfig) -> None:
+        """Use ``config`` everywhere: widgets, pipeline, dataset view, statuses."""
         self.config = config.copy()
-        self.overlay.clear()
+        self.step_states.clear()
         self.dataset_panel.set_config(self.config)
         self.pipeline_panel.set_config(self.config)
-        self._rebuild_pipeline()
+        self._open_pipeline()
         self.refresh()
 
-    def _rebuild_pipeline(self) -> None:
-        from fvstudio.pipeline import Pipeline
-
+    def _open_pipeline(self) -> None:
         self.pipeline_error = None
         try:
             self.pipeline = Pipeline(self.config.copy(), self.workspace)
             ds = self.pipeline.dataset
-        except Exception as exc:  # noqa: BLE001 - shown, not raised
+        except Exception as exc:  # noqa: BLE001 - any folder can be opened: what goes wrong is shown, not raised
             self.pipeline_error = f"{exc}"
             log.warning("cannot open the dataset: %s", exc)
             self.dataset_panel.set_dataset(None)
@@ -272,7 +265,7 @@ class MainWindow(QMainWindow):
         splits = None
         try:
             splits = self.pipeline.splits
-        except Exception as exc:  # noqa: BLE001
+        except (ValueError, OSError) as exc:  # ConfigError: e.g. more training images asked than there are
             self.status_message.setText(f"Split: {exc}")
             log.warning("cannot make the split: %s", exc)
         self.dataset_panel.set_dataset(ds, splits)
@@ -287,17 +280,15 @@ class MainWindow(QMainWindow):
             self.dataset_panel.set_config(self.config)
             self.pipeline_panel.set_config(self.config)
             return
-        for s, state in list(self.overlay.items()):
-            if state != "running":
-                del self.overlay[s]
+        self.step_states.config_edited()
         if key == "dataset.root":
-            self._rebuild_pipeline()
+            self._open_pipeline()
         elif self.pipeline is not None:
             self.pipeline.config = self.config.copy()
             if key.startswith("dataset."):
                 try:
                     self._show_dataset(self.pipeline.dataset)
-                except Exception as exc:  # noqa: BLE001
+                except (ValueError, OSError) as exc:
                     self.status_message.setText(str(exc))
         if key.startswith("descriptors.") or key == "dataset.max_pixels":
             self.dataset_panel.set_config(self.config)
@@ -305,41 +296,36 @@ class MainWindow(QMainWindow):
 
     def _renew_pipeline(self) -> None:
         """A fresh Pipeline on the same dataset object: forgets what the old one memoised (descriptor
-        store indexes, loaded models) after a job changed the workspace."""
-        from fvstudio.pipeline import Pipeline
-
+        store indexes, loaded models) after a run changed the workspace."""
         if self.pipeline is None or self.pipeline_error is not None:
             return
-        try:
-            self.pipeline = Pipeline(self.config.copy(), self.workspace, dataset=self.pipeline.dataset)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("pipeline: %s", exc)
+        self.pipeline = Pipeline(self.config.copy(), self.workspace, dataset=self.pipeline.dataset)
+
+    def _pipeline_factory(self) -> Callable[[], Pipeline]:
+        """Builds, where it is called (a worker thread), a Pipeline on a copy of the current config; the
+        dataset already opened is re-used."""
+        ds = self.pipeline.dataset if self.pipeline is not None and self.pipeline_error is None else None
+        return functools.partial(Pipeline, self.config.copy(), self.workspace, dataset=ds)
+
+    def _pipeline_status(self, step: str) -> str:
+        return self.pipeline.status(step) if self.pipeline is not None else "not run"
 
     def refresh(self) -> None:
-        """Step statuses: the pipeline's (cached / stale / not run) unless the explorer knows better."""
+        """Step statuses: the pipeline's (cached / stale / not run) unless the explorer saw better."""
         for s in self.steps:
-            state = self.overlay.get(s)
-            if state is None:
-                try:
-                    state = self.pipeline.status(s) if self.pipeline is not None else "not run"
-                except Exception as exc:  # noqa: BLE001
-                    log.warning("status of %s: %s", s, exc)
-                    state = "not run"
-            detail = self._descriptor_failures() if s == "descriptors" and state in ("cached", "done") else ""
+            state = self.step_states.state(s, self._pipeline_status)
+            detail = self._unreadable_detail() if s == "descriptors" and state in ("cached", "done") else ""
             self.pipeline_panel.set_status(s, state, detail)
 
-    def _descriptor_failures(self) -> str:
-        """'k of n images unreadable' for the split's images (from the descriptor store), or ''."""
-        import numpy as np
-
-        try:
-            store = self.pipeline.artifact("descriptors")
-            idx = np.unique(np.concatenate([np.r_[np.asarray(sp.train), np.asarray(sp.test)]
-                                            for sp in self.pipeline.splits]).astype(np.int64))
-            bad = int(np.sum(store.counts(idx) < 0)) if store is not None else 0
-        except Exception:  # noqa: BLE001 - a detail only
+    def _unreadable_detail(self) -> str:
+        """'k of n images unreadable' among the images the descriptors step extracts, or ''."""
+        if self.pipeline is None or self.pipeline_error is not None:
             return ""
-        return f"{bad} of {len(idx)} images unreadable" if bad else ""
+        try:
+            bad, total = unreadable_images(self.pipeline)
+        except (ValueError, OSError):  # no split can be made: a detail only
+            return ""
+        return f"{bad} of {total} images unreadable" if bad else ""
 
     def open_dataset(self, path: str) -> None:
         path = str(Path(path).expanduser())
@@ -347,10 +333,10 @@ class MainWindow(QMainWindow):
         for k in ("dataset.train_list", "dataset.test_list"):
             self.config.set(k, "")
         self.config.set("dataset.split", "auto")
-        self.overlay.clear()
+        self.step_states.clear()
         self.dataset_panel.set_config(self.config)
         self.pipeline_panel.set_config(self.config)
-        self._rebuild_pipeline()
+        self._open_pipeline()
         if self.pipeline_error:
             self.show_error("Cannot open the dataset", self.pipeline_error, "")
         else:
@@ -358,220 +344,121 @@ class MainWindow(QMainWindow):
             self.show_panel("dataset")
         self.refresh()
 
-    def choose_dataset(self) -> None:
-        start = str(self.config.get("dataset.root") or Path.home())
-        path = QFileDialog.getExistingDirectory(self, "Open a class-folder dataset or a VOC devkit", start)
-        if path:
-            self.open_dataset(path)
+    # ================================================================== pipeline runs
+    def run_all(self) -> bool:
+        return self._start_run("run all", "evaluate", single_step=None)
 
-    # ================================================================== jobs
-    def _set_busy_widgets(self, busy: bool) -> None:
-        # A low-priority job (diagnostics, patch grid) shows its progress but leaves Run enabled:
-        # starting a run cancels it (see submit).
-        blocking = busy and self.runner.current not in self.LOW_PRIORITY
-        self.progress_bar.setVisible(busy)
-        self.eta_label.setVisible(busy)
-        self.cancel_button.setVisible(busy)
-        self.pipeline_panel.set_busy(blocking)
-        if hasattr(self, "run_all_action"):
-            self.run_all_action.setEnabled(not blocking)
-        if busy:
-            self.progress_bar.setValue(0)
-            self.eta_label.setText(format_eta(None))
-            self._clock.reset()
+    def run_step(self, step: str) -> bool:
+        return self._start_run(f"run {step}", step, single_step=step)
 
-    LOW_PRIORITY = ("diagnostics", "patch grid")
-
-    def submit(self, name: str, fn) -> bool:
-        """Start a job now, or queue it behind the running one. A pipeline run pre-empts (cancels) a
-        running low-priority job (diagnostics, patch grid); a second pipeline run is refused."""
-        if not self.runner.is_busy() and not self._queued:
-            return self.runner.start(name, fn)
-        if not self.runner.is_busy():  # between two queued jobs: make sure the queue moves on
-            QTimer.singleShot(0, self._start_queued)
-        current = self.runner.current
-        if name not in self.LOW_PRIORITY and current is not None and current not in self.LOW_PRIORITY:
-            self.status_message.setText(f"{current} is still running")
+    def _start_run(self, label: str, step: str, single_step: Optional[str]) -> bool:
+        if self.runner.is_busy():
+            self.status_message.setText(f"{self.runner.current} is still running")
             return False
-        self._queued = [(n, f) for n, f in self._queued if n != name]
-        if name in self.LOW_PRIORITY:
-            self._queued.append((name, fn))
-        else:
-            self._queued.insert(0, (name, fn))
-            if current in self.LOW_PRIORITY:
-                self.runner.cancel()
+        self.diagnostics_panel.cancel()  # it reads artifacts this run may replace; it runs again afterwards
+        fits_gmm = self.steps.index(step) >= self.steps.index("gmm") and self._pipeline_status("gmm") != "cached"
+        self.em_trace.reset([] if fits_gmm else self.em_trace.values)
+        if fits_gmm:
+            self._show_em_trace()
+        self.step_states.run_started()
+        self._single_step = single_step
+        self.status_message.setText(f"{label}…")
+        self.runner.start(label, run_pipeline_step, self._pipeline_factory(), step)
         return True
 
-    def _start_queued(self) -> None:
-        if self._queued and not self.runner.is_busy():
-            name, fn = self._queued.pop(0)
-            self.runner.start(name, fn)
+    def _set_running(self, running: bool) -> None:
+        self.pipeline_panel.set_busy(running)
+        self.run_all_action.setEnabled(not running)
 
     def is_idle(self) -> bool:
-        return not self.runner.is_busy() and not self._queued
+        """No pipeline run and no diagnostics refresh under way."""
+        return not self.runner.is_busy() and not self.diagnostics_panel.task.is_busy()
 
     def cancel_job(self) -> None:
+        """Stop the pipeline run, or else the task the status bar shows, at its next checkpoint."""
         if self.runner.is_busy():
             self.status_message.setText(f"Cancelling {self.runner.current}…")
             self.runner.cancel()
-
-    def _job_pipeline(self):
-        from fvstudio.pipeline import Pipeline
-
-        ds = None
-        if self.pipeline is not None and self.pipeline_error is None:
-            try:
-                ds = self.pipeline.dataset
-            except Exception:  # noqa: BLE001
-                ds = None
-        config = self.config.copy()
-        workspace = self.workspace
-        return lambda: Pipeline(config, workspace, dataset=ds)
-
-    def run_all(self) -> bool:
-        return self._start_run("run all", "evaluate")
-
-    def run_step(self, step: str) -> bool:
-        return self._start_run(f"run {step}", step)
-
-    def _start_run(self, name: str, step: str) -> bool:
-        current = self.runner.current
-        if current is not None and current not in self.LOW_PRIORITY:
-            self.status_message.setText(f"{current} is still running")
-            return False
-        make = self._job_pipeline()
-
-        def job(progress=None, cancel=None):
-            p = make()
-            out = p.run_step(step, progress=progress, cancel=cancel)
-            return {"step": step, "output": out, "timings": dict(p.last_timings),
-                    "cached": list(p.last_cached), "config": p.config.to_dict()}
-
-        for s in self.steps:
-            if self.overlay.get(s) in ("done", "failed", "cancelled"):
-                del self.overlay[s]
-        self._job_step = None
-        self._ll_unit = None
-        self.status_message.setText(f"{name}…")
-        if step in self.steps[self.steps.index("gmm"):] and self.pipeline_panel.status("gmm") != "cached":
-            self.pipeline_panel.reset_log_likelihood()
-            self.diagnostics_panel.reset_log_likelihood()
-        return self.submit(name, job)
-
-    def _on_progress(self, name: str, p: Progress) -> None:
-        self.progress_bar.setValue(int(round(1000 * p.fraction)))
-        self.progress_bar.setFormat(f"{100 * p.fraction:.0f} %")
-        self.eta_label.setText(format_eta(self._clock.update(p)))
-        values = dict(p.values or {})
-        if p.message:
-            self.status_message.setText(p.message)
-        step = values.get("step")
-        if step in self.steps and name.startswith("run"):
-            if step != self._job_step:
-                now = time.monotonic()
-                if self._job_step is not None and self.overlay.get(self._job_step) == "running":
-                    self.overlay[self._job_step] = "done"
-                    self.pipeline_panel.set_status(self._job_step, "done")
-                    self.pipeline_panel.set_time(self._job_step, now - self._step_t0)
-                self._step_t0 = now
-                self._job_step = step
-                self.overlay[step] = "running"
-                self.pipeline_panel.set_status(step, "running")
-            if "log_likelihood" in values and step == "gmm":
-                # one curve per GMM fit: a new channel or split starts its own
-                unit = (values.get("channel"), values.get("split"))
-                if self._ll_unit is not None and unit != self._ll_unit:
-                    self.pipeline_panel.reset_log_likelihood()
-                    self.diagnostics_panel.reset_log_likelihood()
-                self._ll_unit = unit
-                self.pipeline_panel.add_log_likelihood(values["log_likelihood"])
-                self.diagnostics_panel.add_log_likelihood(values["log_likelihood"])
-
-    def _on_succeeded(self, name: str, payload: Any) -> None:
-        if name == "patch grid":
-            self.dataset_panel.on_job_done(name, payload)
-            return
-        if name == "diagnostics":
-            self.diagnostics_panel.set_diagnostics(payload)
-            if len(payload.get("log_likelihood", [])) and not self.pipeline_panel._ll:
-                self.pipeline_panel.reset_log_likelihood(payload["log_likelihood"])
-            self.status_message.setText("Diagnostics updated")
-            self.diagnostics_ready.emit()
-            return
-        # a pipeline run
-        self._renew_pipeline()
-        same_config = payload["config"] == self.config.to_dict()
-        for s, t in payload["timings"].items():
-            if same_config and s not in payload["cached"]:
-                self.overlay[s] = "done"
-            elif self.overlay.get(s) == "running":
-                del self.overlay[s]  # the config was edited meanwhile: show the pipeline's own status
-            self.pipeline_panel.set_time(s, t)
-        self._job_step = None
-        self.refresh()
-        out = payload["output"]
-        if hasattr(out, "metrics") and hasattr(out, "to_json_dict"):  # a RunResult
-            names = list(getattr(out, "class_names", []) or [])
-            rec = ws_mod.record_from_result(out, payload["config"], names, {r.id for r in self.runs})
-            self.runs.append(rec)
-            self.results_panel.add_run(rec)
-            m = rec.metrics
-            head = m.get("mean_per_class_accuracy", m.get("map"))
-            self.status_message.setText(f"Run {rec.id} done" + (f": {100 * head:.1f} %" if head is not None else ""))
-            self.save_session(quiet=True)
-            self.run_recorded.emit(rec.id)
-            if self.current_panel() == "pipeline":
-                self.show_panel("results")
         else:
-            self.status_message.setText(f"{payload['step']} done")
+            self.task_progress.cancel()
+
+    def _on_run_progress(self, _label: str, p: Progress) -> None:
+        step = p.values.get("step")
+        if step not in self.steps:
+            return
+        if step != self.step_states.running:
+            finished = self.step_states.step_started(step, time.monotonic())
+            if finished is not None:
+                self.pipeline_panel.set_status(finished[0], "done")
+                self.pipeline_panel.set_time(*finished)
+            self.pipeline_panel.set_status(step, "running")
+        if step == "gmm" and "log_likelihood" in p.values:
+            self.em_trace.add(p.values["log_likelihood"], p.values.get("channel"), p.values.get("split"))
+            self._show_em_trace()
+
+    def _show_em_trace(self) -> None:
+        self.pipeline_panel.show_log_likelihood(self.em_trace.values)
+        self.diagnostics_panel.show_log_likelihood(self.em_trace.values)
+
+    def _on_run_succeeded(self, _label: str, outcome: RunOutcome) -> None:
+        self._renew_pipeline()
+        self.step_states.run_succeeded(outcome, same_config=outcome.config == self.config.to_dict())
+        for s, t in outcome.timings.items():
+            self.pipeline_panel.set_time(s, t)
+        self.refresh()
+        if outcome.step == "evaluate":
+            self._record_run(outcome)
+        else:
+            self.status_message.setText(f"{outcome.step} done")
         self.start_diagnostics()
 
-    def _on_history_changed(self) -> None:
-        self.runs = list(self.results_panel.runs)
+    def _record_run(self, outcome: RunOutcome) -> None:
+        rec = session.record_from_result(outcome.output, outcome.config, {r.id for r in self.runs})
+        self.runs.append(rec)
+        self.results_panel.add_run(rec)
+        m = rec.metrics
+        head = m.get("mean_per_class_accuracy", m.get("map"))
+        self.status_message.setText(f"Run {rec.id} done" + (f": {100 * head:.1f} %" if head is not None else ""))
         self.save_session(quiet=True)
+        self.run_recorded.emit(rec.id)
+        if self.current_panel() == "pipeline":
+            self.show_panel("results")
 
-    def start_diagnostics(self) -> bool:
-        """Recompute the diagnostics figures from the cached artifacts (a short job)."""
-        make = self._job_pipeline()
-
-        def job(progress=None, cancel=None):
-            return compute_diagnostics(make(), progress=progress, cancel=cancel)
-
-        return self.submit("diagnostics", job)
-
-    def _on_cancelled(self, name: str) -> None:
-        if name in self.LOW_PRIORITY:
-            return
-        if self._job_step is not None:
-            self.overlay[self._job_step] = "cancelled"
-        self._job_step = None
+    def _on_run_cancelled(self, label: str) -> None:
+        self.step_states.run_cancelled()
         self._renew_pipeline()
-        self.status_message.setText(f"{name} cancelled; caches are consistent")
+        self.status_message.setText(f"{label} cancelled; caches are consistent")
         self.refresh()
 
-    def _on_failed(self, name: str, message: str, tb: str) -> None:
-        if self._job_step is not None:
-            self.overlay[self._job_step] = "failed"
-        elif name.startswith("run "):
-            step = name.split(" ", 1)[1]
-            if step in self.steps:
-                self.overlay[step] = "failed"
-        self._job_step = None
+    def _on_run_failed(self, label: str, message: str, tb: str) -> None:
+        self.step_states.run_failed(self._single_step)
         self._renew_pipeline()
         self.refresh()
-        self.status_message.setText(f"{name} failed: {message}")
-        failed = [s for s in self.steps if self.overlay.get(s) == "failed"]
+        failed = self.step_states.failed_steps()
         info = ""
         if failed:
             info = (f"The {failed[0]} step failed; every cache stays consistent (finished steps are kept, the "
                     f"failed one is not written). The Log (Ctrl+L) has the details.")
-            bad = self._descriptor_failures()
+            bad = self._unreadable_detail()
             if bad:
                 info += f" Note: {bad}."
-        self.show_error(f"{name} failed", message, tb, info)
+        self.show_error(f"{label} failed", message, tb, info)
 
+    # ================================================================== diagnostics
+    def start_diagnostics(self) -> None:
+        """Recompute the diagnostics figures from the cached artifacts (the diagnostics panel's task)."""
+        self.diagnostics_panel.refresh(self._pipeline_factory())
+
+    def _on_diagnostics(self, d: Diagnostics) -> None:
+        if d.log_likelihood is not None and len(d.log_likelihood) and not self.em_trace.values:
+            self.em_trace.reset(d.log_likelihood)
+            self.pipeline_panel.show_log_likelihood(self.em_trace.values)
+        self.status_message.setText("Diagnostics updated")
+
+    # ================================================================== errors
     def show_error(self, title: str, message: str, tb: str, info: str = "") -> None:
-        """A non-blocking message box; 'Show Details…' expands the traceback. Also logged."""
+        """A non-blocking message box; 'Show Details…' expands the traceback. Also logged and in the status bar."""
+        self.status_message.setText(f"{title}: {message}")
         self.last_error = (title, message, tb)
         log.error("%s: %s", title, message)
         box = QMessageBox(QMessageBox.Icon.Critical, title, message, QMessageBox.StandardButton.Ok, self)
@@ -584,13 +471,13 @@ class MainWindow(QMainWindow):
         box.open()
         self.error_box = box
 
-    # ================================================================== session + export
-    def session_state(self) -> Dict[str, Any]:
-        return {"current": self.results_panel.current_id(), "compare": self.results_panel.compare_id(),
-                "panel": self.current_panel()}
+    # ================================================================== session
+    def session_state(self) -> session.SessionState:
+        return session.SessionState(current=self.results_panel.current_id(), compare=self.results_panel.compare_id(),
+                                    panel=self.current_panel())
 
     def save_session(self, quiet: bool = False) -> Path:
-        folder = ws_mod.save_session(self.workspace, self.config, self.runs, self.session_state())
+        folder = session.save_session(self.workspace, self.config, self.runs, self.session_state())
         if self.persist:
             self.settings.setValue("last_workspace", str(self.workspace))
         if not quiet:
@@ -598,111 +485,54 @@ class MainWindow(QMainWindow):
         log.info("session saved in %s", folder)
         return folder
 
+    def _on_history_changed(self) -> None:
+        self.runs = list(self.results_panel.runs)
+        self.save_session(quiet=True)
+
     def load_workspace(self, workspace) -> bool:
         """Open ``workspace``: its saved config and run history (if any) replace the current ones."""
-        from fvstudio.pipeline import PipelineConfig
-
         if self.runner.is_busy():
             self.status_message.setText("Wait for the running job (or cancel it) before switching workspace")
             return False
         self.workspace = Path(workspace)
         try:
-            config, runs, state = ws_mod.load_session(self.workspace)
-        except Exception as exc:  # noqa: BLE001
+            config, runs, state = session.load_session(self.workspace)
+        except Exception as exc:  # noqa: BLE001 - a damaged session file is reported, then ignored
             self.show_error("Cannot read the saved session", str(exc), "")
-            config, runs, state = None, [], {}
-        self.runs = list(runs)
-        self.results_panel.set_runs(self.runs, state.get("current"), state.get("compare"))
-        current = self.results_panel.record(self.results_panel.current_id())
-        compute = (current.summary.get("compute_timings") or current.timings) if current is not None else {}
-        for s in self.steps:  # time each step took when it was computed
-            self.pipeline_panel.set_time(s, compute.get(s))
+            config, runs, state = None, [], session.SessionState()
+        self._show_runs(runs, state)
         self.diagnostics_panel.clear()
-        self.apply_config(config if config is not None else self.config if self.config else PipelineConfig())
-        if state.get("panel") in PANELS:
-            self.show_panel(state["panel"])
+        self.apply_config(config if config is not None else self.config)
+        if state.panel in PANELS:
+            self.show_panel(state.panel)
         if self.persist:
             self.settings.setValue("last_workspace", str(self.workspace))
         self.setWindowTitle(f"fvstudio — {self.workspace}")
-        if self.pipeline is not None and self.pipeline_error is None and self.steps and \
-                self.pipeline_panel.status("gmm") == "cached":
+        if self.pipeline is not None and self.pipeline_error is None and self.pipeline_panel.status("gmm") == "cached":
             self.start_diagnostics()
         return True
+
+    def _show_runs(self, runs: List[session.RunRecord], state: session.SessionState) -> None:
+        """The restored history in the results panel; each step's time as computed for run A."""
+        self.runs = list(runs)
+        self.results_panel.set_runs(self.runs, state.current, state.compare)
+        current = self.results_panel.record(self.results_panel.current_id())
+        compute = (current.compute_timings or current.timings) if current is not None else {}
+        for s in self.steps:
+            self.pipeline_panel.set_time(s, compute.get(s))
 
     def choose_workspace(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Open a workspace folder", str(self.workspace))
         if path:
             self.load_workspace(path)
 
-    def export_config(self, path) -> Path:
-        path = Path(path)
-        if path.suffix != ".toml":
-            path = path.with_suffix(".toml")
-        self.config.to_toml(path)
-        self.status_message.setText(f"Config written to {path} (replay: fvstudio run {path.name} --out DIR)")
-        return path
+    # ================================================================== exports
+    def figures(self) -> List:
+        return [self.pipeline_panel.ll_plot] + self.results_panel.figures() + self.diagnostics_panel.figures()
 
-    def choose_export_config(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export config", str(self.workspace / "config.toml"),
-                                              "TOML (*.toml)")
-        if path:
-            self.export_config(path)
-
-    def figures(self):
-        return ([self.pipeline_panel.ll_plot] + self.results_panel.figures() + self.diagnostics_panel.figures())
-
-    def export_plots(self, folder) -> List[Path]:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        out = []
-        seen = set()
-        for fig in self.figures():
-            name = fig.name if fig.name not in seen else f"{fig.name}_live"
-            seen.add(name)
-            for ext in (".png", ".svg"):
-                out.append(export_figure(fig, folder / f"{name}{ext}"))
-        self.status_message.setText(f"{len(out)} plot files written to {folder}")
-        return out
-
-    def choose_export_plots(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Export every plot (PNG + SVG) to", str(self.workspace))
-        if path:
-            self.export_plots(path)
-
-    def tables(self):
+    def tables(self) -> Dict[str, Any]:
         return {**self.results_panel.tables(), "steps": self.pipeline_panel.table,
                 "classes": self.dataset_panel.classes}
-
-    def export_tables(self, folder) -> List[Path]:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        out = []
-        for name, table in self.tables().items():
-            p = folder / f"{name}.csv"
-            p.write_text(table_to_csv(table), encoding="utf-8")
-            out.append(p)
-        self.status_message.setText(f"{len(out)} tables written to {folder}")
-        return out
-
-    def _table_menu(self, name: str, table, pos) -> None:
-        from PySide6.QtWidgets import QApplication, QMenu
-
-        menu = QMenu(table)
-        menu.addAction("Copy as CSV", lambda: QApplication.clipboard().setText(table_to_csv(table)))
-
-        def save():
-            path, _ = QFileDialog.getSaveFileName(self, f"Export the {name} table", str(self.workspace / f"{name}.csv"),
-                                                  "CSV (*.csv)")
-            if path:
-                Path(path).write_text(table_to_csv(table), encoding="utf-8")
-                self.status_message.setText(f"{name} table written to {path}")
-        menu.addAction("Export CSV…", save)
-        menu.popup(table.viewport().mapToGlobal(pos))
-
-    def choose_export_tables(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Export every table (CSV) to", str(self.workspace))
-        if path:
-            self.export_tables(path)
 
     # ================================================================== window
     def _restore_geometry(self) -> None:
@@ -722,18 +552,18 @@ class MainWindow(QMainWindow):
         self.dataset_panel.dropEvent(event)
 
     def closeEvent(self, event) -> None:  # noqa: N802
-        self._queued.clear()
-        self.dataset_panel.model._queue.clear()  # pending thumbnails: the pool thread leaves at once
-        if self.runner.is_busy():
-            self.runner.cancel()
-            self.runner.wait(10.0)
+        self.dataset_panel.stop_loading()  # pending thumbnails: the pool thread leaves at once
+        self.diagnostics_panel.cancel()
+        self.runner.cancel()
+        self.runner.wait(10.0)
+        self.diagnostics_panel.task.wait(10.0)
         if self.persist:
             self.settings.setValue("geometry", self.saveGeometry())
             self.settings.setValue("window_state", self.saveState())
             self.settings.setValue("panel", self.current_panel())
             try:
                 self.save_session(quiet=True)
-            except Exception as exc:  # noqa: BLE001 - closing must not fail
+            except OSError as exc:  # closing must not fail (e.g. the workspace is gone)
                 log.warning("session not saved: %s", exc)
         logging.getLogger("fvstudio").removeHandler(self._log_handler)
         super().closeEvent(event)

@@ -6,13 +6,13 @@ section of a key decides the step it belongs to (``encoder.*`` -> ``encode``, ``
 own (``not run`` / ``cached`` / ``stale``) overlaid by what the explorer saw (``running`` / ``done`` /
 ``failed``). The panel emits requests; the main window runs them through the shared job runner. On the
 right: the run table (status and time per step) and the live GMM log-likelihood (one point per EM
-iteration, from the progress values of the running fit).
+iteration, from the progress values of the running fit). Which section shows a config key follows the
+key's config section (:data:`SECTION_STEPS`).
 """
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence
 
-import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFont, QPalette
 from PySide6.QtWidgets import (QFrame, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QPushButton, QScrollArea,
@@ -29,11 +29,11 @@ STEP_TITLES = {
     "classifier": ("Classifier", "One-vs-rest linear classifiers learned by SGD (Sec. 3.1, 4.3)"),
     "evaluate": ("Evaluation", "Accuracy / AP on the test split (Sec. 3)"),
 }
-_SECTION_TO_STEP = {"descriptors": "descriptors", "descriptor": "descriptors", "features": "descriptors",
-                    "pca": "pca", "gmm": "gmm", "encoder": "encode", "encode": "encode", "fisher": "encode",
-                    "classifier": "classifier", "svm": "classifier", "evaluate": "evaluate",
-                    "evaluation": "evaluate", "metrics": "evaluate"}
-DATASET_SECTIONS = ("dataset", "split", "data")
+#: The step whose section of the panel shows each config section (``PipelineConfig``'s SECTIONS). The
+#: ``dataset`` keys are edited in the dataset panel; ``fusion`` and ``runtime`` are listed last, with the
+#: evaluation.
+SECTION_STEPS = {"dataset": None, "descriptors": "descriptors", "pca": "pca", "gmm": "gmm", "encoder": "encode",
+                 "classifier": "classifier", "fusion": "evaluate", "evaluate": "evaluate", "runtime": "evaluate"}
 
 STATUS_TEXT = {
     "not run": "○ not run",
@@ -46,21 +46,11 @@ STATUS_TEXT = {
 }
 
 
-def step_of(entry: SchemaEntry, steps: Sequence[str]) -> Optional[str]:
-    """The step a schema entry belongs to (None for dataset/split keys)."""
-    sec = entry.section
-    if sec in DATASET_SECTIONS:
-        return None
-    if sec in steps:
-        return sec
-    return _SECTION_TO_STEP.get(sec, steps[-1] if steps else None)
-
-
 class StepSection(QGroupBox):
     run_clicked = Signal(str)
 
     def __init__(self, step: str, index: int, entries: List[SchemaEntry], parent=None) -> None:
-        title, blurb = STEP_TITLES.get(step, (step.title(), ""))
+        title, blurb = STEP_TITLES[step]
         super().__init__(f"{index}. {title}", parent)
         self.step = step
         self.setObjectName(f"step:{step}")
@@ -108,18 +98,26 @@ class PipelinePanel(QWidget):
         super().__init__(parent)
         self.setObjectName("panel:pipeline")
         self.steps = tuple(steps)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self._build_sections(entries))
+        split.addWidget(self._build_run_view())
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        split.setSizes([640, 460])
+        layout = QVBoxLayout(self)
+        layout.addWidget(split)
+
+    def _build_sections(self, entries: Sequence[SchemaEntry]) -> QScrollArea:
+        """Left: one section per step with its parameters, status and Run button."""
         by_step: Dict[str, List[SchemaEntry]] = {s: [] for s in self.steps}
         for e in entries:
-            s = step_of(e, self.steps)
-            if s is not None:
-                by_step.setdefault(s, []).append(e)
-
-        # --- left: sections
+            if SECTION_STEPS[e.section] is not None:
+                by_step[SECTION_STEPS[e.section]].append(e)
         self.sections: Dict[str, StepSection] = {}
         inner = QWidget()
         il = QVBoxLayout(inner)
         for i, s in enumerate(self.steps, 1):
-            sec = StepSection(s, i, by_step.get(s, []))
+            sec = StepSection(s, i, by_step[s])
             sec.run_clicked.connect(self.run_step_requested)
             sec.form.edited.connect(self.edited)
             il.addWidget(sec)
@@ -129,8 +127,10 @@ class PipelinePanel(QWidget):
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setWidget(inner)
+        return scroll
 
-        # --- right: run controls, step table, live log-likelihood
+    def _build_run_view(self) -> QWidget:
+        """Right: Run all / Cancel, the step table, the live log-likelihood."""
         self.run_all_button = QPushButton("Run all")
         self.run_all_button.setObjectName("run_all")
         self.run_all_button.setToolTip("Run every step; cached steps are skipped (F5)")
@@ -146,7 +146,23 @@ class PipelinePanel(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_all_button, 1)
         buttons.addWidget(self.cancel_button)
+        self.ll_plot = Figure("gmm_log_likelihood", "Has EM converged? GMM log-likelihood per iteration",
+                              "EM iteration", None, "mean log-likelihood", "nats/descriptor")
+        self.ll_curve = self.ll_plot.curve(symbol="o")
+        self._log_likelihood: List[float] = []
+        self.show_log_likelihood([])
+        self.message = QLabel("")
+        self.message.setWordWrap(True)
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.addLayout(buttons)
+        rl.addWidget(self._build_step_table())
+        rl.addWidget(self.ll_plot, 1)
+        rl.addWidget(self.message)
+        return right
 
+    def _build_step_table(self) -> QTableWidget:
         self.table = QTableWidget(len(self.steps), 3)
         self.table.setObjectName("step_table")
         self.table.setHorizontalHeaderLabels(["Step", "Status", "Time (s)"])
@@ -154,7 +170,7 @@ class PipelinePanel(QWidget):
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         for r, s in enumerate(self.steps):
-            self.table.setItem(r, 0, QTableWidgetItem(STEP_TITLES.get(s, (s,))[0]))
+            self.table.setItem(r, 0, QTableWidgetItem(STEP_TITLES[s][0]))
             self.table.setItem(r, 1, QTableWidgetItem(STATUS_TEXT["not run"]))
             t = QTableWidgetItem("")
             t.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -164,31 +180,7 @@ class PipelinePanel(QWidget):
         self.table.resizeRowsToContents()
         self.table.setFixedHeight(self.table.verticalHeader().length() +
                                   self.table.horizontalHeader().sizeHint().height() + 2 * self.table.frameWidth())
-
-        self.ll_plot = Figure("gmm_log_likelihood", "Has EM converged? GMM log-likelihood per iteration",
-                              "EM iteration", None, "mean log-likelihood", "nats/descriptor")
-        self.ll_curve = self.ll_plot.curve(symbol="o")
-        self._ll: List[float] = []
-        self._redraw_ll()
-        self.message = QLabel("")
-        self.message.setWordWrap(True)
-
-        right = QWidget()
-        rl = QVBoxLayout(right)
-        rl.setContentsMargins(0, 0, 0, 0)
-        rl.addLayout(buttons)
-        rl.addWidget(self.table)
-        rl.addWidget(self.ll_plot, 1)
-        rl.addWidget(self.message)
-
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(scroll)
-        split.addWidget(right)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 2)
-        split.setSizes([640, 460])
-        layout = QVBoxLayout(self)
-        layout.addWidget(split)
+        return self.table
 
     # ---------------------------------------------------------------- binding
     def set_config(self, config) -> None:
@@ -216,15 +208,11 @@ class PipelinePanel(QWidget):
             sec.run_button.setEnabled(not busy)
 
     # ---------------------------------------------------------------- live log-likelihood
-    def reset_log_likelihood(self, values: Optional[Sequence[float]] = None) -> None:
-        self._ll = [float(v) for v in (values if values is not None else [])]
-        self._redraw_ll()
+    def show_log_likelihood(self, values: Sequence[float]) -> None:
+        """The EM curve: mean log-likelihood per iteration of the GMM fit drawn (live while it runs)."""
+        self._log_likelihood = [float(v) for v in values]
+        self.ll_plot.draw_per_iteration(self.ll_curve, self._log_likelihood, "runs when the GMM step is fitted")
 
-    def add_log_likelihood(self, value: float) -> None:
-        self._ll.append(float(value))
-        self._redraw_ll()
-
-    def _redraw_ll(self) -> None:
-        y = np.asarray(self._ll, dtype=float)
-        self.ll_curve.setData(np.arange(1, len(y) + 1), y)
-        self.ll_plot.set_placeholder("" if len(y) else "runs when the GMM step is fitted")
+    def log_likelihood(self) -> List[float]:
+        """The values the EM curve shows."""
+        return list(self._log_likelihood)

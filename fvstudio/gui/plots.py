@@ -4,17 +4,15 @@ Every figure states the question it answers in its title and has labelled axes w
 created once and updated in place (``setData`` / ``setOpts`` / ``setImage``), never rebuilt, so live
 updates (the GMM log-likelihood per EM iteration) do not flicker. Colours come from the application
 palette (``Base``/``Text``/``Highlight`` roles) so light and dark desktop themes both read well; extra
-series use evenly spaced hues. :func:`export_figure` writes any figure as PNG or SVG. Nothing here
+series use evenly spaced hues (:mod:`fvstudio.gui.export` writes any figure as PNG or SVG). Nothing here
 computes a number shown on screen: the values arrive from the pipeline and the engine's diagnostics.
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyqtgraph as pg
-import pyqtgraph.exporters  # noqa: F401 - registers ImageExporter / SVGExporter
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QFont, QPalette
 from PySide6.QtWidgets import QApplication
@@ -49,21 +47,24 @@ def series_colors(n: int) -> List[QColor]:
 class Figure(pg.PlotWidget):
     """A titled plot with labelled axes and units; ``name`` is used for exported file names."""
 
+    # Until __init__ has set them (Qt may deliver a palette change during the base class's __init__).
+    _labels: Dict[str, Tuple[str, Optional[str]]] = {}
+
     def __init__(self, name: str, question: str, xlabel: str, xunits: Optional[str], ylabel: str,
                  yunits: Optional[str], parent=None) -> None:
         super().__init__(parent=parent)
         self.name = name
         self.question = question
-        self._labels = {"bottom": (xlabel, xunits), "left": (ylabel, yunits)}
         item = self.getPlotItem()
+        self._placeholder = pg.TextItem("", color=palette_color(QPalette.ColorRole.PlaceholderText),
+                                        anchor=(0.5, 0.5))
+        item.addItem(self._placeholder, ignoreBounds=True)
+        self._labels = {"bottom": (xlabel, xunits), "left": (ylabel, yunits)}
         for ax in ("bottom", "left"):
             item.getAxis(ax).enableAutoSIPrefix(False)
         self.apply_palette()
         item.showGrid(x=True, y=True, alpha=0.15)
         self.setMinimumSize(240, 180)
-        self._placeholder = pg.TextItem("", color=palette_color(QPalette.ColorRole.PlaceholderText),
-                                        anchor=(0.5, 0.5))
-        item.addItem(self._placeholder, ignoreBounds=True)
         self.set_placeholder("no data yet")
 
     def apply_palette(self) -> None:
@@ -77,8 +78,7 @@ class Figure(pg.PlotWidget):
             axis = item.getAxis(ax)
             axis.setPen(fg)
             axis.setTextPen(fg)
-        if hasattr(self, "_placeholder"):
-            self._placeholder.setColor(palette_color(QPalette.ColorRole.PlaceholderText))
+        self._placeholder.setColor(palette_color(QPalette.ColorRole.PlaceholderText))
         if item.legend is not None:
             item.legend.setLabelTextColor(fg)
             for _sample, label in item.legend.items:
@@ -87,8 +87,7 @@ class Figure(pg.PlotWidget):
     def changeEvent(self, event) -> None:  # noqa: N802 - Qt override
         from PySide6.QtCore import QEvent
 
-        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange) \
-                and hasattr(self, "_labels") and self.getPlotItem() is not None:
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange) and self._labels:
             self.apply_palette()
         super().changeEvent(event)
 
@@ -108,6 +107,12 @@ class Figure(pg.PlotWidget):
         if symbol:
             kw = dict(symbol=symbol, symbolSize=5, symbolBrush=pen.color(), symbolPen=None)
         return self.getPlotItem().plot([], [], pen=pen, name=name, **kw)
+
+    def draw_per_iteration(self, curve: pg.PlotDataItem, values: Sequence[float], empty_text: str) -> None:
+        """``values[i]`` at x = i + 1 (e.g. one point per EM iteration); ``empty_text`` while there is none."""
+        y = np.asarray(values, dtype=float)
+        curve.setData(np.arange(1, len(y) + 1), y)
+        self.set_placeholder("" if len(y) else empty_text)
 
     def legend(self) -> pg.LegendItem:
         item = self.getPlotItem()
@@ -165,7 +170,6 @@ class HeatMap(Figure):
         item.setRange(xRange=(-0.5, n_cols - 0.5), yRange=(-0.5, n_rows - 0.5), padding=0)
         self.set_placeholder("")
 
-
     def clear_matrix(self, placeholder: str = "no data yet") -> None:
         """Back to the empty state: no cells, no category ticks, a centred note."""
         item = self.getPlotItem()
@@ -211,37 +215,3 @@ class Bars(Figure):
         set_category_ticks(item.getAxis("bottom"), names)
         item.setXRange(-0.6, len(names) - 0.4, padding=0)
         self.set_placeholder("" if names else "no data yet")
-
-
-def export_figure(fig: pg.PlotWidget, path) -> Path:
-    """Write ``fig`` to ``path``: ``.svg`` as vector graphics, anything else as a PNG raster."""
-    path = Path(path)
-    if path.suffix.lower() == ".svg":
-        # QSvgGenerator records the figure's own QPainter calls as vector SVG (pyqtgraph's SVGExporter
-        # fails on some paths, e.g. bar outlines and text items).
-        from PySide6.QtCore import QRect, QSize
-        from PySide6.QtGui import QPainter
-        from PySide6.QtSvg import QSvgGenerator
-
-        size = fig.size() if fig.width() > 10 else QSize(800, 500)
-        if fig.width() <= 10:
-            fig.resize(size)
-        gen = QSvgGenerator()
-        gen.setFileName(str(path))
-        gen.setSize(size)
-        gen.setViewBox(QRect(0, 0, size.width(), size.height()))
-        gen.setTitle(fig.question)
-        gen.setDescription(f"fvstudio figure {fig.name}")
-        painter = QPainter(gen)
-        try:
-            fig.render(painter)
-        finally:
-            painter.end()
-        return path
-    else:
-        if path.suffix.lower() != ".png":
-            path = path.with_suffix(".png")
-        exporter = pg.exporters.ImageExporter(fig.getPlotItem())
-        exporter.parameters()["width"] = max(800, fig.width() * 2)
-    exporter.export(str(path))
-    return path

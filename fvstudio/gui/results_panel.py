@@ -1,7 +1,7 @@
 """Results panel: metrics of a run (overall and per class), per-class bars, confusion matrix or PR curves,
 and the run history so two runs can be compared side by side.
 
-Every number comes from a :class:`~fvstudio.gui.workspace.RunRecord` (a pipeline ``RunResult`` as
+Every number comes from a :class:`~fvstudio.gui.session.RunRecord` (a pipeline ``RunResult`` as
 saved in the session): the overall metrics (``mean_per_class_accuracy``, ``accuracy``, ``top5_accuracy``
 for single-label data, ``map`` for multi-label data), the per-class values (top-1 accuracy or AP), the
 confusion matrix (rows = true class, summed over splits) and, for multi-label data, the PR curve of each
@@ -11,8 +11,6 @@ Tables export as CSV, figures as PNG/SVG (see the main window's Export menu).
 """
 from __future__ import annotations
 
-import csv
-import io
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -22,7 +20,7 @@ from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QHeaderView,
                                QWidget)
 
 from .plots import Bars, Figure, HeatMap, series_colors
-from .workspace import RunRecord
+from .session import RunRecord
 
 _METRIC_NAMES = {
     "mean_per_class_accuracy": "Mean per-class accuracy (%)",
@@ -65,7 +63,23 @@ class ResultsPanel(QWidget):
         super().__init__(parent)
         self.setObjectName("panel:results")
         self.runs: List[RunRecord] = []
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self._build_tables())
+        split.addWidget(self._build_figures())
+        split.setStretchFactor(0, 2)
+        split.setStretchFactor(1, 3)
+        split.setSizes([430, 700])
+        self.empty = QLabel("No results yet: press <b>Run all</b> (F5) in the Pipeline panel.")
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        layout = QVBoxLayout(self)
+        layout.addLayout(self._build_run_choice())
+        layout.addWidget(self.diff_label)
+        layout.addWidget(split, 1)
+        layout.addWidget(self.empty)
+        self._refresh()  # the empty state, drawn like any other
 
+    def _build_run_choice(self) -> QHBoxLayout:
+        """Run A, Remove, run B ("compare with"), and the label listing their config differences."""
         self.run_a = QComboBox()
         self.run_a.setObjectName("run_a")
         self.run_a.setToolTip("The run whose results are shown")
@@ -88,7 +102,9 @@ class ResultsPanel(QWidget):
         self.diff_label = QLabel("")
         self.diff_label.setWordWrap(True)
         self.diff_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        return top
 
+    def _build_tables(self) -> QWidget:
         self.metrics = QTableWidget(0, 2)
         self.metrics.setObjectName("metrics_table")
         self.per_class = QTableWidget(0, 2)
@@ -100,7 +116,16 @@ class ResultsPanel(QWidget):
             t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
             t.horizontalHeader().setMinimumSectionSize(64)
             t.setSortingEnabled(False)
+        tables = QWidget()
+        tl = QVBoxLayout(tables)
+        tl.setContentsMargins(0, 0, 0, 0)
+        tl.addWidget(QLabel("<b>Overall</b>"))
+        tl.addWidget(self.metrics, 2)
+        tl.addWidget(QLabel("<b>Per class</b>"))
+        tl.addWidget(self.per_class, 3)
+        return tables
 
+    def _build_figures(self) -> QWidget:
         self.bars = Bars("per_class", "Which classes are recognised well? Per-class score on the test set",
                          "class", "score", "%")
         self.confusion = HeatMap("confusion", "Which classes are confused? Test images per (true, predicted)",
@@ -112,36 +137,12 @@ class ResultsPanel(QWidget):
         self.stack = QStackedWidget()
         self.stack.addWidget(self.confusion)
         self.stack.addWidget(self.pr)
-
-        tables = QWidget()
-        tl = QVBoxLayout(tables)
-        tl.setContentsMargins(0, 0, 0, 0)
-        tl.addWidget(QLabel("<b>Overall</b>"))
-        tl.addWidget(self.metrics, 2)
-        tl.addWidget(QLabel("<b>Per class</b>"))
-        tl.addWidget(self.per_class, 3)
-
         figs = QWidget()
         fl = QGridLayout(figs)
         fl.setContentsMargins(0, 0, 0, 0)
         fl.addWidget(self.bars, 0, 0)
         fl.addWidget(self.stack, 1, 0)
-
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(tables)
-        split.addWidget(figs)
-        split.setStretchFactor(0, 2)
-        split.setStretchFactor(1, 3)
-        split.setSizes([430, 700])
-
-        self.empty = QLabel("No results yet: press <b>Run all</b> (F5) in the Pipeline panel.")
-        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        layout = QVBoxLayout(self)
-        layout.addLayout(top)
-        layout.addWidget(self.diff_label)
-        layout.addWidget(split, 1)
-        layout.addWidget(self.empty)
-        self._refresh()  # the empty state, drawn like any other
+        return figs
 
     # ---------------------------------------------------------------- history
     def set_runs(self, runs: Sequence[RunRecord], current: Optional[str] = None,
@@ -222,7 +223,7 @@ class ResultsPanel(QWidget):
             t.setRowCount(0)
             return
         names = list(a.metrics) + [k for k in (b.metrics if b else {}) if k not in a.metrics]
-        std = a.summary.get("metrics_std") or {}
+        std = a.metrics_std
         rows = []
         for n in names:
             pct = _is_fraction_metric(n)
@@ -239,7 +240,7 @@ class ResultsPanel(QWidget):
         times_a, times_b = a.timings, (b.timings if b else {})
 
         def t_text(r: RunRecord, times, step) -> str:
-            if step in (r.summary.get("cached_steps") or []):
+            if step in r.cached_steps:
                 return "cached"
             return "—" if times.get(step) is None else f"{times[step]:.2f}"
 
@@ -276,15 +277,13 @@ class ResultsPanel(QWidget):
 
     @staticmethod
     def _per_class_values(r: Optional[RunRecord]):
+        """(label of the per-class metric, its values) of run ``r``."""
         if r is None:
             return "", None
-        pc = r.per_class
-        if not pc:
+        if not r.per_class:
             return "score", None
-        preferred = r.summary.get("per_class_metric")
-        name = preferred if preferred in pc else next(iter(pc))
-        label = {"ap": "AP", "accuracy": "accuracy"}.get(name, name)
-        return label, pc[name]
+        name, values = next(iter(r.per_class.items()))
+        return {"ap": "AP"}.get(name, name), values
 
     @staticmethod
     def _set_rows(t: QTableWidget, rows: List[List[str]]) -> None:
@@ -355,14 +354,3 @@ class ResultsPanel(QWidget):
 
     def tables(self) -> Dict[str, QTableWidget]:
         return {"metrics": self.metrics, "per_class": self.per_class}
-
-
-def table_to_csv(table: QTableWidget) -> str:
-    """The table's header and cells as CSV text."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow([table.horizontalHeaderItem(c).text() if table.horizontalHeaderItem(c) else ""
-                for c in range(table.columnCount())])
-    for r in range(table.rowCount()):
-        w.writerow([table.item(r, c).text() if table.item(r, c) else "" for c in range(table.columnCount())])
-    return buf.getvalue()

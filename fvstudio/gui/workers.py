@@ -1,29 +1,34 @@
-"""The one worker mechanism of the explorer: every long job runs off the GUI thread through :class:`JobRunner`.
+"""The one worker mechanism of the explorer: :class:`BackgroundTask`, a task slot that its owner (a panel, or
+the window for pipeline runs) starts work in, off the GUI thread. The idea is Orange's ``ConcurrentMixin``.
 
 A job is a plain callable ``fn(*args, progress=..., cancel=..., **kwargs)`` following the engine's
-progress/cancel protocol (:mod:`fvstudio.engine.progress`). The runner starts it on a thread of Qt's
-global pool through superqt's ``create_worker`` and turns what happens into signals on the GUI thread:
+progress/cancel protocol (:mod:`fvstudio.engine.progress`). ``task.start(label, fn, *args)`` runs it on a
+thread of Qt's global pool through superqt's ``create_worker`` and reports, on the GUI thread:
 
-- ``started(name)``, then ``progressed(name, Progress)`` (throttled to ~20 updates/s, but an update that
+- ``started(label)``, then ``progressed(label, Progress)`` (throttled to ~20 updates/s, but an update that
   carries plot values such as ``log_likelihood`` or starts a new ``step`` is always delivered),
-- ``busy_changed(False)``, then exactly one of ``succeeded(name, result)``, ``cancelled(name)``,
-  ``failed(name, message, traceback)`` (a handler may start the next job), then ``finished(name)``.
+- ``busy_changed(False)``, then exactly one of ``succeeded(label, result)``, ``cancelled(label)``,
+  ``failed(label, message, traceback)`` (a handler may start the next task), then ``finished(label)``.
+
+Starting a task while the slot's previous one still runs cancels the previous one (its cancel token) and
+drops whatever it reports afterwards: only the newest task of a slot is heard from. Different slots run
+independently; ``is_busy()`` / ``current`` / ``cancel()`` / ``wait()`` concern one slot.
 
 Worker threads lower their own scheduling priority (Linux: nice +10 for that thread, inherited by the
 threads it spawns, e.g. the two extraction workers), so on a busy two-core machine the GUI thread gets
 the CPU first and the event loop stays responsive; numba kernels release the GIL (``nogil=True``).
 
-When a job ends the runner runs Python's cyclic garbage collector once (a pause of a few tens of ms
+When a task ends the slot runs Python's cyclic garbage collector once (a pause of a few tens of ms
 where the user is waiting for the result anyway) instead of letting a full collection of the job's
 leftovers fall, later, into thumbnail scrolling (measured: an 85 ms stall 1.4 s into scrolling).
 
 The job body never lets an exception reach superqt: it is caught in the worker thread and returned as a
-tagged tuple, so nothing is swallowed (superqt only *warns* about a ``RuntimeError``) and a cancel
-(:class:`~fvstudio.engine.progress.Cancelled`) is told apart from an error. ``errored`` is still connected
-for failures of the wrapper itself. Only one job runs at a time: panels ask :meth:`JobRunner.is_busy`.
+tagged outcome, so nothing is swallowed (superqt only *warns* about a ``RuntimeError``) and a cancel
+(:class:`~fvstudio.engine.progress.Cancelled`) is told apart from an error. superqt's ``errored`` is still
+connected, for failures of the wrapper itself.
 
-:class:`BackgroundQueue` is the same idea for many tiny requests (thumbnails): a LIFO queue served by one
-pool thread, so what the user looks at now is loaded first.
+:class:`BackgroundQueue` serves many tiny requests (thumbnails): a LIFO queue served by one pool thread,
+so what the user looks at now is loaded first.
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 from PySide6.QtCore import QObject, Signal
 from superqt.utils import create_worker
@@ -62,12 +67,54 @@ def lower_thread_priority() -> None:
 
 
 class _Bridge(QObject):
-    """Lives on the GUI thread; signals emitted from the worker thread are queued to it."""
+    """Lives on the GUI thread; signals emitted from worker threads are queued to it."""
 
-    progress = Signal(str, object)
+    progress = Signal(int, object)  # run number, Progress
 
 
-class JobRunner(QObject):
+class _Run:
+    """One started job of a slot: its number, label, cancel token and 'body has returned' event."""
+
+    def __init__(self, number: int, label: str) -> None:
+        self.number = number
+        self.label = label
+        self.token = CancelToken()
+        self.returned = threading.Event()
+        self.worker = None
+
+
+def _throttled(run: _Run, emit: Callable[[int, Progress], None]) -> Callable[[Progress], None]:
+    """The progress callback handed to the job: at most one update per ``_THROTTLE_S``, except updates
+    that start a new step, carry plot values or finish."""
+    last = {"t": 0.0, "step": None}
+
+    def progress(p: Progress) -> None:
+        now = time.monotonic()
+        step = p.values.get("step")
+        urgent = (step != last["step"]) or any(k != "step" for k in p.values) or p.done >= p.total
+        if urgent or now - last["t"] >= _THROTTLE_S:
+            last["t"] = now
+            last["step"] = step
+            emit(run.number, p)
+
+    return progress
+
+
+def _outcome(fn, args, kwargs, progress, token) -> tuple:
+    """Run the job in the worker thread: ("ok", result) | ("cancelled", reason) | ("error", (message, tb))."""
+    lower_thread_priority()
+    try:
+        return ("ok", fn(*args, progress=progress, cancel=token, **kwargs))
+    except Cancelled as exc:
+        return ("cancelled", str(exc))
+    except BaseException as exc:  # noqa: BLE001 - reported to the user, never swallowed
+        return ("error", (f"{type(exc).__name__}: {exc}",
+                          "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))))
+
+
+class BackgroundTask(QObject):
+    """A task slot: ``start(label, fn, *args, **kwargs)`` runs ``fn`` in the background (see the module doc)."""
+
     started = Signal(str)
     progressed = Signal(str, object)
     succeeded = Signal(str, object)
@@ -79,111 +126,111 @@ class JobRunner(QObject):
     def __init__(self, parent: Optional[QObject] = None) -> None:
         super().__init__(parent)
         self._bridge = _Bridge(self)
-        self._bridge.progress.connect(self.progressed)
-        self._worker = None
-        self._token: Optional[CancelToken] = None
-        self._name: Optional[str] = None
-        self._done_event = threading.Event()
-        self._done_event.set()
+        self._bridge.progress.connect(self._on_progress)
+        self._count = 0
+        self._run: Optional[_Run] = None  # the newest run, until it has reported
+        self._live: Dict[int, _Run] = {}  # runs whose body has not returned yet (the newest and superseded ones)
 
     # ---------------------------------------------------------------- state
     def is_busy(self) -> bool:
-        return self._name is not None
+        return self._run is not None
 
     @property
     def current(self) -> Optional[str]:
-        return self._name
+        """The label of the running task, or None."""
+        return self._run.label if self._run is not None else None
 
     def cancel(self) -> None:
-        """Ask the running job to stop at its next checkpoint (it then emits ``cancelled``)."""
-        if self._token is not None:
-            log.info("cancel requested for %s", self._name)
-            self._token.cancel()
-
-    # ---------------------------------------------------------------- start
-    def start(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
-        """Run ``fn(*args, progress=, cancel=, **kwargs)`` in the background; False if a job is running."""
-        if self.is_busy():
-            log.warning("job %s not started: %s is still running", name, self._name)
-            return False
-        token = CancelToken()
-        self._token = token
-        self._name = name
-        self._done_event.clear()
-        bridge = self._bridge
-        last = {"t": 0.0, "step": None}
-
-        def progress(p: Progress) -> None:
-            now = time.monotonic()
-            values = dict(p.values or {})
-            step = values.get("step")
-            urgent = (step != last["step"]) or any(k != "step" for k in values) or p.done >= p.total
-            if urgent or now - last["t"] >= _THROTTLE_S:
-                last["t"] = now
-                last["step"] = step
-                bridge.progress.emit(name, p)
-
-        def body():
-            lower_thread_priority()
-            try:
-                return ("ok", fn(*args, progress=progress, cancel=token, **kwargs))
-            except Cancelled as exc:
-                return ("cancelled", str(exc))
-            except BaseException as exc:  # noqa: BLE001 - reported to the user, never swallowed
-                return ("error", (f"{type(exc).__name__}: {exc}",
-                                  "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))))
-
-        worker = create_worker(body, _start_thread=False,
-                               _connect={"returned": self._on_returned, "errored": self._on_errored})
-        self._worker = worker
-        log.info("job %s started", name)
-        self.busy_changed.emit(True)
-        self.started.emit(name)
-        worker.start()
-        return True
+        """Ask the running task to stop at its next checkpoint (it then reports ``cancelled``)."""
+        if self._run is not None:
+            log.info("cancel requested for %s", self._run.label)
+            self._run.token.cancel()
 
     def wait(self, timeout: float = 60.0) -> bool:
-        """Block (without an event loop) until the running job's body has returned; for scripts."""
-        return self._done_event.wait(timeout)
+        """Block (without an event loop) until every started body has returned; False on timeout."""
+        deadline = time.monotonic() + timeout
+        for run in list(self._live.values()):
+            if not run.returned.wait(max(0.0, deadline - time.monotonic())):
+                return False
+        return True
 
-    # ---------------------------------------------------------------- endings
-    def _finish(self) -> str:
-        name = self._name or ""
-        self._name = None
-        self._token = None
-        self._worker = None
-        self._done_event.set()
-        return name
+    # ---------------------------------------------------------------- start
+    def start(self, label: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Run ``fn(*args, progress=, cancel=, **kwargs)`` in the background; cancels this slot's previous task."""
+        previous = self._run
+        if previous is not None:
+            log.info("%s supersedes %s (cancelled)", label, previous.label)
+            previous.token.cancel()
+        self._count += 1
+        run = _Run(self._count, label)
+        self._run = run
+        self._live[run.number] = run
+        progress = _throttled(run, self._bridge.progress.emit)
 
-    def _on_returned(self, outcome) -> None:
-        kind, payload = outcome
-        name = self._finish()
+        def body():
+            try:
+                return run.number, _outcome(fn, args, kwargs, progress, run.token)
+            finally:
+                run.returned.set()
+
+        run.worker = create_worker(body, _start_thread=False,
+                                   _connect={"returned": self._on_returned, "errored": self._on_errored})
+        log.info("task %s started", label)
+        if previous is None:
+            self.busy_changed.emit(True)
+        self.started.emit(label)
+        run.worker.start()
+
+    # ---------------------------------------------------------------- reports (GUI thread)
+    def _on_progress(self, number: int, p: Progress) -> None:
+        if self._run is not None and self._run.number == number:
+            self.progressed.emit(self._run.label, p)
+
+    def _take(self, number: Optional[int]) -> Optional[_Run]:
+        """The newest run if ``number`` is it (None: a wrapper failure, blamed on the newest run)."""
+        if number is not None:
+            self._live.pop(number, None)
+        run = self._run
+        if run is None or (number is not None and run.number != number):
+            return None  # a superseded run: its outcome is dropped
+        self._run = None
+        return run
+
+    def _on_returned(self, value) -> None:
+        number, (kind, payload) = value
+        run = self._take(number)
+        if run is None:
+            log.info("outcome of a superseded task dropped (%s)", kind)
+            return
         # A job leaves many short-lived Python objects behind; collecting them now, while the result is
         # being shown, avoids a 50-90 ms full collection later in the middle of scrolling or a live plot.
         t0 = time.perf_counter()
         gc.collect()
-        log.debug("gc after job %s: %.1f ms", name, 1000 * (time.perf_counter() - t0))
-        # Not busy any more *before* the outcome is announced, so a handler may start the next job.
+        log.debug("gc after task %s: %.1f ms", run.label, 1000 * (time.perf_counter() - t0))
+        # Not busy any more *before* the outcome is announced, so a handler may start the next task.
         self.busy_changed.emit(False)
         if kind == "ok":
-            log.info("job %s done", name)
-            self.succeeded.emit(name, payload)
+            log.info("task %s done", run.label)
+            self.succeeded.emit(run.label, payload)
         elif kind == "cancelled":
-            log.info("job %s cancelled (%s)", name, payload)
-            self.cancelled.emit(name)
+            log.info("task %s cancelled (%s)", run.label, payload)
+            self.cancelled.emit(run.label)
         else:
             message, tb = payload
-            log.error("job %s failed: %s\n%s", name, message, tb)
-            self.failed.emit(name, message, tb)
-        self.finished.emit(name)
+            log.error("task %s failed: %s\n%s", run.label, message, tb)
+            self.failed.emit(run.label, message, tb)
+        self.finished.emit(run.label)
 
     def _on_errored(self, exc: BaseException) -> None:
-        name = self._finish()
-        self.busy_changed.emit(False)
+        run = self._take(None)
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        log.error("job %s failed in the worker wrapper: %s\n%s", name, exc, tb)
-        self.failed.emit(name, f"{type(exc).__name__}: {exc}", tb)
-        self.finished.emit(name)
+        log.error("a task failed in the worker wrapper: %s\n%s", exc, tb)
+        if run is None:
+            return
+        self._live.pop(run.number, None)
+        self.busy_changed.emit(False)
+        self.failed.emit(run.label, f"{type(exc).__name__}: {exc}", tb)
+        self.finished.emit(run.label)
 
 
 class ProgressClock:
@@ -197,7 +244,7 @@ class ProgressClock:
         self._t0 = time.monotonic()
 
     def update(self, p: Progress) -> Optional[float]:
-        phase = (p.values or {}).get("step")
+        phase = p.values.get("step")
         if phase != self._phase:
             self._phase = phase
             self._t0 = time.monotonic()

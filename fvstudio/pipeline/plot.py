@@ -1,214 +1,143 @@
-"""Headless PNG charts for sweep results, drawn with Qt's QPainter on a QImage (no window, no matplotlib).
+"""Headless PNG charts of sweep results, drawn by matplotlib on its Agg canvas: no Qt, no display, any thread.
 
-One chart type: a categorical x axis (the swept values, in the order run), one or more series drawn as
-lines with markers (``style="line"``) or grouped bars (``style="bar"``), optional +-std error bars, value
-labels, axis titles and a legend. Qt runs with the ``offscreen`` platform when no application exists yet,
-so this works on a machine without a display.
+One chart type: a categorical x axis (the swept values, in the order run) and one or more series, each a
+value per category (``None`` or NaN = missing):
+
+- ``style="line"``: lines with markers, one line per series (e.g. mean per-class accuracy against
+  ``gmm.n_components``, one line per value of a second swept key);
+- ``style="bar"``: grouped bars, one bar per series in each category (e.g. Table 1's PN / L2 / SP variants).
+
+Optional +-std error bars, each value written beside its marker or above its bar, axis labels, a title and
+a legend (when there are several series). With ``percent=True`` values are fractions drawn as percent.
+
+matplotlib is imported inside :func:`category_chart_png` and used through its object API (``Figure`` +
+``FigureCanvasAgg``, not ``pyplot``), so importing this module costs nothing, no global backend is chosen
+and no GUI toolkit is ever loaded: ``fvstudio sweep`` draws its chart from a worker thread.
 """
 from __future__ import annotations
 
 import math
-import os
+import textwrap
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..engine.serialization import atomic_path
 
 __all__ = ["category_chart_png"]
 
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+_DPI = 100
+_PAD = 0.08  # fraction of the value span left free above (and, for lines, below) the data
 
 
-def ensure_app():
-    """The process's Qt application, created offscreen if there is none yet.
-
-    Qt allows its application object only on the main thread: one created on a worker thread makes
-    the interpreter crash at exit (seen: ``fvstudio sweep`` exited with SIGSEGV after writing its
-    files). Callers that draw charts from a worker thread must call this on the main thread first.
-    """
-    import threading
-
-    from PySide6.QtGui import QGuiApplication
-
-    app = QGuiApplication.instance()
-    if app is None:
-        if threading.current_thread() is not threading.main_thread():
-            raise RuntimeError("no Qt application exists and one cannot be created on a worker thread; "
-                               "call fvstudio.pipeline.plot.ensure_app() on the main thread first")
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-        os.environ.setdefault("QT_NO_GLIB", "1")  # Qt's own event loop: no GLib warnings at exit
-        app = QGuiApplication(["fvstudio-plot"])
-    return app
+def _scaled(values: Sequence[Optional[float]], errors: Optional[Sequence[Optional[float]]],
+            scale: float) -> Tuple[List[float], List[float]]:
+    """Values and errors times ``scale``; a missing value becomes NaN, a missing error 0."""
+    errs = list(errors) if errors is not None else [None] * len(values)
+    ys = [v * scale if v is not None and math.isfinite(v) else math.nan for v in values]
+    es = [(e or 0.0) * scale if e is not None and math.isfinite(e) else 0.0 for e in errs]
+    return ys, es
 
 
-def _nice_range(lo: float, hi: float):
-    if not math.isfinite(lo) or not math.isfinite(hi):
-        return 0.0, 1.0, 0.1
+def _value_range(points: List[Tuple[List[float], List[float]]], style: str, percent: bool) -> Tuple[float, float]:
+    """The y range: every value +- its error, padded; bars start at 0; percent stays in [0, 100] if it can."""
+    lows = [y - e for ys, es in points for y, e in zip(ys, es) if math.isfinite(y)]
+    highs = [y + e for ys, es in points for y, e in zip(ys, es) if math.isfinite(y)]
+    lo, hi = (min(lows), max(highs)) if lows else (0.0, 1.0)
     if hi - lo < 1e-9:
         lo, hi = lo - 0.05, hi + 0.05
-    span = hi - lo
-    raw = span / 5
+    pad = _PAD * (hi - lo)
+    lo, hi = (min(0.0, lo), hi + pad) if style == "bar" else (lo - pad, hi + pad)
+    if percent:
+        lo = max(lo, 0.0) if lo >= -1e-9 else lo
+        hi = min(hi, 100.0) if hi <= 100.0 + 1e-9 else hi
+    return lo, hi
+
+
+def _round_range(ax, lo: float, hi: float) -> None:
+    """Y limits rounded outwards to a tick step of 1, 2, 2.5 or 5 x 10^n giving about 5 intervals."""
+    from matplotlib.ticker import MultipleLocator
+
+    raw = (hi - lo) / 5
     mag = 10 ** math.floor(math.log10(raw))
-    step = min((m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw), default=mag * 10)
-    lo = math.floor(lo / step) * step
-    hi = math.ceil(hi / step) * step
-    return lo, hi, step
+    step = min((m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw), default=10 * mag)
+    ax.set_ylim(math.floor(lo / step) * step, math.ceil(hi / step) * step)
+    ax.yaxis.set_major_locator(MultipleLocator(step))
+
+
+def _value_text(v: float, percent: bool) -> str:
+    return f"{v:.1f}" if percent else f"{v:.3g}"
+
+
+def _draw_line(ax, x, ys, es, color: str, name: str, percent: bool) -> None:
+    ax.plot(x, ys, color=color, linewidth=2.2, marker="o", markersize=7, label=name, zorder=3)
+    if any(es):
+        ax.errorbar(x, ys, yerr=es, fmt="none", ecolor=color, elinewidth=1.2, capsize=4, zorder=2)
+    for xi, y in zip(x, ys):
+        if math.isfinite(y):
+            ax.annotate(_value_text(y, percent), (xi, y), xytext=(7, 6), textcoords="offset points",
+                        fontsize=8, color="#222222")
+
+
+def _draw_bars(ax, x, ys, es, index: int, n_series: int, color: str, name: str, percent: bool) -> None:
+    width = 0.8 / n_series
+    xs = [xi - 0.4 + width * (index + 0.5) for xi in x]
+    ax.bar(xs, ys, width=width * 0.92, color=color, label=name, zorder=2)
+    if any(es):
+        ax.errorbar(xs, ys, yerr=es, fmt="none", ecolor="#222222", elinewidth=1.2, capsize=4, zorder=3)
+    for xi, y, e in zip(xs, ys, es):
+        if math.isfinite(y):
+            ax.annotate(_value_text(y, percent), (xi, y + e), xytext=(0, 3), textcoords="offset points",
+                        ha="center", va="bottom", fontsize=8, color="#222222")
+
+
+def _style_axes(ax, categories: Sequence[str], ylim: Tuple[float, float], title: str, xlabel: str,
+                ylabel: str) -> None:
+    n = max(1, len(categories))
+    width = max(6, int(90 / n))  # characters per line of a category label
+    ax.set_xticks(range(len(categories)))
+    ax.set_xticklabels([textwrap.fill(str(c), width) for c in categories])
+    ax.set_xlim(-0.5, n - 0.5)
+    _round_range(ax, *ylim)
+    ax.figure.suptitle(title, fontsize=12, fontweight="bold")
+    ax.set_xlabel(xlabel, labelpad=10)
+    ax.set_ylabel(ylabel, labelpad=10)
+    ax.grid(axis="y", color="#e5e5e5", linewidth=1.0, zorder=0)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
 
 
 def category_chart_png(path, categories: Sequence[str], series: Dict[str, Sequence[Optional[float]]], *,
                        errors: Optional[Dict[str, Sequence[Optional[float]]]] = None, title: str = "",
                        xlabel: str = "", ylabel: str = "", style: str = "line", percent: bool = True,
                        size=(900, 560)) -> Path:
-    """Draw ``series`` (name -> one value per category, None = missing) against ``categories``."""
-    ensure_app()
-    from PySide6.QtCore import QPointF, QRectF, Qt
-    from PySide6.QtGui import QBrush, QColor, QFont, QImage, QPainter, QPen
+    """Draw ``series`` (name -> one value per category, None = missing) against ``categories`` as a PNG.
 
+    ``errors`` (same shape as ``series``) draws +-error bars; ``size`` is (width, height) in pixels.
+    The file is written atomically; returns its path.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if style not in ("line", "bar"):
+        raise ValueError(f"style must be 'line' or 'bar', got {style!r}")
     path = Path(path)
-    W, H = size
-    img = QImage(W, H, QImage.Format_ARGB32)
-    img.fill(QColor("white"))
-    p = QPainter(img)
-    p.setRenderHint(QPainter.Antialiasing, True)
     scale = 100.0 if percent else 1.0
-    errs = errors or {}
-    ext = [(v + (e or 0)) * scale for name, s in series.items() for v, e in
-           zip(s, errs.get(name, [0] * len(s))) if v is not None and math.isfinite(v)]
-    ext_lo = [(v - (e or 0)) * scale for name, s in series.items() for v, e in
-              zip(s, errs.get(name, [0] * len(s))) if v is not None and math.isfinite(v)]
-    lo = min(ext_lo) if ext_lo else 0.0
-    hi = max(ext) if ext else 1.0
-    if style == "bar":
-        lo = min(0.0, lo)
-        hi = hi + 0.08 * max(hi - lo, 1e-6)
-    else:
-        pad = 0.08 * max(hi - lo, 1e-6)
-        lo, hi = lo - pad, hi + pad
-    if percent:
-        lo, hi = max(lo, 0.0) if lo >= -1e-9 else lo, min(hi, 100.0) if hi <= 100.0 + 1e-9 else hi
-    lo, hi, step = _nice_range(lo, hi)
-
-    font = QFont("DejaVu Sans", 10)
-    p.setFont(font)
-    left, right, top, bottom = 80, 30, 60, 95
-    n_series = len(series)
-    if n_series > 1:
-        right = 190
-    plot = QRectF(left, top, W - left - right, H - top - bottom)
-
-    def ymap(v):
-        return plot.bottom() - (v - lo) / (hi - lo) * plot.height()
-
-    n = max(1, len(categories))
-    slot = plot.width() / n
-
-    def xmap(i):
-        return plot.left() + slot * (i + 0.5)
-
-    # grid and y ticks
-    p.setPen(QPen(QColor("#dddddd"), 1))
-    t = lo
-    ticks = []
-    while t <= hi + 1e-9:
-        ticks.append(t)
-        t += step
-    for t in ticks:
-        y = ymap(t)
-        p.setPen(QPen(QColor("#e5e5e5"), 1))
-        p.drawLine(QPointF(plot.left(), y), QPointF(plot.right(), y))
-        p.setPen(QPen(QColor("#333333"), 1))
-        label = f"{t:.0f}" if step >= 1 else f"{t:.{max(0, -int(math.floor(math.log10(step))))}f}"
-        p.drawText(QRectF(0, y - 9, left - 8, 18), Qt.AlignRight | Qt.AlignVCenter, label)
-    # axes
-    p.setPen(QPen(QColor("#333333"), 1.5))
-    p.drawLine(plot.bottomLeft(), plot.bottomRight())
-    p.drawLine(plot.bottomLeft(), plot.topLeft())
-    # x labels
-    for i, cat in enumerate(categories):
-        p.drawLine(QPointF(xmap(i), plot.bottom()), QPointF(xmap(i), plot.bottom() + 5))
-        p.drawText(QRectF(xmap(i) - slot / 2, plot.bottom() + 6, slot, 36),
-                   Qt.AlignHCenter | Qt.AlignTop | Qt.TextWordWrap, str(cat))
-    # titles
-    bold = QFont("DejaVu Sans", 12)
-    bold.setBold(True)
-    p.setFont(bold)
-    p.drawText(QRectF(0, 8, W, 40), Qt.AlignHCenter | Qt.AlignVCenter | Qt.TextWordWrap, title)
-    p.setFont(font)
-    p.drawText(QRectF(plot.left(), H - 40, plot.width(), 30), Qt.AlignHCenter | Qt.AlignVCenter, xlabel)
-    p.save()
-    p.translate(18, plot.center().y())
-    p.rotate(-90)
-    p.drawText(QRectF(-plot.height() / 2, -12, plot.height(), 24), Qt.AlignCenter, ylabel)
-    p.restore()
-
-    small = QFont("DejaVu Sans", 8)
-    for si, (name, ys) in enumerate(series.items()):
-        color = QColor(_PALETTE[si % len(_PALETTE)])
-        es = errs.get(name, [None] * len(ys))
-        pts = []
-        for i, v in enumerate(ys):
-            if v is None or not math.isfinite(v):
-                pts.append(None)
-                continue
-            pts.append((i, v * scale, (es[i] or 0.0) * scale))
+    points = [_scaled(values, (errors or {}).get(name), scale) for name, values in series.items()]
+    fig = Figure(figsize=(size[0] / _DPI, size[1] / _DPI), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    x = list(range(len(categories)))
+    for i, (name, (ys, es)) in enumerate(zip(series, points)):
+        color = _PALETTE[i % len(_PALETTE)]
         if style == "bar":
-            bw = slot * 0.8 / max(1, n_series)
-            for pt in pts:
-                if pt is None:
-                    continue
-                i, v, e = pt
-                x0 = xmap(i) - slot * 0.4 + si * bw
-                rect = QRectF(x0, ymap(max(v, lo)), bw * 0.92, ymap(lo) - ymap(max(v, lo)))
-                p.fillRect(rect, QBrush(color))
-                p.setPen(QPen(QColor("#222222"), 1))
-                p.setFont(small)
-                p.drawText(QRectF(x0 - 10, ymap(v + e) - 18, bw + 20, 16), Qt.AlignHCenter | Qt.AlignBottom,
-                           f"{v:.1f}" if percent else f"{v:.3g}")
-                if e:
-                    _errbar(p, x0 + bw * 0.46, ymap(v - e), ymap(v + e))
+            _draw_bars(ax, x, ys, es, i, len(series), color, name, percent)
         else:
-            p.setPen(QPen(color, 2.2))
-            prev = None
-            for pt in pts:
-                if pt is None:
-                    prev = None
-                    continue
-                i, v, e = pt
-                if prev is not None:
-                    p.drawLine(QPointF(xmap(prev[0]), ymap(prev[1])), QPointF(xmap(i), ymap(v)))
-                prev = (i, v)
-            for pt in pts:
-                if pt is None:
-                    continue
-                i, v, e = pt
-                if e:
-                    _errbar(p, xmap(i), ymap(v - e), ymap(v + e), color)
-                p.setPen(QPen(color, 1.5))
-                p.setBrush(QBrush(color))
-                p.drawEllipse(QPointF(xmap(i), ymap(v)), 4.5, 4.5)
-                p.setPen(QPen(QColor("#222222"), 1))
-                p.setFont(small)
-                p.drawText(QRectF(xmap(i) + 8, ymap(v) - 20, 80, 16), Qt.AlignLeft | Qt.AlignBottom,
-                           f"{v:.1f}" if percent else f"{v:.3g}")
-            p.setBrush(Qt.NoBrush)
-        p.setFont(font)
-        if n_series > 1:
-            ly = top + 10 + si * 22
-            p.fillRect(QRectF(W - right + 14, ly + 4, 16, 10), QBrush(color))
-            p.setPen(QPen(QColor("#222222"), 1))
-            p.drawText(QRectF(W - right + 36, ly, right - 40, 18), Qt.AlignLeft | Qt.AlignVCenter, name)
-    p.end()
+            _draw_line(ax, x, ys, es, color, name, percent)
+    _style_axes(ax, categories, _value_range(points, style, percent), title, xlabel, ylabel)
+    if len(series) > 1:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     with atomic_path(path) as tmp:
-        if not img.save(str(tmp), "PNG"):
-            raise OSError(f"could not write the plot {path}")
+        fig.savefig(tmp, format="png", dpi=_DPI)
     return path
-
-
-def _errbar(p, x, y0, y1, color=None):
-    from PySide6.QtCore import QPointF
-    from PySide6.QtGui import QColor, QPen
-
-    p.setPen(QPen(color or QColor("#222222"), 1.2))
-    p.drawLine(QPointF(x, y0), QPointF(x, y1))
-    p.drawLine(QPointF(x - 4, y0), QPointF(x + 4, y0))
-    p.drawLine(QPointF(x - 4, y1), QPointF(x + 4, y1))

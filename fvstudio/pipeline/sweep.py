@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..engine.progress import Progress, check_cancel
 from ..engine.serialization import atomic_write_bytes
-from .config import ConfigError, PipelineConfig, parse_value
+from .config import SCHEMA, ConfigError, PipelineConfig, parse_value
 from .results import RunResult, write_results
 from .runner import STEPS, Pipeline
 
@@ -71,91 +71,120 @@ class SweepResult:
     png_path: Optional[Path] = None
 
 
+_METRIC_LABELS = {"map": "mAP", "mean_per_class_accuracy": "mean per-class accuracy"}
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+=-]+", "_", text)[:60].strip("_") or "run"
 
 
-def run_sweep(config: PipelineConfig, variants: List[Tuple[str, Dict[str, Any]]], out_dir, workspace=None, *,
-              x_key: Optional[str] = None, title: str = "", xlabel: str = "", style: str = "line", progress=None, cancel=None,
-              on_variant: Optional[Callable[[int, str], None]] = None) -> SweepResult:
-    """Run every variant, write ``sweep.csv``, ``sweep.png`` and per-run results into ``out_dir``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    sweep = SweepResult()
-    n = len(variants)
-    for i, (label, overrides) in enumerate(variants):
-        check_cancel(cancel, "sweep")
-        cfg = config.copy()
-        cfg.update(overrides)
-        if on_variant is not None:
-            on_variant(i, label)
-        pipe = Pipeline(cfg, workspace)
+def _run_variant(config: PipelineConfig, i: int, n: int, label: str, overrides: Dict[str, Any], out_dir: Path,
+                 workspace, progress, cancel) -> Tuple[Dict[str, Any], RunResult]:
+    """Run variant ``i`` of ``n``, write its results, return its row of ``sweep.csv`` and its result."""
+    cfg = config.copy()
+    cfg.update(overrides)
+    pipe = Pipeline(cfg, workspace)
 
-        def sub(p: Progress, i=i):
-            if progress is not None:
-                progress(Progress((i + p.fraction) / n, 1.0, p.message, {**dict(p.values), "variant": i,
-                                                                          "variant_label": label}))
+    def sub(p: Progress) -> None:
+        if progress is not None:
+            progress(Progress((i + p.fraction) / n, 1.0, p.message, {**dict(p.values), "variant": i,
+                                                                      "variant_label": label}))
 
-        t0 = time.perf_counter()
-        res = pipe.run_all(progress=sub, cancel=cancel)
-        total = time.perf_counter() - t0
-        write_results(res, out_dir / "runs" / f"{i:02d}-{_slug(label)}", config_dict=cfg.to_dict(),
-                      extra={"sweep_label": label, "overrides": overrides, "workspace": str(pipe.workspace)})
-        row: Dict[str, Any] = {"label": label}
-        for k, v in overrides.items():
-            row[k] = _fmt(v)
-        for k, v in res.metrics.items():
-            row[k] = v
-            row[f"{k}_std"] = res.metrics_std.get(k)
-        for s in STEPS:
-            row[f"seconds_{s}"] = round(float(res.timings.get(s, 0.0)), 3)
-        row["seconds_total"] = round(total, 3)
-        row["cached_steps"] = "+".join(res.cached_steps)
-        sweep.rows.append(row)
-        sweep.results.append(res)
-    # table
+    t0 = time.perf_counter()
+    res = pipe.run_all(progress=sub, cancel=cancel)
+    total = time.perf_counter() - t0
+    write_results(res, out_dir / "runs" / f"{i:02d}-{_slug(label)}", config_dict=cfg.to_dict(),
+                  extra={"sweep_label": label, "overrides": overrides, "workspace": str(pipe.workspace)})
+    row: Dict[str, Any] = {"label": label}
+    for k, v in overrides.items():
+        row[k] = _fmt(v)
+    for k, v in res.metrics.items():
+        row[k] = v
+        row[f"{k}_std"] = res.metrics_std.get(k)
+    for s in STEPS:
+        row[f"seconds_{s}"] = round(float(res.timings.get(s, 0.0)), 3)
+    row["seconds_total"] = round(total, 3)
+    row["cached_steps"] = "+".join(res.cached_steps)
+    return row, res
+
+
+def _write_table(rows: List[Dict[str, Any]], path: Path) -> Path:
     cols: List[str] = []
-    for row in sweep.rows:
+    for row in rows:
         cols += [c for c in row if c not in cols]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
-    for row in sweep.rows:
+    for row in rows:
         w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    sweep.csv_path = atomic_write_bytes(out_dir / "sweep.csv", buf.getvalue().encode())
-    # plot
-    if sweep.results:
-        from .plot import category_chart_png
+    return atomic_write_bytes(path, buf.getvalue().encode())
 
-        primary = sweep.results[0].primary_metric
-        metric_label = {"map": "mAP", "mean_per_class_accuracy": "mean per-class accuracy"}.get(primary, primary)
-        keys = list(variants[0][1]) if variants else []
-        if x_key is None and keys and style == "line":
-            x_key = keys[0]
-        if x_key is not None and style == "line":
-            cats: List[str] = []
-            series: Dict[str, List[Optional[float]]] = {}
-            errs: Dict[str, List[Optional[float]]] = {}
-            for (label, ov), res in zip(variants, sweep.results):
-                x = _fmt(ov[x_key])
-                if x not in cats:
-                    cats.append(x)
-            for (label, ov), res in zip(variants, sweep.results):
-                name = ", ".join(f"{k}={_fmt(v)}" for k, v in ov.items() if k != x_key) or metric_label
-                series.setdefault(name, [None] * len(cats))
-                errs.setdefault(name, [None] * len(cats))
-                j = cats.index(_fmt(ov[x_key]))
-                series[name][j] = res.metrics[primary]
-                errs[name][j] = res.metrics_std.get(primary) or None
-            xlabel = xlabel or x_key
-        else:
-            cats = [label for label, _ in variants]
-            series = {metric_label: [r.metrics[primary] for r in sweep.results]}
-            errs = {metric_label: [r.metrics_std.get(primary) or None for r in sweep.results]}
-            xlabel = xlabel or "variant"
-        ds_name = Path(config.get("dataset.root") or "dataset").name
-        sweep.png_path = category_chart_png(
-            out_dir / "sweep.png", cats, series, errors=errs, style=style,
-            title=title or f"{metric_label} vs {xlabel} on {ds_name}",
-            xlabel=xlabel, ylabel=f"{metric_label} (%)")
+
+def axis_label(key: str) -> str:
+    """A swept config key as an axis label, with the schema's unit (``descriptors.patch (px)``)."""
+    unit = SCHEMA[key].unit if key in SCHEMA else ""
+    return f"{key} ({unit})" if unit else key
+
+
+def _chart_series(variants, results: List[RunResult], x_key: Optional[str], metric: str, metric_label: str):
+    """(categories, series, errors) of the chart: one line per combination of the keys other than
+    ``x_key`` against the values of ``x_key``, or (``x_key=None``) one value per variant."""
+    if x_key is None:
+        cats = [label for label, _ in variants]
+        return (cats, {metric_label: [r.metrics[metric] for r in results]},
+                {metric_label: [r.metrics_std.get(metric) or None for r in results]})
+    cats: List[str] = []
+    for _, ov in variants:
+        if _fmt(ov[x_key]) not in cats:
+            cats.append(_fmt(ov[x_key]))
+    series: Dict[str, List[Optional[float]]] = {}
+    errs: Dict[str, List[Optional[float]]] = {}
+    for (_, ov), res in zip(variants, results):
+        name = ", ".join(f"{k}={_fmt(v)}" for k, v in ov.items() if k != x_key) or metric_label
+        series.setdefault(name, [None] * len(cats))
+        errs.setdefault(name, [None] * len(cats))
+        j = cats.index(_fmt(ov[x_key]))
+        series[name][j] = res.metrics[metric]
+        errs[name][j] = res.metrics_std.get(metric) or None
+    return cats, series, errs
+
+
+def _write_chart(config: PipelineConfig, variants, results: List[RunResult], path: Path, *, x_key: Optional[str],
+                 title: str, xlabel: str, style: str) -> Path:
+    """The headline metric of every variant: against ``x_key`` (lines) or per variant (bars)."""
+    from .plot import category_chart_png
+
+    metric = results[0].primary_metric
+    metric_label = _METRIC_LABELS.get(metric, metric)
+    keys = list(variants[0][1]) if variants else []
+    if x_key is None and keys and style == "line":
+        x_key = keys[0]
+    if style != "line":
+        x_key = None
+    cats, series, errs = _chart_series(variants, results, x_key, metric, metric_label)
+    xlabel = xlabel or (axis_label(x_key) if x_key is not None else "variant")
+    ds_name = Path(config.get("dataset.root") or "dataset").name
+    return category_chart_png(path, cats, series, errors=errs, style=style,
+                              title=title or f"How does {metric_label} change with {xlabel}? ({ds_name})",
+                              xlabel=xlabel, ylabel=f"{metric_label} (%)")
+
+
+def run_sweep(config: PipelineConfig, variants: List[Tuple[str, Dict[str, Any]]], out_dir, workspace=None, *,
+              x_key: Optional[str] = None, title: str = "", xlabel: str = "", style: str = "line", progress=None,
+              cancel=None, on_variant: Optional[Callable[[int, str], None]] = None) -> SweepResult:
+    """Run every variant, write ``sweep.csv``, ``sweep.png`` and per-run results into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sweep = SweepResult()
+    for i, (label, overrides) in enumerate(variants):
+        check_cancel(cancel, "sweep")
+        if on_variant is not None:
+            on_variant(i, label)
+        row, res = _run_variant(config, i, len(variants), label, overrides, out_dir, workspace, progress, cancel)
+        sweep.rows.append(row)
+        sweep.results.append(res)
+    sweep.csv_path = _write_table(sweep.rows, out_dir / "sweep.csv")
+    if sweep.results:
+        sweep.png_path = _write_chart(config, variants, sweep.results, out_dir / "sweep.png", x_key=x_key,
+                                      title=title, xlabel=xlabel, style=style)
     return sweep

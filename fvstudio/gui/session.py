@@ -1,0 +1,195 @@
+"""A saved explorer session: the pipeline config, the run history and which runs are on screen. No Qt, no pickles.
+
+Layout inside a workspace folder (the same folder the pipeline caches its steps in)::
+
+    session/config.toml        the current config (``PipelineConfig.to_toml``; ``fvstudio run`` replays it)
+    session/session.json       {"version": 1, "current": run id, "compare": run id, "panel": name,
+                                "runs": [{"id", "created", "label", "config", "summary"}, ...]}
+    session/runs/<id>.npz      the arrays of one run (confusion matrix, test scores, targets, ...)
+                               written with ``atomic_save_npz`` and read with ``allow_pickle=False``
+
+A :class:`RunRecord` is what the results panel shows: built either from a live ``RunResult`` or from these
+files, so a restored session shows exactly what was on screen when it was saved.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from fvstudio.engine.serialization import atomic_save_npz, atomic_write_bytes
+
+SESSION_DIR = "session"
+_VERSION = 1
+_METRIC_ORDER = ("mean_per_class_accuracy", "map", "accuracy", "top5_accuracy")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+@dataclass
+class RunRecord:
+    """One run of the history. ``summary`` is the run's ``RunResult.to_json_dict()`` (without the config,
+    kept once as ``config``, and without the confusion matrix when it is in ``arrays``); ``arrays`` holds
+    the first split's ``confusion`` (single-label), test ``scores``, ``targets`` and ``labels``."""
+
+    id: str
+    created: str
+    label: str
+    config: Dict[str, Any]
+    summary: Dict[str, Any]
+    arrays: Dict[str, np.ndarray] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ views used by the results panel
+    @property
+    def metrics(self) -> Dict[str, float]:
+        """Headline metrics, the paper's first (same order however the record was stored)."""
+        vals = {k: float(v) for k, v in self.summary["metrics"].items() if v is not None}
+        first = [k for k in _METRIC_ORDER if k in vals]
+        return {k: vals[k] for k in first + sorted(k for k in vals if k not in first)}
+
+    @property
+    def class_names(self) -> List[str]:
+        return list(self.summary["class_names"])
+
+    @property
+    def per_class(self) -> Dict[str, np.ndarray]:
+        """{per-class metric name ("accuracy" or "ap"): (C,) values in class order (NaN: undefined)}."""
+        pc = self.summary["per_class"]
+        values = [np.nan if pc.get(n) is None else float(pc[n]) for n in self.class_names]
+        return {self.summary["per_class_metric"]: np.array(values)} if pc else {}
+
+    @property
+    def confusion(self) -> Optional[np.ndarray]:
+        """(C, C) test counts, rows = true class (single-label runs), else None."""
+        return self.arrays.get("confusion")
+
+    @property
+    def multilabel(self) -> bool:
+        return bool(self.summary["multilabel"])
+
+    @property
+    def scores(self) -> Optional[np.ndarray]:
+        """(n_test, C) test scores of the first split, if the run kept them."""
+        return self.arrays.get("scores")
+
+    @property
+    def targets(self) -> Optional[np.ndarray]:
+        """(n_test, C) test targets in {+1, -1, 0 = ignore} of the first split, if kept."""
+        return self.arrays.get("targets")
+
+    @property
+    def metrics_std(self) -> Dict[str, float]:
+        """Standard deviation of each metric over the splits (empty / None values for a single split)."""
+        return {k: v for k, v in self.summary["metrics_std"].items() if v is not None}
+
+    @property
+    def timings(self) -> Dict[str, float]:
+        """Seconds per step spent in this run (0 for the steps it found cached)."""
+        return {k: float(v) for k, v in self.summary["timings"].items()}
+
+    @property
+    def compute_timings(self) -> Dict[str, float]:
+        """Seconds each step took when it was computed (for cached steps: in an earlier run)."""
+        return {k: float(v) for k, v in self.summary["compute_timings"].items()}
+
+    @property
+    def cached_steps(self) -> List[str]:
+        return list(self.summary["cached_steps"])
+
+
+def new_run_id(existing) -> str:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    rid, i = stamp, 1
+    while rid in existing:
+        i += 1
+        rid = f"{stamp}-{i}"
+    return rid
+
+
+def record_from_result(result, config_dict: Dict[str, Any], existing, label: str = "") -> RunRecord:
+    """Turn a pipeline ``RunResult`` into a record (JSON summary + the first split's arrays)."""
+    summary = _jsonable(result.to_json_dict())
+    first = {"confusion": result.confusion,
+             "scores": result.test_scores[0] if result.test_scores else None,
+             "targets": result.test_targets[0] if result.test_targets else None,
+             "labels": result.test_labels[0] if result.test_labels else None}
+    arrays = {name: np.asarray(v) for name, v in first.items() if v is not None and np.asarray(v).size}
+    if "confusion" in arrays:
+        summary.pop("confusion", None)
+    summary.pop("config", None)  # kept once, as the record's config
+    rid = new_run_id(existing)
+    return RunRecord(id=rid, created=_dt.datetime.now().isoformat(timespec="seconds"),
+                     label=label or rid, config=_jsonable(config_dict), summary=summary, arrays=arrays)
+
+
+@dataclass
+class SessionState:
+    """What is on screen besides the config and the runs: run A, run B ("compare with") and the panel."""
+
+    current: Optional[str] = None
+    compare: Optional[str] = None
+    panel: Optional[str] = None
+
+
+def session_dir(workspace) -> Path:
+    return Path(workspace) / SESSION_DIR
+
+
+def save_session(workspace, config, runs: List[RunRecord], state: Optional[SessionState] = None) -> Path:
+    """Write config.toml, session.json and one npz per run (atomically); returns the session folder."""
+    folder = session_dir(workspace)
+    (folder / "runs").mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(folder / "config.toml", config.to_toml_string().encode("utf-8"))
+    for r in runs:
+        path = folder / "runs" / f"{r.id}.npz"
+        if r.arrays and not path.exists():
+            atomic_save_npz(path, r.arrays, {"kind": "fvstudio.gui.run", "id": r.id})
+    keep = {f"{r.id}.npz" for r in runs}
+    for old in (folder / "runs").glob("*.npz"):  # arrays of runs removed from the history
+        if old.name not in keep:
+            old.unlink()
+    doc = {"version": _VERSION, **asdict(state or SessionState()),
+           "runs": [{"id": r.id, "created": r.created, "label": r.label, "config": r.config,
+                     "summary": r.summary, "arrays": sorted(r.arrays)} for r in runs]}
+    atomic_write_bytes(folder / "session.json", json.dumps(doc, indent=1).encode("utf-8"))
+    return folder
+
+
+def load_session(workspace) -> Tuple[Optional[Any], List[RunRecord], SessionState]:
+    """(config or None, runs, state) of a saved session; (None, [], SessionState()) when there is none."""
+    from fvstudio.pipeline import PipelineConfig
+
+    folder = session_dir(workspace)
+    config = None
+    if (folder / "config.toml").exists():
+        config = PipelineConfig.from_toml(folder / "config.toml")
+    runs: List[RunRecord] = []
+    state = SessionState()
+    if (folder / "session.json").exists():
+        doc = json.loads((folder / "session.json").read_text(encoding="utf-8"))
+        for r in doc["runs"]:
+            arrays: Dict[str, np.ndarray] = {}
+            path = folder / "runs" / f"{r['id']}.npz"
+            if r["arrays"] and path.exists():
+                with np.load(path, allow_pickle=False) as data:
+                    arrays = {k: data[k] for k in data.files if not k.startswith("__")}
+            runs.append(RunRecord(id=r["id"], created=r["created"], label=r["label"], config=r["config"],
+                                  summary=r["summary"], arrays=arrays))
+        state = SessionState(current=doc.get("current"), compare=doc.get("compare"), panel=doc.get("panel"))
+    return config, runs, state

@@ -183,7 +183,7 @@ def test_unreadable_images_counts_the_store_entries(tiny_pipeline, tmp_path, sam
     from fvstudio.pipeline import Pipeline
     from fvstudio.pipeline.diagnostics import unreadable_images
 
-    assert unreadable_images(tiny_pipeline) == (0, len(tiny_pipeline.needed_indices()))
+    assert unreadable_images(tiny_pipeline) == ([], len(tiny_pipeline.needed_indices()))
     root = tmp_path / "data"
     for cls in ("bricks", "rust"):
         (root / cls).mkdir(parents=True)
@@ -193,6 +193,7 @@ def test_unreadable_images_counts_the_store_entries(tiny_pipeline, tmp_path, sam
     cfg = tiny_pipeline.config.copy().update({"dataset.root": str(root), "dataset.n_train": 2,
                                               "dataset.n_test": 0})
     pipe = Pipeline(cfg, tmp_path / "ws")
-    assert unreadable_images(pipe) == (0, 9)  # not extracted yet: nothing known to be unreadable
+    assert unreadable_images(pipe) == ([], 9)  # not extracted yet: nothing known to be unreadable
     pipe.run_step("descriptors")
-    assert unreadable_images(Pipeline(cfg, tmp_path / "ws")) == (1, 9)
+    rows, total = unreadable_images(Pipeline(cfg, tmp_path / "ws"))
+    assert total == 9 and [r["id"] for r in rows] == ["rust/zz_broken.jpg"] and "not an image" in rows[0]["reason"]

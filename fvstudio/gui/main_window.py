@@ -325,7 +325,7 @@ class MainWindow(QMainWindow):
             bad, total = unreadable_images(self.pipeline)
         except (ValueError, OSError):  # no split can be made: a detail only
             return ""
-        return f"{bad} of {total} images unreadable" if bad else ""
+        return f"{len(bad)} of {total} images unreadable, left out" if bad else ""
 
     def open_dataset(self, path: str) -> None:
         path = str(Path(path).expanduser())

@@ -28,7 +28,7 @@ from a script:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -101,14 +101,12 @@ def compute_diagnostics(pipeline, progress=None, cancel=None) -> Diagnostics:
     return out
 
 
-def unreadable_images(pipeline) -> Tuple[int, int]:
-    """(unreadable, total) among the images the descriptors step extracts; (0, total) while the step is
-    not computed for the current config (the store cannot tell unreadable from not yet extracted)."""
-    needed = pipeline.needed_indices()
-    store = pipeline.artifact("descriptors")
-    if store is None:
-        return 0, len(needed)
-    return int(np.sum(store.counts(needed) < 0)), len(needed)
+def unreadable_images(pipeline) -> Tuple[List[Dict[str, Any]], int]:
+    """(rows, total): the images left out of training and testing because they give no descriptor (each
+    row: id, reason, role "train"/"test"), among the ``total`` images the descriptors step extracts.
+    Images not extracted yet are not listed (the store cannot tell yet)."""
+    ctx = pipeline.context()
+    return ctx.left_out_report(), len(ctx.needed_indices())
 
 
 @dataclass

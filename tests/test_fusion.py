@@ -88,6 +88,6 @@ def test_concat_rows_provider_matches_early_fusion_and_trains():
     rows = fusion.ConcatRows([ArrayRows(a), ArrayRows(b)])
     assert len(rows) == 120 and rows.dim == 12
     np.testing.assert_allclose(rows.rows(np.arange(120)), fusion.early_fusion([a, b]), atol=1e-6)
-    m = OneVsRestSGD(lam=1e-3, epochs=3).fit(rows, y)
-    m2 = OneVsRestSGD(lam=1e-3, epochs=3).fit(fusion.early_fusion([a, b]), y)
+    m = OneVsRestSGD(balance=None, lam=1e-3, epochs=3).fit(rows, y)
+    m2 = OneVsRestSGD(balance=None, lam=1e-3, epochs=3).fit(fusion.early_fusion([a, b]), y)
     np.testing.assert_allclose(m.coef_, m2.coef_, atol=1e-5)

@@ -85,6 +85,7 @@ import cv2
 import numpy as np
 from numba import njit
 
+from .defaults import PATCH, PRESMOOTH, ROOT_SIFT, SCALE_FACTOR, SCALES, SIFT_WINDOW, STEP
 from .validation import check_choice, check_positive_int
 
 #: The channels :func:`extract_channel` knows, in the paper's order.
@@ -413,9 +414,9 @@ def to_gray(rgb) -> np.ndarray:
     return (img @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).astype(np.float32, copy=False)
 
 
-def dense_sift(gray, *, patch: int = 24, step: int = 4, scales: int = 5,
-               scale_factor: float = 2 ** 0.5, window: str = "gauss", presmooth: bool = True,
-               root: bool = False) -> DenseDescriptors:
+def dense_sift(gray, *, patch: int = PATCH, step: int = STEP, scales: int = SCALES,
+               scale_factor: float = SCALE_FACTOR, window: str = SIFT_WINDOW, presmooth: bool = PRESMOOTH,
+               root: bool = ROOT_SIFT) -> DenseDescriptors:
     """Dense multi-scale SIFT of a gray float32 image in [0, 1]; see the module docstring.
 
     Returns a :class:`DenseDescriptors` with (T, 128) float32 descriptors in standard SIFT order,
@@ -527,8 +528,8 @@ def _lcs_level(img, ker, b, step, ny, nx, out, norms):
             norms[f] = sd_sum / np.float32(3 * N_SPATIAL * N_SPATIAL)
 
 
-def local_color_statistics(rgb, *, patch: int = 24, step: int = 4, scales: int = 5,
-                           scale_factor: float = 2 ** 0.5) -> DenseDescriptors:
+def local_color_statistics(rgb, *, patch: int = PATCH, step: int = STEP, scales: int = SCALES,
+                           scale_factor: float = SCALE_FACTOR) -> DenseDescriptors:
     """Dense 96-d Local Color Statistics of an RGB float32 image in [0, 1].
 
     Same frames (same T, identical positions and scales) as :func:`dense_sift` with the same grid

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .defaults import POSTERIOR_THRESHOLD
 from .fisher import _gmm_terms
 from .posteriors import accumulate_statistics
 from .validation import as_float32_matrix
@@ -37,7 +38,7 @@ class PosteriorSharpness:
     mean_active: float
 
 
-def posterior_sharpness(descriptors, gmm, threshold: float = 1e-4) -> PosteriorSharpness:
+def posterior_sharpness(descriptors, gmm, threshold: float = POSTERIOR_THRESHOLD) -> PosteriorSharpness:
     """Sorted max posteriors of ``descriptors`` ((N, D) array or a list of them) under ``gmm``."""
     if isinstance(descriptors, (list, tuple)):
         if not descriptors:

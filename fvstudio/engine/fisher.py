@@ -61,6 +61,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 from numba import njit
 
+from .defaults import FIM, GRADIENTS, LP, POSTERIOR_THRESHOLD, POWER
 from .posteriors import GaussianTerms, accumulate_statistics
 from .progress import CancelLike, ProgressCallback, check_cancel, is_cancelled, report
 from .validation import as_float32_matrix, check_choice
@@ -387,8 +388,8 @@ class FisherEncoder(_Encoder):
 
     kind = "fisher"
 
-    def __init__(self, gmm, *, gradients: str = "ms", fim: str = "closed", power=0.5, lp=2.0,
-                 pyramid=None, posterior_threshold: float = 1e-4):
+    def __init__(self, gmm, *, gradients: str = GRADIENTS, fim: str = FIM, power=POWER, lp=LP,
+                 pyramid=None, posterior_threshold: float = POSTERIOR_THRESHOLD):
         super().__init__(gmm, power=power, lp=lp, pyramid=pyramid, posterior_threshold=posterior_threshold)
         if not isinstance(gradients, str) or not gradients or set(gradients) - set("wms") \
                 or len(set(gradients)) != len(gradients):
@@ -464,7 +465,8 @@ class SoftBoWEncoder(_Encoder):
 
     kind = "soft_bow"
 
-    def __init__(self, gmm, *, power=0.5, lp=2.0, pyramid=None, posterior_threshold: float = 1e-4):
+    def __init__(self, gmm, *, power=POWER, lp=LP, pyramid=None,
+                 posterior_threshold: float = POSTERIOR_THRESHOLD):
         super().__init__(gmm, power=power, lp=lp, pyramid=pyramid, posterior_threshold=posterior_threshold)
 
     def _region_blocks(self):
@@ -481,7 +483,8 @@ class VLADEncoder(_Encoder):
 
     kind = "vlad"
 
-    def __init__(self, gmm, *, power=0.5, lp=2.0, pyramid=None, posterior_threshold: float = 1e-4):
+    def __init__(self, gmm, *, power=POWER, lp=LP, pyramid=None,
+                 posterior_threshold: float = POSTERIOR_THRESHOLD):
         # posterior_threshold is unused (hard assignment); accepted for a uniform interface
         super().__init__(gmm, power=power, lp=lp, pyramid=pyramid, posterior_threshold=posterior_threshold)
         mu = self._terms.means

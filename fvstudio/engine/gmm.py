@@ -12,8 +12,9 @@ EM follows Appendix B's good practices:
       w_k = A_k / N,   mu_k <- mu_k + sigma_k B_k / A_k,   sigma_k^2 <- sigma_k^2 (C_k / A_k - (B_k / A_k)^2)
 
 - variance flooring relative to the global variance: sigma_kd^2 >= alpha * var_d(X), alpha = ``var_floor``
-  (0.01, HTK's value); an absolute floor of 1e-6 x the mean global variance (1e-6 if X is constant)
-  keeps a constant dimension finite;
+  (default 0.1, chosen on held-out splits, see :mod:`~fvstudio.engine.defaults`; HTK uses 0.01); an
+  absolute floor of 1e-6 x the mean global variance (1e-6 if X is constant) keeps a constant dimension
+  finite;
 - a component whose weight falls below 0.01 / K (empty, collapsed) is re-seeded by splitting the
   heaviest component: both halves get half its weight and means mu_h -/+ 0.2 sigma_h. Nothing can
   become NaN or infinite;
@@ -44,6 +45,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from .defaults import GMM_INIT, GMM_MAX_ITER, GMM_N_INIT, GMM_TOL, GMM_VAR_FLOOR, POSTERIOR_THRESHOLD
 from .posteriors import GaussianTerms, Statistics, accumulate_statistics, posteriors
 from .progress import CancelLike, ProgressCallback, check_cancel, report
 from .serialization import atomic_save_npz, load_npz
@@ -66,9 +68,10 @@ class DiagonalGMM:
     ``n_jobs`` > 1 splits each E-step over that many threads (BLAS pinned to one thread meanwhile).
     """
 
-    def __init__(self, n_components: int, *, max_iter: int = 100, tol: float = 1e-4,
-                 init: str = "kmeans++", var_floor: float = 0.01, posterior_threshold: float = 1e-4,
-                 n_init: int = 1, seed=0, n_jobs: int = 1):
+    def __init__(self, n_components: int, *, max_iter: int = GMM_MAX_ITER, tol: float = GMM_TOL,
+                 init: str = GMM_INIT, var_floor: float = GMM_VAR_FLOOR,
+                 posterior_threshold: float = POSTERIOR_THRESHOLD, n_init: int = GMM_N_INIT, seed=0,
+                 n_jobs: int = 1):
         self.n_components = n_components
         self.max_iter = max_iter
         self.tol = tol

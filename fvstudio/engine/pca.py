@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .defaults import PCA_COMPONENTS
 from .serialization import atomic_save_npz, load_npz
 from .validation import as_float32_matrix, check_choice, check_positive_int, rng_from_seed
 
@@ -39,7 +40,7 @@ _ROWS_PER_CHUNK = 65536
 class PCA:
     """Principal component analysis with optional regularised whitening (see module docstring)."""
 
-    def __init__(self, n_components: int = 64, *, whiten: bool = False, whiten_eps: float = 1e-5,
+    def __init__(self, n_components: int = PCA_COMPONENTS, *, whiten: bool = False, whiten_eps: float = 1e-5,
                  method: str = "auto", seed=0):
         self.n_components = n_components
         self.whiten = whiten

@@ -77,6 +77,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from .defaults import POSTERIOR_THRESHOLD
 from .progress import CancelLike, check_cancel
 
 #: with theta = 0, posteriors below exp(-40) ~ 4e-18 times the largest one are dropped.
@@ -594,7 +595,7 @@ def _check_threshold(threshold: float) -> float:
     return threshold
 
 
-def accumulate_statistics(X: np.ndarray, terms: GaussianTerms, *, threshold: float = 1e-4,
+def accumulate_statistics(X: np.ndarray, terms: GaussianTerms, *, threshold: float = POSTERIOR_THRESHOLD,
                           regions: Optional[np.ndarray] = None, n_regions: int = 1,
                           moments: bool = True, block: int = _BLOCK,
                           cancel: CancelLike = None, allow_dense: bool = False,

@@ -62,6 +62,7 @@ from typing import Optional, Protocol, Sequence, runtime_checkable
 import numpy as np
 from numba import njit
 
+from .defaults import AVERAGING, BALANCE, BIAS, CV_FOLDS, EPOCHS, LAM, LAMBDA_GRID, LOSS
 from .progress import CancelLike, check_cancel, report, scaled
 from .serialization import atomic_save_npz, load_npz
 from .validation import check_choice, check_positive_int, rng_from_seed
@@ -69,8 +70,6 @@ from .validation import check_choice, check_positive_int, rng_from_seed
 LOSSES = ("hinge", "log", "squared")
 SCHEDULES = ("optimal", "asgd", "constant")
 BALANCES = (None, "sample", "weight")
-#: lambda grid searched by ``lam="cv"`` / :func:`select_lambda` when none is given.
-DEFAULT_LAMBDA_GRID = (1e-6, 1e-5, 1e-4, 1e-3)
 _LOSS_ID = {"hinge": 0, "log": 1, "squared": 2}
 _SCHEDULE_ID = {"optimal": 0, "asgd": 1, "constant": 2}
 #: a divisor above this is folded back into its vector (keeps float32 V in range).
@@ -446,10 +445,10 @@ class OneVsRestSGD:
     classes over the same row order (the kernel releases the GIL); the result does not depend on it.
     """
 
-    def __init__(self, loss: str = "hinge", lam=1e-5, epochs: int = 10, bias: bool = True,
-                 averaging: bool = True, balance: Optional[str] = None, neg_ratio: float = 5.0,
+    def __init__(self, loss: str = LOSS, lam=LAM, epochs: int = EPOCHS, bias: bool = BIAS,
+                 averaging: bool = AVERAGING, balance: Optional[str] = BALANCE, neg_ratio: float = 5.0,
                  learning_rate: str = "optimal", eta0: Optional[float] = None,
-                 lam_grid: Sequence[float] = DEFAULT_LAMBDA_GRID, cv_folds: int = 3, n_jobs: int = 1,
+                 lam_grid: Sequence[float] = LAMBDA_GRID, cv_folds: int = CV_FOLDS, n_jobs: int = 1,
                  seed=0):
         self.loss = loss
         self.lam = lam
@@ -699,7 +698,7 @@ class OneVsRestSGD:
 # --------------------------------------------------------------------------------------------------
 # Cross-validation
 # --------------------------------------------------------------------------------------------------
-def make_folds(y, folds: int = 3, seed=0) -> np.ndarray:
+def make_folds(y, folds: int = CV_FOLDS, seed=0) -> np.ndarray:
     """Fold id (N,) per sample: stratified by label for (N,) labels (each class dealt round-robin
     after a shuffle), by the first positive class for (N, C) targets."""
     folds = check_positive_int(folds, "folds", minimum=2)
@@ -722,7 +721,7 @@ def make_folds(y, folds: int = 3, seed=0) -> np.ndarray:
     return fold
 
 
-def cross_val_decision(X, y, folds: int = 3, seed=0, *, classes=None, progress=None,
+def cross_val_decision(X, y, folds: int = CV_FOLDS, seed=0, *, classes=None, progress=None,
                        cancel: CancelLike = None, **params) -> np.ndarray:
     """Out-of-fold decision values (N, C): each sample scored by a model not trained on it."""
     provider = as_row_provider(X)
@@ -752,7 +751,7 @@ def _cv_metric(scores, y, multilabel, cls):
     return metrics.mean_per_class_accuracy(col[ok], pred, n_classes=cls.size)
 
 
-def select_lambda(X, y, grid: Sequence[float] = DEFAULT_LAMBDA_GRID, folds: int = 3, seed=0, *,
+def select_lambda(X, y, grid: Sequence[float] = LAMBDA_GRID, folds: int = CV_FOLDS, seed=0, *,
                   classes=None, progress=None, cancel: CancelLike = None, **params) -> LambdaSearch:
     """k-fold cross-validation of lambda on the training set.
 

@@ -82,6 +82,9 @@ class LateFusion:
     ``fuse(channel_scores)`` applies them. With two channels ``weights_[0]`` is the paper's a.
     """
 
+    #: (M,) learned by fit (or set directly to fixed weights); None until then
+    weights_: Optional[np.ndarray] = None
+
     def __init__(self, step: float = 0.1):
         self.step = step
 
@@ -106,7 +109,7 @@ class LateFusion:
         return self
 
     def fuse(self, channel_scores) -> np.ndarray:
-        if not hasattr(self, "weights_"):
+        if self.weights_ is None:
             raise ValueError("this LateFusion is not fitted yet; call fit first")
         return fuse_scores(channel_scores, self.weights_)
 

@@ -79,6 +79,7 @@ from numba.extending import intrinsic
 
 from .defaults import POSTERIOR_THRESHOLD
 from .progress import CancelLike, check_cancel
+from .validation import _check_posterior_threshold, as_float32_matrix, check_positive_int
 
 #: with theta = 0, posteriors below exp(-40) ~ 4e-18 times the largest one are dropped.
 _LOG_NEGLIGIBLE = -40.0
@@ -575,24 +576,42 @@ class _Workspace:
         return lpT
 
 
-_local = threading.local()
+class _PerThread(threading.local):
+    """Each thread's last workspace, keyed by (nb, D, K)."""
+
+    key = None
+    workspace: Optional[_Workspace] = None
+
+
+_local = _PerThread()
 
 
 def _workspace(nb: int, D: int, K: int) -> _Workspace:
     """This thread's workspace for (nb, D, K): encoders run in several threads, each gets its own."""
     key = (nb, D, K)
-    ws = getattr(_local, "ws", None)
-    if ws is None or ws[0] != key:
-        ws = (key, _Workspace(nb, D, K))
-        _local.ws = ws
-    return ws[1]
+    if _local.key != key:
+        _local.workspace = _Workspace(nb, D, K)
+        _local.key = key
+    return _local.workspace
 
 
-def _check_threshold(threshold: float) -> float:
-    threshold = float(threshold)
-    if not (0.0 <= threshold < 1.0):
-        raise ValueError(f"posterior threshold must be in [0, 1), got {threshold}")
-    return threshold
+def _check_regions(regions, N: int, n_regions: int) -> Optional[np.ndarray]:
+    """``regions`` as (N, L) int32 slots in [-1, n_regions), or None when every row is in region 0."""
+    if regions is None:
+        return None
+    regions = np.asarray(regions)
+    if regions.dtype.kind not in "iu":
+        raise ValueError(f"regions must hold integer region slots, got dtype {regions.dtype}")
+    regions = np.ascontiguousarray(regions, dtype=np.int32)
+    if regions.ndim == 1:
+        regions = regions[:, None]
+    if regions.ndim != 2 or regions.shape[0] != N:
+        raise ValueError(f"regions must be ({N},) or ({N}, L) for {N} descriptors, got shape {regions.shape}")
+    if regions.size and (regions.max() >= n_regions or regions.min() < -1):
+        raise ValueError(f"regions must lie in [-1, n_regions={n_regions}), got [{regions.min()}, {regions.max()}]")
+    if n_regions == 1 and regions.shape[1] == 1 and (regions.size == 0 or regions.min() == 0):
+        return None  # everything in region 0: the fast path
+    return regions
 
 
 def accumulate_statistics(X: np.ndarray, terms: GaussianTerms, *, threshold: float = POSTERIOR_THRESHOLD,
@@ -616,25 +635,24 @@ def accumulate_statistics(X: np.ndarray, terms: GaussianTerms, *, threshold: flo
     ``log_likelihood=False`` (the encoders): the candidates-only E-step of the module docstring,
     faster; ``Statistics.log_likelihood`` is then None.
     """
-    X = np.ascontiguousarray(X, dtype=np.float32)
-    if X.ndim != 2:
-        raise ValueError(f"descriptors must be a 2-D (N, D) array, got shape {X.shape}")
+    X = as_float32_matrix(X, "descriptors", n_features=terms.n_features)
+    threshold = _check_posterior_threshold(threshold, "threshold")
+    n_regions = check_positive_int(n_regions, "n_regions")
+    regions = _check_regions(regions, X.shape[0], n_regions)
+    block = check_positive_int(block, "block")
+    return _accumulate_statistics(X, terms, threshold, regions=regions, n_regions=n_regions, moments=moments,
+                                  block=block, cancel=cancel, allow_dense=allow_dense,
+                                  log_likelihood=log_likelihood)
+
+
+def _accumulate_statistics(X: np.ndarray, terms: GaussianTerms, threshold: float, *,
+                           regions: Optional[np.ndarray] = None, n_regions: int = 1, moments: bool = True,
+                           block: int = _BLOCK, cancel: CancelLike = None, allow_dense: bool = False,
+                           log_likelihood: bool = True) -> Statistics:
+    """:func:`accumulate_statistics` on checked input: X C-contiguous float32 (N, terms.n_features),
+    threshold in [0, 1), regions None or (N, L) int32 in [-1, n_regions) (the engine's internal entry)."""
     N, D = X.shape
     K = terms.n_components
-    if D != terms.n_features:
-        raise ValueError(f"descriptors have {D} dimensions, the GMM expects {terms.n_features}")
-    threshold = _check_threshold(threshold)
-    block = max(1, int(block))
-    if regions is not None:
-        regions = np.ascontiguousarray(regions, dtype=np.int32)
-        if regions.ndim == 1:
-            regions = regions[:, None]
-        if regions.shape[0] != N:
-            raise ValueError(f"regions has {regions.shape[0]} rows for {N} descriptors")
-        if regions.size and regions.max() >= n_regions:
-            raise ValueError(f"region index {regions.max()} out of range for n_regions={n_regions}")
-        if n_regions == 1 and regions.shape[1] == 1 and (regions.size == 0 or regions.min() == 0):
-            regions = None  # everything in region 0: the fast path
     R = n_regions
     Dm = D if moments else 0
     A = np.zeros((R, K), dtype=np.float64)
@@ -695,10 +713,13 @@ def posteriors(X: np.ndarray, terms: GaussianTerms, *, threshold: float = 0.0,
     Same computation as :func:`accumulate_statistics` (same cut, same renormalisation). With
     ``return_log_likelihood`` also returns the (N,) float64 log u(x_t).
     """
-    X = np.ascontiguousarray(X, dtype=np.float32)
-    if X.ndim != 2 or X.shape[1] != terms.n_features:
-        raise ValueError(f"descriptors must be (N, {terms.n_features}), got shape {X.shape}")
-    threshold = _check_threshold(threshold)
+    X = as_float32_matrix(X, "descriptors", n_features=terms.n_features)
+    threshold = _check_posterior_threshold(threshold, "threshold")
+    return _dense_posteriors(X, terms, threshold, return_log_likelihood)
+
+
+def _dense_posteriors(X: np.ndarray, terms: GaussianTerms, threshold: float, return_log_likelihood: bool = False):
+    """:func:`posteriors` on checked input (C-contiguous float32 X, threshold in [0, 1))."""
     N, D = X.shape
     K = terms.n_components
     out = np.zeros((N, K), dtype=np.float32)

@@ -160,9 +160,7 @@ class SubsetRows:
 
 def as_row_provider(X, name: str = "X") -> RowProvider:
     """``X`` itself if it already provides rows, else :class:`ArrayRows` over it."""
-    if isinstance(X, (ArrayRows, SubsetRows)) or (
-            not isinstance(X, np.ndarray) and hasattr(X, "rows") and hasattr(X, "dim")
-            and hasattr(X, "__len__")):
+    if isinstance(X, RowProvider):
         return X
     return ArrayRows(X, name=name)
 
@@ -445,6 +443,10 @@ class OneVsRestSGD:
     classes over the same row order (the kernel releases the GIL); the result does not depend on it.
     """
 
+    # learned state (None until fit / load)
+    coef_: Optional[np.ndarray] = None
+    intercept_: Optional[np.ndarray] = None
+
     def __init__(self, loss: str = LOSS, lam=LAM, epochs: int = EPOCHS, bias: bool = BIAS,
                  averaging: bool = AVERAGING, balance: Optional[str] = BALANCE, neg_ratio: float = 5.0,
                  learning_rate: str = "optimal", eta0: Optional[float] = None,
@@ -637,7 +639,7 @@ class OneVsRestSGD:
 
     # -- prediction --------------------------------------------------------------------------------
     def _check_fitted(self):
-        if not hasattr(self, "coef_"):
+        if self.coef_ is None:
             raise ValueError("this OneVsRestSGD is not fitted yet; call fit first")
 
     def decision_function(self, X) -> np.ndarray:

@@ -5,9 +5,10 @@ import threading
 import numpy as np
 import pytest
 
-from fvstudio.engine import svm
+from fvstudio.engine import model_selection, svm
 from fvstudio.engine.progress import CancelToken, Cancelled
-from fvstudio.engine.svm import ArrayRows, OneVsRestSGD, SubsetRows
+from fvstudio.engine.rows import ArrayRows, SubsetRows
+from fvstudio.engine.svm import OneVsRestSGD
 
 
 def blobs(n=300, d=20, c=3, sep=3.0, seed=0):
@@ -194,15 +195,15 @@ def test_balance_sample_uses_all_positives_and_some_negatives():
 def test_select_lambda_and_cv_fit():
     X, y = blobs(n=240, d=10, c=3, sep=0.5, seed=6)
     grid = [1e-4, 1e-2, 1.0, 100.0]
-    res = svm.select_lambda(X, y, grid=grid, folds=3, seed=0, epochs=3, balance=None)
+    res = model_selection.select_lambda(X, y, grid=grid, folds=3, seed=0, epochs=3, balance=None)
     assert res.scores.shape == (4, 3)
     assert res.best_lam in (1e-4, 1e-2)  # lambda = 100 crushes the weights: the bias decides
     assert res.mean_scores[3] < res.mean_scores.max() - 0.1
     m = OneVsRestSGD(balance=None, lam="cv", lam_grid=grid, cv_folds=3, epochs=3).fit(X, y)
     assert m.lam_ == res.best_lam
-    oof = svm.cross_val_decision(X, y, folds=3, lam=1e-3, epochs=3, balance=None)
+    oof = model_selection.cross_val_decision(X, y, folds=3, lam=1e-3, epochs=3, balance=None)
     assert oof.shape == (240, 3) and (np.argmax(oof, 1) == y).mean() > 0.8
-    folds = svm.make_folds(y, 3, seed=0)
+    folds = model_selection.make_folds(y, 3, seed=0)
     for c in range(3):  # stratified: each fold gets a third of every class (+-1)
         counts = np.bincount(folds[y == c], minlength=3)
         assert counts.max() - counts.min() <= 1

@@ -288,8 +288,9 @@ def _candidate_lists(lpT, c, threshold, m, s, cut, inv_kept, counts, starts, mem
                      gmax, nact, offset):
     """Encoder E-step (no log-likelihood): like :func:`_posterior_lists`, but exp, the normaliser and
     the survival test only touch the candidates, entries with log-joint - max >= log(max(theta, exp(-40)))
-    (a posterior e_k / s <= e_k below theta cannot survive); lists need K n + 3 slots. Survivors' e are written to lpT[k, t]
-    (other entries of lpT are left as log-joints and never read). Returns the number of survivors."""
+    (a posterior e_k / s <= e_k below theta cannot survive); lists need K n + 3 slots. Survivors' e are
+    written to lpT[k, t] (other entries of lpT are left as log-joints and never read). Returns the number
+    of survivors."""
     K, n = lpT.shape
     _column_max(lpT, c, m)
     log_cut = np.float32(math.log(max(threshold, _NEGLIGIBLE)))

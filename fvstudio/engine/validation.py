@@ -17,6 +17,7 @@ and nothing inside the engine probes an object for attributes. Conventions:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -108,7 +109,8 @@ def check_choice(value, name: str, choices) -> str:
 def check_number(value, name: str, *, low: float = -math.inf, high: float = math.inf,
                  low_open: bool = False, high_open: bool = False) -> float:
     """``value`` as a float if it is a finite real number in the interval, else a ValueError naming ``name``."""
-    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    interval = (f"{'(' if low_open or low == -math.inf else '['}{low:g}, "
+                f"{high:g}{')' if high_open or high == math.inf else ']'}")
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
     v = float(value)
@@ -141,3 +143,54 @@ def column_spread(X: np.ndarray, chunk: int = 65536):
         ss += np.einsum("ij,ij->j", Xc, Xc)
         max_dev = max(max_dev, float(np.abs(Xc).max(initial=0.0)))
     return mean, ss, max_dev
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Checked classifier targets (see :func:`check_targets`): the array as given (``y``), its
+    (N, C) int8 matrix ``Y`` in {+1, -1, 0}, the class labels (C,) int64 and whether ``y`` was (N, C)."""
+
+    y: np.ndarray
+    Y: np.ndarray
+    classes: np.ndarray
+    multilabel: bool
+
+    def subset(self, indices) -> "Targets":
+        """The targets of rows ``indices`` (same classes, same columns)."""
+        return Targets(self.y[indices], self.Y[indices], self.classes, self.multilabel)
+
+
+def check_targets(y, n: int, classes=None) -> Targets:
+    """``y`` for ``n`` samples: (N,) integer labels (classes = the sorted distinct labels >= 0, or
+    ``classes``; a label < 0 is a negative for every class) or (N, C) targets in {+1, -1, 0} (bools:
+    True = +1, False = -1). Raises a ValueError naming ``y`` (or ``classes``) otherwise."""
+    arr = np.asarray(y)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise ValueError(f"y must be integer labels or {{+1,-1,0}} targets, got dtype {arr.dtype}")
+    if arr.shape[:1] != (n,):
+        raise ValueError(f"y has {arr.shape[0] if arr.ndim else 0} rows, X has {n}")
+    if arr.ndim == 1:
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise ValueError("y labels must be integers")
+        lab = arr.astype(np.int64)
+        cls = np.unique(lab[lab >= 0]) if classes is None else np.asarray(classes, dtype=np.int64)
+        if classes is None and cls.size == 0:
+            raise ValueError(f"y has no class label: all {n} labels are < 0 (negatives for every class); "
+                             "a classifier needs samples of at least 2 classes (labels >= 0)")
+        if cls.size < 2:
+            what = "classes" if classes is not None else "y"
+            raise ValueError(f"{what} must hold at least 2 classes, got {cls.tolist()}")
+        Y = np.where(lab[:, None] == cls[None, :], 1, -1).astype(np.int8)
+        return Targets(arr, Y, cls, False)
+    if arr.ndim == 2:
+        if arr.dtype == np.bool_:  # True = positive, False = negative (not "ignored")
+            arr = np.where(arr, 1, -1)
+        if not np.isin(arr, (-1, 0, 1)).all():
+            raise ValueError("y targets (N, C) must hold only +1 (positive), -1 (negative), 0 (ignore)")
+        if arr.shape[1] == 0:
+            raise ValueError(f"y targets have shape {arr.shape}: no class column")
+        cls = np.arange(arr.shape[1], dtype=np.int64)
+        if classes is not None and len(classes) != arr.shape[1]:
+            raise ValueError(f"classes has {len(classes)} entries, y has {arr.shape[1]} columns")
+        return Targets(arr, arr.astype(np.int8), cls, True)
+    raise ValueError(f"y must be (N,) labels or (N, C) targets, got shape {arr.shape}")

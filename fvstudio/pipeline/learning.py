@@ -29,6 +29,7 @@ from typing import Any, Dict, List
 import numpy as np
 
 from ..engine import metrics as M
+from ..engine.model_selection import choose_lambda
 from ..engine.progress import check_cancel
 from .results import RunResult
 
@@ -50,25 +51,12 @@ def _classifier_params(config) -> Dict[str, Any]:
     return params
 
 
-def choose_lambda(search, rule: str) -> float:
-    """Lambda from a :class:`~fvstudio.engine.svm.LambdaSearch`: its best, or the one-standard-error rule
-    (the largest lambda whose mean CV score is >= best mean - standard error of the best's fold scores)."""
-    if rule == "best":
-        return float(search.best_lam)
-    scores = np.asarray(search.scores, np.float64)
-    mean = np.nanmean(scores, axis=1)
-    b = int(np.nanargmax(mean))
-    fold_scores = scores[b][np.isfinite(scores[b])]
-    se = float(np.std(fold_scores, ddof=1) / np.sqrt(len(fold_scores))) if len(fold_scores) > 1 else 0.0
-    ok = np.flatnonzero(mean >= mean[b] - se - 1e-12)
-    grid = np.asarray(search.grid, np.float64)
-    return float(grid[ok].max())
-
-
 def _fit(base, rows, y, params, classes, rule, part, cancel):
     """Fit one OneVsRestSGD on ``rows`` of ``base``; lambda by CV (``params["lam"] == "cv"``) and ``rule``."""
     from ..engine.progress import scaled
-    from ..engine.svm import OneVsRestSGD, SubsetRows, select_lambda
+    from ..engine.model_selection import select_lambda
+    from ..engine.rows import SubsetRows
+    from ..engine.svm import OneVsRestSGD
 
     X = SubsetRows(base, rows)
     if params["lam"] == "cv" and rule != "best":
@@ -89,8 +77,9 @@ def train_and_score(pipe, encoded: List[Dict[str, Any]], folder, sub, cancel) ->
     ``encoded[s][channel]`` is the :class:`~fvstudio.pipeline.runner.EncodedSet` of split ``s`` (each split
     has its own vocabulary).
     """
-    from ..engine.fusion import ConcatRows, LateFusion
-    from ..engine.svm import ArrayRows, SubsetRows, cross_val_decision
+    from ..engine.fusion import LateFusion
+    from ..engine.model_selection import cross_val_decision
+    from ..engine.rows import ArrayRows, ConcatRows, SubsetRows
 
     c = pipe.config
     ds = pipe.dataset

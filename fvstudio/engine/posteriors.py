@@ -67,7 +67,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 # numba's np.dot (in _encoder_blocks) calls scipy's BLAS: load it now, so that a later
@@ -92,6 +92,16 @@ _DENSE_FRACTION = 0.3
 #: without log-likelihoods, once a block's survivors exceed this fraction of n x K the remaining
 #: blocks use the exact (all-entries) kernel: scanning for candidates only pays when they are rare
 _CANDIDATE_FRACTION = 0.05
+
+
+class _KernelTerms(NamedTuple):
+    """The model as the E-step kernels read it (arrays of :class:`GaussianTerms`)."""
+
+    PT: np.ndarray         # (K, 2D) float32, [mu'/s ; -1/(2s)]^T
+    origin: np.ndarray     # (D,) float32, o
+    c: np.ndarray          # (K,) float32
+    means: np.ndarray      # (K, D) float32, mu
+    inv_sigma: np.ndarray  # (K, D) float32, 1/sigma
 
 
 class GaussianTerms:
@@ -127,6 +137,7 @@ class GaussianTerms:
         self.means = np.ascontiguousarray(mu, dtype=np.float32)
         self.inv_sigma = np.ascontiguousarray(1.0 / np.sqrt(var), dtype=np.float32)
         self.origin32 = self.origin.astype(np.float32)
+        self.kernel = _KernelTerms(self.PT, self.origin32, self.c, self.means, self.inv_sigma)
 
     def log_joint(self, X: np.ndarray, out: Optional[np.ndarray] = None,
                   work: Optional[np.ndarray] = None) -> np.ndarray:
@@ -506,32 +517,66 @@ def _dense_from_lists(e, inv_kept, counts, starts, members, out):
             out[t, k] = erow[t] * inv_kept[t]
 
 
+class _Buffers(NamedTuple):
+    """A workspace's arrays (see :class:`_Workspace`), as the kernels read them."""
+
+    Z: np.ndarray          # (nb, 2D) float32, [x - o, (x - o)^2]
+    lpT: np.ndarray        # (K nb,) float32, the (K, n) log-joints / e of a block
+    m: np.ndarray          # (nb,) float32 per-descriptor max, sum, cut, 1 / kept mass
+    s: np.ndarray
+    cut: np.ndarray
+    inv_kept: np.ndarray
+    counts: np.ndarray     # (K,) int32 survivors per Gaussian, start of its list
+    starts: np.ndarray
+    members: np.ndarray    # (K nb + 64,) int32 survivor lists, candidate values
+    vals: np.ndarray
+    accB: np.ndarray       # (D,) float32 per-Gaussian block sums
+    accC: np.ndarray
+
+
+class _EncoderCall(NamedTuple):
+    """One :func:`_encoder_blocks` call: descriptors, model, buffers and the outputs it accumulates into."""
+
+    X: np.ndarray            # (N, D) float32 descriptors
+    block: int               # nb, descriptors per block
+    threshold: float         # theta
+    with_moments: bool       # False: A only (soft-BoV)
+    terms: _KernelTerms
+    buf: _Buffers
+    scratch: np.ndarray      # (N,) float64, log-likelihoods of the exact kernel (discarded)
+    gmax: np.ndarray         # (N,) float32, max posterior per descriptor
+    nact: np.ndarray         # (N,) int32, surviving Gaussians per descriptor
+    A: np.ndarray            # (1, K) float64 statistics (module docstring)
+    B: np.ndarray            # (1, K, D) float64
+    C: np.ndarray            # (1, K, D) float64
+
+
 @njit(cache=True, nogil=True, fastmath=True)
-def _encoder_blocks(X, nb, PT, origin, c, means, inv_sigma, threshold, with_moments, Z, lpT_flat, m, s, cut,
-                    inv_kept, counts, starts, members, vals, accB, accC, loglik, gmax, nact, A, B, C):
+def _encoder_blocks(call):
     """All blocks of the encoders' path (single region, no cancel) in one call: per block the GEMM
     (numpy's dot inside numba -> BLAS sgemm), the candidate kernel (the exact one once survivors
-    exceed the candidate fraction; ``loglik`` is its scratch) and the accumulation."""
+    exceed the candidate fraction) and the accumulation. ``call`` is an :class:`_EncoderCall`."""
+    X, nb, threshold, terms, w = call.X, call.block, call.threshold, call.terms, call.buf
     N, D = X.shape
-    K = PT.shape[0]
+    K = terms.PT.shape[0]
     exact = False
     for start in range(0, N, nb):
         stop = min(N, start + nb)
         n = stop - start
         Xb = X[start:stop]
-        Zb = Z[:n]
-        _fill_z(Xb, origin, Zb)
-        lpT = lpT_flat[: K * n].reshape((K, n))
-        np.dot(PT, Zb.T, lpT)
+        Zb = w.Z[:n]
+        _fill_z(Xb, terms.origin, Zb)
+        lpT = w.lpT[: K * n].reshape((K, n))
+        np.dot(terms.PT, Zb.T, lpT)
         if exact:
-            q = _posterior_lists(lpT, c, threshold, m, s, cut, inv_kept, counts, starts, members,
-                                 loglik, gmax, nact, start)
+            q = _posterior_lists(lpT, terms.c, threshold, w.m, w.s, w.cut, w.inv_kept, w.counts, w.starts,
+                                 w.members, call.scratch, call.gmax, call.nact, start)
         else:
-            q = _candidate_lists(lpT, c, threshold, m, s, cut, inv_kept, counts, starts, members, vals,
-                                 gmax, nact, start)
+            q = _candidate_lists(lpT, terms.c, threshold, w.m, w.s, w.cut, w.inv_kept, w.counts, w.starts,
+                                 w.members, w.vals, call.gmax, call.nact, start)
             exact = q > _CANDIDATE_FRACTION * K * n
-        _accumulate_one_region(Xb, means, inv_sigma, lpT, inv_kept, counts, starts, members, with_moments,
-                               A, B, C, accB, accC)
+        _accumulate_one_region(Xb, terms.means, terms.inv_sigma, lpT, w.inv_kept, w.counts, w.starts, w.members,
+                               call.with_moments, call.A, call.B, call.C, w.accB, w.accC)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -554,6 +599,8 @@ class _Workspace:
         self.vals = np.empty(K * nb + 64, dtype=np.float32)
         self.accB = np.empty(D, dtype=np.float32)
         self.accC = np.empty(D, dtype=np.float32)
+        self.buffers = _Buffers(self.Z, self.lpT, self.m, self.s, self.cut, self.inv_kept, self.counts,
+                                self.starts, self.members, self.vals, self.accB, self.accC)
 
     def block(self, Xb: np.ndarray, terms: GaussianTerms, threshold: float, loglik, gmax, nact,
               offset: int) -> np.ndarray:
@@ -667,10 +714,8 @@ def _accumulate_statistics(X: np.ndarray, terms: GaussianTerms, threshold: float
     nb = min(N, block)
     ws = _workspace(nb, D, K)
     if not log_likelihood and regions is None and cancel is None:
-        _encoder_blocks(X, nb, terms.PT, terms.origin32, terms.c, terms.means, terms.inv_sigma, threshold,
-                        moments, ws.Z, ws.lpT, ws.m, ws.s, ws.cut, ws.inv_kept, ws.counts, ws.starts,
-                        ws.members, ws.vals, ws.accB, ws.accC, np.empty(N, dtype=np.float64), gmax, nact,
-                        A, B, C)
+        _encoder_blocks(_EncoderCall(X, nb, float(threshold), bool(moments), terms.kernel, ws.buffers,
+                                     np.empty(N, dtype=np.float64), gmax, nact, A, B, C))
         return Statistics(A, B, C, loglik, gmax, nact)
     dense = None
     ll_out = loglik

@@ -22,7 +22,7 @@ The one-standard-error rule prefers the most regularised lambda statistically in
 best: on small training sets the CV curve is flat and noisy. (README, "Choices the paper leaves open":
 on held-out random splits of the sample data, best-score rule 80.8%, one-SE rule 81.3%.)
 
-Every public function checks its input once (rows through :func:`~.rows.as_row_provider`, targets through
+Every public function checks its input once (rows through ``svm._check_rows``, targets through
 :func:`~.validation.check_targets`) and then trains the folds' models on the checked data.
 """
 from __future__ import annotations
@@ -35,8 +35,8 @@ import numpy as np
 from . import metrics
 from .defaults import CV_FOLDS, LAMBDA_GRID
 from .progress import CancelLike, check_cancel, report
-from .rows import RowProvider, SubsetRows, as_row_provider
-from .svm import OneVsRestSGD
+from .rows import RowProvider, SubsetRows
+from .svm import OneVsRestSGD, _check_rows
 from .validation import Targets, check_choice, check_positive_int, check_targets, rng_from_seed
 
 #: the lambda rules of :func:`choose_lambda`
@@ -85,7 +85,7 @@ def cross_val_decision(X, y, folds: int = CV_FOLDS, seed=0, *, classes=None, pro
     """Out-of-fold decision values (N, C): each sample scored by a model not trained on it.
 
     ``params`` are :class:`~.svm.OneVsRestSGD`'s hyper-parameters."""
-    provider = as_row_provider(X)
+    provider = _check_rows(X)
     targets = check_targets(y, len(provider), classes)
     template = OneVsRestSGD(**params)
     template._check_params()
@@ -131,7 +131,7 @@ def select_lambda(X, y, grid: Sequence[float] = LAMBDA_GRID, folds: int = CV_FOL
     (``lam`` among them is ignored).
     """
     grid = _check_grid(grid)
-    provider = as_row_provider(X)
+    provider = _check_rows(X)
     targets = check_targets(y, len(provider), classes)
     params = {k: v for k, v in params.items() if k != "lam"}
     OneVsRestSGD(lam=float(grid[0]), seed=seed, **params)._check_params()

@@ -78,6 +78,36 @@ _SCHEDULE_ID = {"optimal": 0, "asgd": 1, "constant": 2}
 _RENORM = 1e5
 #: rows sampled to bound |x|^2 for the squared loss's eta0
 _PROBE_ROWS = 512
+#: largest squared row norm |x|^2 accepted: the kernel's float32 dot products V'x start near
+#: eta0 |x|^2 (eta0 <= 1 / (2 lambda)) times a divisor of up to _RENORM and must stay below 3.4e38
+MAX_SQ_NORM = 1e30
+
+
+def _check_rows(X, name: str = "X") -> RowProvider:
+    """``X`` as a :class:`~.rows.RowProvider` of >= 1 row and >= 1 feature whose rows all have a finite
+    squared norm <= MAX_SQ_NORM (one pass over the rows, in chunks); else a ValueError naming ``name``."""
+    provider = as_row_provider(X, name)
+    n, dim = len(provider), int(provider.dim)
+    if n < 1:
+        raise ValueError(f"{name} has no rows")
+    if dim < 1:
+        raise ValueError(f"{name} has shape ({n}, {dim}): no feature column, at least 1 needed")
+    dense = dense_source(provider)
+    for s in range(0, n, chunk_rows(dim)):
+        stop = min(n, s + chunk_rows(dim))
+        if dense is None:
+            rows = provider.rows(np.arange(s, stop))
+        else:
+            rows = dense[0][s:stop] if dense[1] is None else dense[0][dense[1][s:stop]]
+        sq = np.einsum("ij,ij->i", rows, rows)  # float32: inf beyond 3.4e38
+        i = int(np.argmax(np.where(np.isnan(sq), np.inf, sq)))
+        if not sq[i] <= MAX_SQ_NORM:
+            if not np.isfinite(rows[i]).all():
+                raise ValueError(f"{name} row {s + i} holds NaN or infinite values; clean or drop it first")
+            raise ValueError(f"{name} row {s + i} has a squared L2 norm of {float(sq[i]):.3g} (> {MAX_SQ_NORM:g}): the "
+                             "SGD's float32 dot products w'x would overflow; rescale the features (e.g. "
+                             "L2-normalise each row, as the Fisher Vector pipeline does)")
+    return provider
 
 
 def _eta0_for(loss: str, lam: float) -> float:
@@ -207,11 +237,7 @@ class OneVsRestSGD:
         every 0.5 s within an epoch. Cancel is checked between row chunks (<= 32 MB of rows).
         """
         self._check_params()
-        provider = as_row_provider(X)
-        if len(provider) < 1:
-            raise ValueError("X has no rows")
-        if provider.dim < 1:
-            raise ValueError(f"X has shape ({len(provider)}, {provider.dim}): no feature column, at least 1 needed")
+        provider = _check_rows(X)
         return self._fit(provider, check_targets(y, len(provider), classes), progress, cancel)
 
     def _fit(self, provider: RowProvider, targets: Targets, progress, cancel: CancelLike) -> "OneVsRestSGD":
@@ -241,8 +267,8 @@ class OneVsRestSGD:
         self.n_iter_ = self.epochs
         self.n_steps_ = state.t.astype(np.int64)
         self.loss_history_ = history
-        if not np.isfinite(self.coef_).all() or not np.isfinite(self.intercept_).all():
-            raise ValueError(f"SGD diverged (non-finite weights) with lam={lam:g}, eta0={eta0:g}; "
+        if not (np.isfinite(self.coef_).all() and np.isfinite(self.intercept_).all() and np.isfinite(history).all()):
+            raise ValueError(f"SGD diverged (non-finite weights or loss) with lam={lam:g}, eta0={eta0:g}; "
                              "use a larger lam or a smaller eta0")
         return self
 
@@ -360,21 +386,30 @@ class OneVsRestSGD:
             raise ValueError("this OneVsRestSGD is not fitted yet; call fit first")
 
     def decision_function(self, X) -> np.ndarray:
-        """(N, C) float32 scores w_c' x + b_c, computed chunk by chunk with BLAS."""
+        """(N, C) float32 scores w_c' x + b_c, computed chunk by chunk with BLAS; a ValueError if rows of ``X``
+        are so large that a score overflows float32."""
         self._check_fitted()
         provider = as_row_provider(X)
         if provider.dim != self.n_features_in_:
             raise ValueError(f"X has {provider.dim} features per row, the model expects "
                              f"{self.n_features_in_}")
-        return self._decision(provider)
+        scores = self._decision(provider)
+        bad = ~np.isfinite(scores).all(axis=1)
+        if bad.any():
+            r = int(np.flatnonzero(bad)[0])
+            big = float(np.abs(provider.rows([r])).max())
+            raise ValueError(f"X row {r} gives non-finite scores: its values (up to {big:.3g}) are too large for "
+                             "float32 products with the weights, or not finite; rescale X as the training rows were")
+        return scores
 
     def _decision(self, provider: RowProvider) -> np.ndarray:
         """:meth:`decision_function` on a checked provider of ``n_features_in_`` columns."""
         n = len(provider)
         out = np.empty((n, self.coef_.shape[0]), dtype=np.float32)
-        for s, stop, rows in iter_chunks(provider, n, provider.dim):
-            np.matmul(rows, self.coef_.T, out=out[s:stop])
-        out += self.intercept_
+        with np.errstate(over="ignore", invalid="ignore"):  # decision_function reports non-finite scores
+            for s, stop, rows in iter_chunks(provider, n, provider.dim):
+                np.matmul(rows, self.coef_.T, out=out[s:stop])
+            out += self.intercept_
         return out
 
     def predict(self, X) -> np.ndarray:

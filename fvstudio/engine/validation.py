@@ -52,7 +52,8 @@ def as_float32_matrix(X, name: str = "X", *, n_features: Optional[int] = None,
     if arr.shape[0] < min_rows or (not allow_empty and arr.shape[0] == 0):
         raise ValueError(f"{name} has {arr.shape[0]} rows, at least {max(min_rows, 1)} needed")
     _check_finite(arr, name)
-    out = np.ascontiguousarray(arr, dtype=np.float32)
+    with np.errstate(over="ignore"):  # reported below, naming the argument
+        out = np.ascontiguousarray(arr, dtype=np.float32)
     if out is not arr and out.size and not np.isfinite(out).all():
         big = float(np.max(np.abs(arr)))
         raise ValueError(f"{name} has values up to {big:.3g}, beyond float32's range ({FLOAT32_MAX:.3g}); "

@@ -83,9 +83,9 @@ from typing import Tuple
 
 import cv2
 import numpy as np
-from numba import njit
 
 from .defaults import PATCH, PRESMOOTH, ROOT_SIFT, SCALE_FACTOR, SCALES, SIFT_WINDOW, STEP
+from .jit import kernel
 from .validation import check_choice, check_positive_int
 
 #: The channels :func:`extract_channel` knows, in the paper's order.
@@ -237,7 +237,7 @@ def _pooling_kernels(b: int, window: str) -> np.ndarray:
     return ker.astype(np.float32)
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel
 def _orientation_planes(img, planes):
     """Gradient magnitude split linearly between the two nearest of 8 orientation bins.
 
@@ -292,7 +292,7 @@ def _orientation_planes(img, planes):
                 row[N_ORIENT * x + k] = max(np.float32(0.0), np.float32(1.0) - d) * m
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel
 def _pool_sift(planes, ky, kx, b, step, ny, nx, root, out, norms):
     """Spatial pooling + normalisation of all frames of one level.
 
@@ -368,7 +368,7 @@ def _pool_sift(planes, ky, kx, b, step, ny, nx, root, out, norms):
             _finish_sift(hist, area, root, out, norms, j * nx + i)
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel
 def _finish_sift(hist, area, root, out, norms, f):
     """norms[f] = mass / area; out[f] = hist L2-normalised, clamped at 0.2, renormalised (RootSIFT).
 
@@ -460,7 +460,7 @@ def _cell_kernel(b: int) -> np.ndarray:
     return k[k > 0].astype(np.float32)
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel
 def _lcs_level(img, ker, b, step, ny, nx, out, norms):
     """Cell means/stds of one level: img (H, W, 3); out (ny*nx, 96); norms (ny*nx,).
 

@@ -59,10 +59,10 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import numpy as np
-from numba import njit
 
 from .defaults import FIM, GRADIENTS, LP, POSTERIOR_THRESHOLD, POWER
 from .gmm import check_fitted_gmm
+from .jit import kernel
 from .posteriors import GaussianTerms, _accumulate_statistics
 from .progress import CancelLike, ProgressCallback, check_cancel, is_cancelled, report
 from .validation import _check_posterior_threshold, as_float32_matrix, check_choice, check_number
@@ -105,7 +105,7 @@ class Block:
 # numba kernels
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _vlad_block(X, scores, half_norms, means, regions, V, counts):
     """Hard-assign each row to argmax_k (x . mu_k - |mu_k|^2 / 2) and add its residual to V."""
     N, D = X.shape

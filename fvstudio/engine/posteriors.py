@@ -74,10 +74,11 @@ import numpy as np
 # threadpoolctl.threadpool_limits (encode_batch, benchmarks) sees and limits it like numpy's
 import scipy.linalg.cython_blas  # noqa: F401
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.extending import intrinsic
 
 from .defaults import POSTERIOR_THRESHOLD
+from .jit import kernel
 from .progress import CancelLike, check_cancel
 from .validation import _check_posterior_threshold, as_float32_matrix, check_positive_int
 
@@ -215,7 +216,7 @@ def _trailing_zeros(typingctx, bits):
     return sig, codegen
 
 
-@njit(cache=True, nogil=True, fastmath=True, inline="always")
+@kernel(inline="always")
 def _exp_nonpositive(a):
     # exp(a) = 2^n exp(r), n = round(a / ln 2), |r| <= ln2 / 2 (Cody-Waite split of ln 2);
     # valid for a in [-87, 0], where 2^n is a normal float32 built from its exponent bits.
@@ -232,7 +233,7 @@ def _exp_nonpositive(a):
     return p * _int32_bits_as_float32((np.int32(n) + np.int32(127)) << np.int32(23))
 
 
-@njit(cache=True, nogil=True, fastmath=True, inline="always")
+@kernel(inline="always")
 def _column_max(lpT, c, m):
     """m[t] = max_k (lpT[k, t] + c[k]): the row maximum of the log-joints, row by row for vectorising."""
     K, n = lpT.shape
@@ -247,7 +248,7 @@ def _column_max(lpT, c, m):
             m[t] = max(m[t], row[t] + ck)
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel
 def _posterior_lists(lpT, c, threshold, m, s, cut, inv_kept, counts, starts, members,
                      loglik, gmax, nact, offset):
     """lpT (K, n) log-joints minus c -> in place e = exp(log-joint - max); survivors as index lists.
@@ -294,7 +295,7 @@ def _posterior_lists(lpT, c, threshold, m, s, cut, inv_kept, counts, starts, mem
     return pos
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel
 def _candidate_lists(lpT, c, threshold, m, s, cut, inv_kept, counts, starts, members, vals,
                      gmax, nact, offset):
     """Encoder E-step (no log-likelihood): like :func:`_posterior_lists`, but exp, the normaliser and
@@ -374,7 +375,7 @@ def _candidate_lists(lpT, c, threshold, m, s, cut, inv_kept, counts, starts, mem
     return q
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel
 def _fill_z(X, origin, Z):
     """Z = [x - o, (x - o)^2] row by row (the GEMM's left factor)."""
     n, D = X.shape
@@ -386,7 +387,7 @@ def _fill_z(X, origin, Z):
             Z[t, D + d] = Z[t, d] * Z[t, d]
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel
 def _accumulate_one_region(X, means, inv_sigma, e, inv_kept, counts, starts, members, with_moments,
                            A, B, C, accB, accC):
     K = e.shape[0]
@@ -457,7 +458,7 @@ def _accumulate_one_region(X, means, inv_sigma, e, inv_kept, counts, starts, mem
             Ck[d] += accC[d] * (q * q)
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel
 def _accumulate_regions(X, means, inv_sigma, e, inv_kept, counts, starts, members, regions,
                         with_moments, A, B, C, dz):
     K = e.shape[0]
@@ -492,7 +493,7 @@ def _accumulate_regions(X, means, inv_sigma, e, inv_kept, counts, starts, member
                     Cr[d] += gz * dz[d]
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel
 def _mask_posteriors(e, cut, inv_kept, S0):
     """e (K, n) -> in place the thresholded, renormalised posteriors gamma (zeros elsewhere); S0 += row sums."""
     K, n = e.shape
@@ -507,7 +508,7 @@ def _mask_posteriors(e, cut, inv_kept, S0):
         S0[k] += acc
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel
 def _dense_from_lists(e, inv_kept, counts, starts, members, out):
     K = e.shape[0]
     for k in range(K):
@@ -551,7 +552,7 @@ class _EncoderCall(NamedTuple):
     C: np.ndarray            # (1, K, D) float64
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel
 def _encoder_blocks(call):
     """All blocks of the encoders' path (single region, no cancel) in one call: per block the GEMM
     (numpy's dot inside numba -> BLAS sgemm), the candidate kernel (the exact one once survivors

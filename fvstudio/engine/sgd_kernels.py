@@ -31,9 +31,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
-@njit(cache=True, nogil=True, fastmath=True)
+from .jit import kernel
+
+
+@kernel
 def _dots(V, act, n_act, x, out):
     """out[j] = V[act[j]] . x for j < n_act; four rows per sweep so x is loaded once per four."""
     D = x.shape[0]
@@ -70,7 +72,7 @@ def _dots(V, act, n_act, x, out):
         out[j] = a0
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel
 def _axpys(V, rows, coef, n, x):
     """V[rows[j]] += coef[j] * x for j < n, two rows per sweep."""
     D = x.shape[0]
@@ -90,7 +92,7 @@ def _axpys(V, rows, coef, n, x):
             v0[d] += c0 * x[d]
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel
 def _axpys_pair(V, U, rows, cv, cu, n, x):
     """V[rows[j]] += cv[j] * x and U[rows[j]] += cu[j] * x for j < n, in one sweep over x."""
     D = x.shape[0]
@@ -114,7 +116,7 @@ def _axpys_pair(V, U, rows, cv, cu, n, x):
             u0[d] += b0 * xd
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel
 def sgd_pass(X, rows, Yw, loss_id, lam, t0, eta0, schedule_id, fit_bias, renorm, avg_start,
               V, U, b, ab, wdiv, adiv, wfrac, t, stats):
     """One SGD pass over ``rows`` of ``X``; every class with Yw[i, c] != 0 takes a step per row.

@@ -28,11 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from fvstudio.engine.diagnostics import posterior_sharpness  # noqa: E402
 from fvstudio.engine.fisher import FisherEncoder, to_skimage  # noqa: E402
-
-
-class Params:
-    def __init__(self, w, mu, var):
-        self.weights_, self.means_, self.variances_ = w, mu, var
+from fvstudio.engine.gmm import DiagonalGMM  # noqa: E402
 
 
 def make_data(K, D, T, n_images, spread, seed):
@@ -44,7 +40,7 @@ def make_data(K, D, T, n_images, spread, seed):
     for _ in range(n_images):
         comp = rng.choice(K, T, p=w)
         images.append((mu[comp] + rng.standard_normal((T, D)) * np.sqrt(var[comp])).astype(np.float32))
-    return Params(w, mu, var), images
+    return (w, mu, var), images
 
 
 def numpy_encoder(w, mu, var):
@@ -95,7 +91,8 @@ def main():
     if a.quick:
         a.K, a.D, a.T, a.repeats, a.batch = 64, 32, 4000, 5, 12
 
-    gmm, images = make_data(a.K, a.D, a.T, a.images, a.spread, a.seed)
+    params, images = make_data(a.K, a.D, a.T, a.images, a.spread, a.seed)
+    gmm = DiagonalGMM.from_params(*params)
     print(f"K={a.K} D={a.D} T={a.T} spread={a.spread}  FV dim={2 * a.K * a.D}  load: {os.getloadavg()[0]:.2f}")
     ps = posterior_sharpness(images[0], gmm, 1e-4)
     print(f"data: {ps.mean_active:.1f} Gaussians with a posterior >= 1e-4 per descriptor on average, "
@@ -105,15 +102,15 @@ def main():
     ours_wms = FisherEncoder(gmm, gradients="wms", posterior_threshold=0.0)
     methods = {"fvstudio FisherEncoder": ours.encode,
                "fvstudio, theta = 0 (dense)": FisherEncoder(gmm, posterior_threshold=0.0).encode,
-               "numpy BLAS (dense)": numpy_encoder(gmm.weights_, gmm.means_, gmm.variances_)}
+               "numpy BLAS (dense)": numpy_encoder(*params)}
     sk = None
     if not a.no_skimage:
         try:
             from sklearn.mixture import GaussianMixture
             from skimage.feature import fisher_vector
             sk = GaussianMixture(n_components=a.K, covariance_type="diag")
-            sk.weights_, sk.means_, sk.covariances_ = gmm.weights_, gmm.means_, gmm.variances_
-            sk.precisions_cholesky_ = 1.0 / np.sqrt(gmm.variances_)
+            sk.weights_, sk.means_, sk.covariances_ = params
+            sk.precisions_cholesky_ = 1.0 / np.sqrt(params[2])
             methods["scikit-image fisher_vector"] = lambda X: fisher_vector(X, sk, improved=True)
         except ImportError as exc:
             print(f"(scikit-image comparison skipped: {exc})")

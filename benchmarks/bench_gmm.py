@@ -128,7 +128,7 @@ def main(argv=None) -> None:
         X = make_data(kind, args.n, args.d, args.k)
         with threadpool_limits(1):
             numba.set_num_threads(1)
-            init = DiagonalGMM(args.k, max_iter=2, tol=0.0, seed=0).fit(X)
+            init = DiagonalGMM(args.k, max_iter=2, tol=0.0, var_floor=0.01, seed=0).fit(X)
             start = (init.weights_.astype(np.float64), init.means_.astype(np.float64),
                      init.variances_.astype(np.float64))
             active = float(accumulate_statistics(X, init.terms).n_active.mean())

@@ -128,12 +128,12 @@ def main():
 
     methods = {
         "fvstudio OneVsRestSGD (1 thread, averaged)":
-            lambda: OneVsRestSGD(loss="hinge", lam=args.lam, epochs=args.epochs, n_jobs=1),
+            lambda: OneVsRestSGD(loss="hinge", lam=args.lam, epochs=args.epochs, balance=None, n_jobs=1),
         "fvstudio OneVsRestSGD (1 thread, plain SGD)":
             lambda: OneVsRestSGD(loss="hinge", lam=args.lam, epochs=args.epochs, averaging=False,
-                                 n_jobs=1),
+                                 balance=None, n_jobs=1),
         "fvstudio OneVsRestSGD (2 threads, averaged)":
-            lambda: OneVsRestSGD(loss="hinge", lam=args.lam, epochs=args.epochs, n_jobs=2),
+            lambda: OneVsRestSGD(loss="hinge", lam=args.lam, epochs=args.epochs, balance=None, n_jobs=2),
     }
     if args.minibatch:
         methods["numpy mini-batch SGD, B=64 (BLAS)"] = lambda: MiniBatchSGD(args.lam, args.epochs)

@@ -179,7 +179,7 @@ def test_degenerate_gmm_and_data_stay_finite():
     mu = rng.standard_normal((3, 4))
     var = np.array([[1e-6] * 4, [1.0] * 4, [1.0] * 4])  # a collapsed one
     X = np.repeat(rng.standard_normal((1, 4)).astype(np.float32) * 50, 20, axis=0)  # far, duplicated
-    gmm = types.SimpleNamespace(weights_=w, means_=mu, variances_=var)  # the encoder's robustness only
+    gmm = make_gmm(w, mu, var)
     for enc in (FisherEncoder(gmm, gradients="wms"), SoftBoWEncoder(gmm), VLADEncoder(gmm)):
         v = enc.encode(X)
         assert np.isfinite(v).all() and np.linalg.norm(v) > 0.99

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from fvstudio.engine import fusion
-from fvstudio.engine.svm import ArrayRows, OneVsRestSGD
+from fvstudio.engine.rows import ArrayRows, ConcatRows
+from fvstudio.engine.svm import OneVsRestSGD
 
 
 def test_simplex_grid():
@@ -85,9 +86,9 @@ def test_concat_rows_provider_matches_early_fusion_and_trains():
     y = rng.integers(0, 2, 120)
     a = (rng.standard_normal((120, 5)) + y[:, None]).astype(np.float32)
     b = rng.standard_normal((120, 7)).astype(np.float32)
-    rows = fusion.ConcatRows([ArrayRows(a), ArrayRows(b)])
+    rows = ConcatRows([ArrayRows(a), ArrayRows(b)])
     assert len(rows) == 120 and rows.dim == 12
     np.testing.assert_allclose(rows.rows(np.arange(120)), fusion.early_fusion([a, b]), atol=1e-6)
-    m = OneVsRestSGD(lam=1e-3, epochs=3).fit(rows, y)
-    m2 = OneVsRestSGD(lam=1e-3, epochs=3).fit(fusion.early_fusion([a, b]), y)
+    m = OneVsRestSGD(balance=None, lam=1e-3, epochs=3).fit(rows, y)
+    m2 = OneVsRestSGD(balance=None, lam=1e-3, epochs=3).fit(fusion.early_fusion([a, b]), y)
     np.testing.assert_allclose(m.coef_, m2.coef_, atol=1e-5)

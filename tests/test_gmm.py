@@ -33,7 +33,7 @@ def blobs():
 @pytest.mark.parametrize("init", ["kmeans++", "split", "random"])
 def test_recovers_separated_clusters(blobs, init):
     X, centres, weights, var = blobs
-    gmm = DiagonalGMM(5, init=init, seed=0, n_init=2 if init == "random" else 1).fit(X)
+    gmm = DiagonalGMM(5, var_floor=0.01, init=init, seed=0, n_init=2 if init == "random" else 1).fit(X)
     assert gmm.converged_ and gmm.n_iter_ == len(gmm.log_likelihood_)
     order = [int(np.argmin(((gmm.means_ - c) ** 2).sum(1))) for c in centres]
     assert sorted(order) == list(range(5))
@@ -67,7 +67,7 @@ def test_em_step_matches_float64_reference(blobs):
 
 def test_likelihood_increases_and_scores_agree(blobs):
     X, *_ = blobs
-    gmm = DiagonalGMM(7, posterior_threshold=0.0, tol=0.0, max_iter=15, init="random", seed=2).fit(X)
+    gmm = DiagonalGMM(7, var_floor=0.01, posterior_threshold=0.0, tol=0.0, max_iter=15, init="random", seed=2).fit(X)
     ll = np.array(gmm.log_likelihood_)
     assert len(ll) == 15 and np.all(np.diff(ll) >= -1e-6)
     _, ref = _log_density(X, gmm.weights_.astype(np.float64), gmm.means_.astype(np.float64),
@@ -93,7 +93,7 @@ def test_variance_floor_is_relative_to_global_variance(blobs):
 def test_split_init_with_k_not_power_of_two(blobs):
     X, *_ = blobs
     seen = []
-    gmm = DiagonalGMM(6, init="split", max_iter=10)
+    gmm = DiagonalGMM(6, var_floor=0.01, init="split", max_iter=10)
     gmm.fit(X, progress=seen.append)
     assert gmm.means_.shape == (6, 4) and np.isfinite(gmm.means_).all()
     sizes = [p.values["n_components"] for p in seen if p.values.get("stage") == "init"]
@@ -103,13 +103,13 @@ def test_split_init_with_k_not_power_of_two(blobs):
 
 def test_n_init_keeps_best(blobs):
     X, *_ = blobs
-    gmm = DiagonalGMM(9, init="random", n_init=3, max_iter=10, seed=5).fit(X)
+    gmm = DiagonalGMM(9, var_floor=0.01, init="random", n_init=3, max_iter=10, seed=5).fit(X)
     assert len(gmm.restart_log_likelihoods_) == 3
     assert gmm.log_likelihood_[-1] == pytest.approx(max(gmm.restart_log_likelihoods_))
 
 
 def test_reseeds_empty_component_by_splitting_heaviest():
-    gmm = DiagonalGMM(3)
+    gmm = DiagonalGMM(3, var_floor=0.01)
     X = np.zeros((10, 2), np.float32)
     fit = _Fit(gmm, X, np.full(2, 1e-6), None, None)
     w = np.array([0.7, 0.3, 0.0])
@@ -139,7 +139,7 @@ def test_degenerate_inputs_stay_finite(case):
     else:
         X = np.full((50, 3), 2.5)
     for init in ("kmeans++", "split", "random"):
-        gmm = DiagonalGMM(K, init=init, max_iter=20, seed=0).fit(X.astype(np.float32))
+        gmm = DiagonalGMM(K, var_floor=0.01, init=init, max_iter=20, seed=0).fit(X.astype(np.float32))
         for a in (gmm.weights_, gmm.means_, gmm.variances_, np.array(gmm.log_likelihood_)):
             assert np.isfinite(a).all(), (case, init)
         assert (gmm.variances_ > 0).all() and gmm.weights_.sum() == pytest.approx(1.0, abs=1e-5)
@@ -151,29 +151,29 @@ def test_degenerate_inputs_stay_finite(case):
 def test_bad_input():
     X = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
     with pytest.raises(ValueError, match="n_components"):
-        DiagonalGMM(21).fit(X)
+        DiagonalGMM(21, var_floor=0.01).fit(X)
     bad = X.copy()
     bad[2, 1] = np.inf
     with pytest.raises(ValueError, match="infinite"):
-        DiagonalGMM(2).fit(bad)
+        DiagonalGMM(2, var_floor=0.01).fit(bad)
     bad[2, 1] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        DiagonalGMM(2).fit(bad)
+        DiagonalGMM(2, var_floor=0.01).fit(bad)
     with pytest.raises(ValueError, match="2-D"):
-        DiagonalGMM(2).fit(X[0])
+        DiagonalGMM(2, var_floor=0.01).fit(X[0])
     with pytest.raises(ValueError, match="numeric"):
-        DiagonalGMM(2).fit(np.array([["a", "b"], ["c", "d"]]))
+        DiagonalGMM(2, var_floor=0.01).fit(np.array([["a", "b"], ["c", "d"]]))
     with pytest.raises(ValueError, match="init"):
-        DiagonalGMM(2, init="kmeans").fit(X)
+        DiagonalGMM(2, var_floor=0.01, init="kmeans").fit(X)
     with pytest.raises(ValueError, match="var_floor"):
         DiagonalGMM(2, var_floor=-1).fit(X)
     with pytest.raises(ValueError, match="n_components"):
-        DiagonalGMM(0).fit(X)
-    gmm = DiagonalGMM(2, max_iter=3).fit(X)
+        DiagonalGMM(0, var_floor=0.01).fit(X)
+    gmm = DiagonalGMM(2, var_floor=0.01, max_iter=3).fit(X)
     with pytest.raises(ValueError, match="features"):
         gmm.score(X[:, :2])
     with pytest.raises(ValueError, match="not fitted"):
-        DiagonalGMM(2).predict_proba(X)
+        DiagonalGMM(2, var_floor=0.01).predict_proba(X)
     with pytest.raises(ValueError, match="sum to 1"):
         DiagonalGMM.from_params([0.2, 0.2], X[:2], np.ones((2, 3)))
     with pytest.raises(ValueError, match="variances"):
@@ -183,7 +183,7 @@ def test_bad_input():
 def test_progress_and_cancel(blobs, tmp_path):
     X, *_ = blobs
     seen = []
-    gmm = DiagonalGMM(4, max_iter=6, tol=0.0).fit(X, progress=seen.append)
+    gmm = DiagonalGMM(4, var_floor=0.01, max_iter=6, tol=0.0).fit(X, progress=seen.append)
     em = [p for p in seen if p.values.get("stage") == "em"]
     assert len(em) == 6 and [p.done for p in em] == list(range(1, 7)) and em[-1].total == 6
     np.testing.assert_allclose([p.values["log_likelihood"] for p in em], gmm.log_likelihood_)
@@ -194,7 +194,7 @@ def test_progress_and_cancel(blobs, tmp_path):
         if p.values.get("iteration") == 2:
             token.cancel()
 
-    fresh = DiagonalGMM(4, max_iter=50, tol=0.0)
+    fresh = DiagonalGMM(4, var_floor=0.01, max_iter=50, tol=0.0)
     with pytest.raises(Cancelled):
         fresh.fit(X, progress=stop_after_two, cancel=token)
     assert not fresh.is_fitted
@@ -202,7 +202,7 @@ def test_progress_and_cancel(blobs, tmp_path):
 
 def test_save_load_and_from_params(blobs, tmp_path):
     X, *_ = blobs
-    gmm = DiagonalGMM(4, max_iter=5, init="split").fit(X)
+    gmm = DiagonalGMM(4, var_floor=0.01, max_iter=5, init="split").fit(X)
     path = gmm.save(tmp_path / "gmm.npz")
     back = DiagonalGMM.load(path)
     np.testing.assert_array_equal(back.means_, gmm.means_)
@@ -221,18 +221,18 @@ def test_save_load_and_from_params(blobs, tmp_path):
 
 def test_two_threads_match_one(blobs):
     X = np.tile(blobs[0], (4, 1))  # 12,000 rows: enough to be split
-    a = DiagonalGMM(5, max_iter=4, tol=0.0, seed=1).fit(X)
-    b = DiagonalGMM(5, max_iter=4, tol=0.0, seed=1, n_jobs=2).fit(X)
+    a = DiagonalGMM(5, var_floor=0.01, max_iter=4, tol=0.0, seed=1).fit(X)
+    b = DiagonalGMM(5, var_floor=0.01, max_iter=4, tol=0.0, seed=1, n_jobs=2).fit(X)
     np.testing.assert_allclose(a.means_, b.means_, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(a.log_likelihood_, b.log_likelihood_, rtol=1e-6)
 
 
 def test_warm_start_from_params(blobs):
     X, *_ = blobs
-    first = DiagonalGMM(5, max_iter=3, tol=0.0, seed=0).fit(X)
-    cont = DiagonalGMM(5, max_iter=4, tol=0.0).fit(
+    first = DiagonalGMM(5, var_floor=0.01, max_iter=3, tol=0.0, seed=0).fit(X)
+    cont = DiagonalGMM(5, var_floor=0.01, max_iter=4, tol=0.0).fit(
         X, init_params=(first.weights_, first.means_, first.variances_))
-    full = DiagonalGMM(5, max_iter=7, tol=0.0, seed=0).fit(X)
+    full = DiagonalGMM(5, var_floor=0.01, max_iter=7, tol=0.0, seed=0).fit(X)
     np.testing.assert_allclose(cont.means_, full.means_, atol=1e-3)
     with pytest.raises(ValueError, match="init_params"):
-        DiagonalGMM(4).fit(X, init_params=(first.weights_, first.means_, first.variances_))
+        DiagonalGMM(4, var_floor=0.01).fit(X, init_params=(first.weights_, first.means_, first.variances_))

@@ -316,7 +316,7 @@ def test_bad_dataset_root_is_named(tmp_path):
 def test_lambda_rules_hand_computed():
     from types import SimpleNamespace
 
-    from fvstudio.pipeline.steps.classifier import choose_lambda
+    from fvstudio.engine.model_selection import choose_lambda
 
     grid = np.array([1e-6, 1e-5, 1e-4, 1e-3])
     scores = np.array([[0.50, 0.60, 0.70],   # mean 0.60, the best; SE = 0.1 / sqrt(3) = 0.0577

@@ -5,9 +5,10 @@ import threading
 import numpy as np
 import pytest
 
-from fvstudio.engine import svm
+from fvstudio.engine import model_selection, svm
 from fvstudio.engine.progress import CancelToken, Cancelled
-from fvstudio.engine.svm import ArrayRows, OneVsRestSGD, SubsetRows
+from fvstudio.engine.rows import ArrayRows, SubsetRows
+from fvstudio.engine.svm import OneVsRestSGD
 
 
 def blobs(n=300, d=20, c=3, sep=3.0, seed=0):
@@ -60,7 +61,7 @@ def test_matches_naive_per_class_sgd(loss, averaging):
     Y = np.where(y[:, None] == np.arange(3)[None, :], 1, -1)
     Y[::7, 1] = 0  # some ignored entries
     lam = 1e-2
-    m = OneVsRestSGD(loss=loss, lam=lam, epochs=3, averaging=averaging, seed=3).fit(X, Y)
+    m = OneVsRestSGD(balance=None, loss=loss, lam=lam, epochs=3, averaging=averaging, seed=3).fit(X, Y)
     r = lam ** -0.25
     dl_typ = {"hinge": 1.0, "log": 1 / (1 + math.exp(-r)), "squared": 1 + r}[loss]
     eta0 = r / max(1.0, dl_typ)
@@ -77,7 +78,7 @@ def test_renormalisation_keeps_the_same_model(monkeypatch):
     monkeypatch.setattr(svm, "_RENORM", 1.5)
     X, y = blobs(n=60, d=8, c=2)
     Y = np.where(y[:, None] == np.arange(2)[None, :], 1, -1)
-    m = OneVsRestSGD(lam=0.05, epochs=10, averaging=True, seed=1).fit(X, Y)
+    m = OneVsRestSGD(balance=None, lam=0.05, epochs=10, averaging=True, seed=1).fit(X, Y)
     W, b = naive_sgd(X, Y, "hinge", 0.05, 10, True, seed=1, eta0=m.eta0_)
     np.testing.assert_allclose(m.coef_, W, rtol=2e-3, atol=2e-4 * np.abs(W).max())
     np.testing.assert_allclose(m.intercept_, b, rtol=2e-3, atol=2e-4 * max(1, np.abs(b).max()))
@@ -88,7 +89,7 @@ def test_learns_separable_classes(loss):
     X, y = blobs(n=600, d=30, c=4, seed=1)
     Xt, yt = blobs(n=300, d=30, c=4, seed=1)  # same means (same seed), fresh noise below
     Xt = Xt + np.random.default_rng(9).standard_normal(Xt.shape).astype(np.float32) * 0.05
-    m = OneVsRestSGD(loss=loss, lam=1e-4, epochs=5, seed=0).fit(X, y)
+    m = OneVsRestSGD(balance=None, loss=loss, lam=1e-4, epochs=5, seed=0).fit(X, y)
     assert (m.predict(Xt) == yt).mean() > 0.9
     assert m.loss_history_[-1] < m.loss_history_[0]
     assert m.coef_.shape == (4, 30) and m.coef_.dtype == np.float32
@@ -97,7 +98,7 @@ def test_learns_separable_classes(loss):
 def test_labels_map_to_classes_and_topk():
     X, y = blobs(n=300, d=10, c=3, seed=2)
     labels = np.array([5, 7, 11])[y]
-    m = OneVsRestSGD(lam=1e-3, epochs=3).fit(X, labels)
+    m = OneVsRestSGD(balance=None, lam=1e-3, epochs=3).fit(X, labels)
     np.testing.assert_array_equal(m.classes_, [5, 7, 11])
     s = m.decision_function(X)
     assert s.shape == (300, 3) and s.dtype == np.float32
@@ -112,15 +113,15 @@ def test_rows_with_all_zero_targets_are_never_read():
     X, y = blobs(n=120, d=10, c=3)
     Y = np.where(y[:, None] == np.arange(3)[None, :], 1, -1).astype(np.int8)
     Y[:20] = 0
-    a = OneVsRestSGD(lam=1e-3, epochs=2, seed=0).fit(X, Y)
+    a = OneVsRestSGD(balance=None, lam=1e-3, epochs=2, seed=0).fit(X, Y)
     X2 = X.copy()
     X2[:20] = 1e6  # garbage in ignored rows must not matter
-    b = OneVsRestSGD(lam=1e-3, epochs=2, seed=0).fit(X2, Y)
+    b = OneVsRestSGD(balance=None, lam=1e-3, epochs=2, seed=0).fit(X2, Y)
     np.testing.assert_array_equal(a.coef_, b.coef_)
     assert a.multilabel_ and a.predict(X).shape == (120, 3)
     full = np.where(y[:, None] == np.arange(3)[None, :], 1, -1)
-    c = OneVsRestSGD(lam=1e-3, epochs=2, seed=0).fit(X, full > 0)  # bools: False = negative
-    d = OneVsRestSGD(lam=1e-3, epochs=2, seed=0).fit(X, full)
+    c = OneVsRestSGD(balance=None, lam=1e-3, epochs=2, seed=0).fit(X, full > 0)  # bools: False = negative
+    d = OneVsRestSGD(balance=None, lam=1e-3, epochs=2, seed=0).fit(X, full)
     np.testing.assert_array_equal(c.coef_, d.coef_)
 
 
@@ -145,20 +146,20 @@ class ListRows:
 
 def test_providers_give_identical_models(tmp_path):
     X, y = blobs(n=200, d=16, c=3)
-    ref = OneVsRestSGD(lam=1e-3, epochs=2, seed=4).fit(X, y)
+    ref = OneVsRestSGD(balance=None, lam=1e-3, epochs=2, seed=4).fit(X, y)
     mm = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=X.shape)
     mm[:] = X
     mm.flush()
     ro = np.load(tmp_path / "x.npy", mmap_mode="r")
     lr = ListRows(X)
     for source in (ro, ArrayRows(ro), lr, ArrayRows(X.astype(np.float64))):
-        m = OneVsRestSGD(lam=1e-3, epochs=2, seed=4).fit(source, y)
+        m = OneVsRestSGD(balance=None, lam=1e-3, epochs=2, seed=4).fit(source, y)
         np.testing.assert_allclose(m.coef_, ref.coef_, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(m.decision_function(source), ref.decision_function(X), atol=1e-5)
     assert lr.calls > 0
     sub = SubsetRows(ArrayRows(X), np.arange(50, 150))
-    m1 = OneVsRestSGD(lam=1e-3, epochs=2, seed=4).fit(sub, y[50:150])
-    m2 = OneVsRestSGD(lam=1e-3, epochs=2, seed=4).fit(X[50:150], y[50:150])
+    m1 = OneVsRestSGD(balance=None, lam=1e-3, epochs=2, seed=4).fit(sub, y[50:150])
+    m2 = OneVsRestSGD(balance=None, lam=1e-3, epochs=2, seed=4).fit(X[50:150], y[50:150])
     np.testing.assert_allclose(m1.coef_, m2.coef_, rtol=1e-5, atol=1e-6)
 
 
@@ -167,10 +168,10 @@ def test_memmap_training_allocates_no_copy_of_the_rows(tmp_path):
     X, y = blobs(n=3000, d=400, c=3)
     np.save(tmp_path / "x.npy", X)
     mm = np.load(tmp_path / "x.npy", mmap_mode="r")
-    OneVsRestSGD(epochs=1).fit(mm[:10], y[:10])  # compile outside the measurement
+    OneVsRestSGD(balance=None, epochs=1).fit(mm[:10], y[:10])  # compile outside the measurement
     tracemalloc.start()
     try:
-        m = OneVsRestSGD(lam=1e-3, epochs=2).fit(mm, y)
+        m = OneVsRestSGD(balance=None, lam=1e-3, epochs=2).fit(mm, y)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -194,15 +195,15 @@ def test_balance_sample_uses_all_positives_and_some_negatives():
 def test_select_lambda_and_cv_fit():
     X, y = blobs(n=240, d=10, c=3, sep=0.5, seed=6)
     grid = [1e-4, 1e-2, 1.0, 100.0]
-    res = svm.select_lambda(X, y, grid=grid, folds=3, seed=0, epochs=3)
+    res = model_selection.select_lambda(X, y, grid=grid, folds=3, seed=0, epochs=3, balance=None)
     assert res.scores.shape == (4, 3)
     assert res.best_lam in (1e-4, 1e-2)  # lambda = 100 crushes the weights: the bias decides
     assert res.mean_scores[3] < res.mean_scores.max() - 0.1
-    m = OneVsRestSGD(lam="cv", lam_grid=grid, cv_folds=3, epochs=3).fit(X, y)
+    m = OneVsRestSGD(balance=None, lam="cv", lam_grid=grid, cv_folds=3, epochs=3).fit(X, y)
     assert m.lam_ == res.best_lam
-    oof = svm.cross_val_decision(X, y, folds=3, lam=1e-3, epochs=3)
+    oof = model_selection.cross_val_decision(X, y, folds=3, lam=1e-3, epochs=3, balance=None)
     assert oof.shape == (240, 3) and (np.argmax(oof, 1) == y).mean() > 0.8
-    folds = svm.make_folds(y, 3, seed=0)
+    folds = model_selection.make_folds(y, 3, seed=0)
     for c in range(3):  # stratified: each fold gets a third of every class (+-1)
         counts = np.bincount(folds[y == c], minlength=3)
         assert counts.max() - counts.min() <= 1
@@ -211,13 +212,13 @@ def test_select_lambda_and_cv_fit():
 def test_progress_cancel_and_save_load(tmp_path):
     X, y = blobs(n=200, d=8, c=3)
     seen = []
-    m = OneVsRestSGD(lam=1e-3, epochs=4).fit(X, y, progress=seen.append)
+    m = OneVsRestSGD(balance=None, lam=1e-3, epochs=4).fit(X, y, progress=seen.append)
     assert [p.values["epoch"] for p in seen if p.values] == [1, 2, 3, 4]
     assert all(np.isfinite(p.values["loss"]) for p in seen)
     token = CancelToken()
     token.cancel()
     with pytest.raises(Cancelled):
-        OneVsRestSGD(epochs=2).fit(X, y, cancel=token)
+        OneVsRestSGD(balance=None, epochs=2).fit(X, y, cancel=token)
     path = m.save(tmp_path / "svm.npz")
     m2 = OneVsRestSGD.load(path)
     np.testing.assert_array_equal(m2.decision_function(X), m.decision_function(X))
@@ -234,18 +235,18 @@ def test_threads_can_train_concurrently():
     out = [None, None]
 
     def work(k):
-        out[k] = OneVsRestSGD(lam=1e-3, epochs=2, seed=k).fit(X, y).coef_
+        out[k] = OneVsRestSGD(balance=None, lam=1e-3, epochs=2, seed=k).fit(X, y).coef_
 
     th = [threading.Thread(target=work, args=(k,)) for k in range(2)]
     [t.start() for t in th]
     [t.join() for t in th]
-    ref = OneVsRestSGD(lam=1e-3, epochs=2, seed=1).fit(X, y).coef_
+    ref = OneVsRestSGD(balance=None, lam=1e-3, epochs=2, seed=1).fit(X, y).coef_
     np.testing.assert_array_equal(out[1], ref)
 
 
 def test_n_jobs_gives_the_same_model():
     X, y = blobs(n=150, d=9, c=5)
-    for kw in ({}, {"balance": "sample", "neg_ratio": 1.0}):
+    for kw in ({"balance": None}, {"balance": "sample", "neg_ratio": 1.0}):
         a = OneVsRestSGD(lam=1e-3, epochs=2, n_jobs=1, **kw).fit(X, y)
         b = OneVsRestSGD(lam=1e-3, epochs=2, n_jobs=2, **kw).fit(ListRows(X), y)
         np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-6, atol=1e-7)
@@ -255,24 +256,24 @@ def test_n_jobs_gives_the_same_model():
 def test_bad_inputs_name_the_argument():
     X, y = blobs(n=50, d=5, c=2)
     with pytest.raises(ValueError, match="loss"):
-        OneVsRestSGD(loss="huber").fit(X, y)
+        OneVsRestSGD(balance=None, loss="huber").fit(X, y)
     with pytest.raises(ValueError, match="lam"):
-        OneVsRestSGD(lam=-1).fit(X, y)
+        OneVsRestSGD(balance=None, lam=-1).fit(X, y)
     with pytest.raises(ValueError, match="y has"):
-        OneVsRestSGD().fit(X, y[:10])
+        OneVsRestSGD(balance=None).fit(X, y[:10])
     with pytest.raises(ValueError, match="NaN"):
         Xb = X.copy()
         Xb[3, 2] = np.nan
-        OneVsRestSGD().fit(Xb, y)
+        OneVsRestSGD(balance=None).fit(Xb, y)
     with pytest.raises(ValueError, match="targets"):
-        OneVsRestSGD().fit(X, np.full((50, 2), 2))
+        OneVsRestSGD(balance=None).fit(X, np.full((50, 2), 2))
     with pytest.raises(ValueError, match="2 classes"):
-        OneVsRestSGD().fit(X, np.zeros(50, int))
-    m = OneVsRestSGD(epochs=1).fit(X, y)
+        OneVsRestSGD(balance=None).fit(X, np.zeros(50, int))
+    m = OneVsRestSGD(balance=None, epochs=1).fit(X, y)
     with pytest.raises(ValueError, match="features"):
         m.decision_function(X[:, :3])
     with pytest.raises(ValueError, match="not fitted"):
-        OneVsRestSGD().predict(X)
+        OneVsRestSGD(balance=None).predict(X)
 
 
 def test_accuracy_on_par_with_sklearn_sgd():
@@ -280,7 +281,7 @@ def test_accuracy_on_par_with_sklearn_sgd():
     X, y = blobs(n=1500, d=40, c=4, sep=0.15, seed=11)  # overlapping: ~70% reachable
     Xt, yt = X[1000:], y[1000:]
     X, y = X[:1000], y[:1000]
-    ours = (OneVsRestSGD(lam=1e-4, epochs=5, seed=0).fit(X, y).predict(Xt) == yt).mean()
+    ours = (OneVsRestSGD(balance=None, lam=1e-4, epochs=5, seed=0).fit(X, y).predict(Xt) == yt).mean()
     ref = (sk.SGDClassifier(loss="hinge", alpha=1e-4, max_iter=5, tol=None, random_state=0)
            .fit(X, y).predict(Xt) == yt).mean()
     assert ours >= ref - 0.02, (ours, ref)

@@ -83,8 +83,9 @@ from typing import Tuple
 
 import cv2
 import numpy as np
-from numba import njit
 
+from .defaults import PATCH, PRESMOOTH, ROOT_SIFT, SCALE_FACTOR, SCALES, SIFT_WINDOW, STEP
+from .jit import kernel
 from .validation import check_choice, check_positive_int
 
 #: The channels :func:`extract_channel` knows, in the paper's order.
@@ -236,7 +237,7 @@ def _pooling_kernels(b: int, window: str) -> np.ndarray:
     return ker.astype(np.float32)
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel
 def _orientation_planes(img, planes):
     """Gradient magnitude split linearly between the two nearest of 8 orientation bins.
 
@@ -291,7 +292,7 @@ def _orientation_planes(img, planes):
                 row[N_ORIENT * x + k] = max(np.float32(0.0), np.float32(1.0) - d) * m
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel
 def _pool_sift(planes, ky, kx, b, step, ny, nx, root, out, norms):
     """Spatial pooling + normalisation of all frames of one level.
 
@@ -367,7 +368,7 @@ def _pool_sift(planes, ky, kx, b, step, ny, nx, root, out, norms):
             _finish_sift(hist, area, root, out, norms, j * nx + i)
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel
 def _finish_sift(hist, area, root, out, norms, f):
     """norms[f] = mass / area; out[f] = hist L2-normalised, clamped at 0.2, renormalised (RootSIFT).
 
@@ -413,9 +414,9 @@ def to_gray(rgb) -> np.ndarray:
     return (img @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).astype(np.float32, copy=False)
 
 
-def dense_sift(gray, *, patch: int = 24, step: int = 4, scales: int = 5,
-               scale_factor: float = 2 ** 0.5, window: str = "gauss", presmooth: bool = True,
-               root: bool = False) -> DenseDescriptors:
+def dense_sift(gray, *, patch: int = PATCH, step: int = STEP, scales: int = SCALES,
+               scale_factor: float = SCALE_FACTOR, window: str = SIFT_WINDOW, presmooth: bool = PRESMOOTH,
+               root: bool = ROOT_SIFT) -> DenseDescriptors:
     """Dense multi-scale SIFT of a gray float32 image in [0, 1]; see the module docstring.
 
     Returns a :class:`DenseDescriptors` with (T, 128) float32 descriptors in standard SIFT order,
@@ -459,7 +460,7 @@ def _cell_kernel(b: int) -> np.ndarray:
     return k[k > 0].astype(np.float32)
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel
 def _lcs_level(img, ker, b, step, ny, nx, out, norms):
     """Cell means/stds of one level: img (H, W, 3); out (ny*nx, 96); norms (ny*nx,).
 
@@ -527,8 +528,8 @@ def _lcs_level(img, ker, b, step, ny, nx, out, norms):
             norms[f] = sd_sum / np.float32(3 * N_SPATIAL * N_SPATIAL)
 
 
-def local_color_statistics(rgb, *, patch: int = 24, step: int = 4, scales: int = 5,
-                           scale_factor: float = 2 ** 0.5) -> DenseDescriptors:
+def local_color_statistics(rgb, *, patch: int = PATCH, step: int = STEP, scales: int = SCALES,
+                           scale_factor: float = SCALE_FACTOR) -> DenseDescriptors:
     """Dense 96-d Local Color Statistics of an RGB float32 image in [0, 1].
 
     Same frames (same T, identical positions and scales) as :func:`dense_sift` with the same grid

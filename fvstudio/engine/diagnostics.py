@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .fisher import _gmm_terms
-from .posteriors import accumulate_statistics
-from .validation import as_float32_matrix
+from .defaults import POSTERIOR_THRESHOLD
+from .gmm import check_fitted_gmm
+from .posteriors import _accumulate_statistics
+from .validation import _check_posterior_threshold, as_float32_matrix
 
 __all__ = ["PosteriorSharpness", "posterior_sharpness", "fv_energy_per_gaussian"]
 
@@ -37,17 +38,16 @@ class PosteriorSharpness:
     mean_active: float
 
 
-def posterior_sharpness(descriptors, gmm, threshold: float = 1e-4) -> PosteriorSharpness:
+def posterior_sharpness(descriptors, gmm, threshold: float = POSTERIOR_THRESHOLD) -> PosteriorSharpness:
     """Sorted max posteriors of ``descriptors`` ((N, D) array or a list of them) under ``gmm``."""
     if isinstance(descriptors, (list, tuple)):
         if not descriptors:
             raise ValueError("descriptors is an empty list")
         descriptors = np.concatenate([np.asarray(d) for d in descriptors], axis=0)
-    terms = _gmm_terms(gmm)
+    terms = check_fitted_gmm(gmm).terms
     X = as_float32_matrix(descriptors, "descriptors", n_features=terms.n_features, allow_empty=False)
-    if not (0.0 <= float(threshold) < 1.0):
-        raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
-    st = accumulate_statistics(X, terms, threshold=float(threshold), moments=False)
+    threshold = _check_posterior_threshold(threshold, "threshold")
+    st = _accumulate_statistics(X, terms, threshold, moments=False)
     gmax = np.sort(st.max_posterior)
     N = len(gmax)
     # F(v) counts ties: the last index holding each value gives the fraction <= v

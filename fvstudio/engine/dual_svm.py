@@ -29,9 +29,9 @@ every class whose alpha_i changes); ``n_jobs`` threads each take a block of clas
 the GIL). The bias is the weight of a constant feature B = 1 appended to every x (liblinear's convention):
 it is regularised like w, which at these lambdas changes the scores by less than the tolerance.
 
-Lambda by cross-validation (``lam="cv"``): the folds (:func:`fvstudio.engine.svm.make_folds`) and the score
-(mean per-class accuracy, or VOC07 mAP for targets) are those of :func:`fvstudio.engine.svm.select_lambda`,
-so the result is a :class:`~fvstudio.engine.svm.LambdaSearch` the same lambda rules apply to. The grid is
+Lambda by cross-validation (``lam="cv"``): the folds (:func:`fvstudio.engine.model_selection.make_folds`) and the score
+(mean per-class accuracy, or VOC07 mAP for targets) are those of :func:`fvstudio.engine.model_selection.select_lambda`,
+so the result is a :class:`~fvstudio.engine.model_selection.LambdaSearch` the same lambda rules apply to. The grid is
 solved from the largest lambda down, each solution warm-starting the next (a feasible point: the box only
 grows).
 
@@ -44,13 +44,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, Sequence
 
 import numpy as np
-from numba import njit
 
 from . import defaults as D
 from .progress import CancelLike, check_cancel, report
 from .serialization import atomic_save_npz, load_npz
-from .svm import LambdaSearch, _cv_metric, _iter_chunks, _targets_matrix, as_row_provider, make_folds
-from .validation import check_positive_int, rng_from_seed
+from .jit import kernel
+from .model_selection import LambdaSearch, _cv_metric, make_folds
+from .rows import as_row_provider, iter_chunks
+from .validation import check_positive_int, check_targets, rng_from_seed
 
 __all__ = ["OneVsRestDualSVM", "gram_matrix", "select_lambda_gram", "cross_val_decision_gram"]
 
@@ -80,7 +81,7 @@ def gram_matrix(X, *, cancel: CancelLike = None) -> np.ndarray:
     return K
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _dual_cd(K, Y, U, alpha, f, orders, tol, max_epochs):  # pragma: no cover - numba
     """Dual coordinate descent for C classes at once (module docstring).
 
@@ -176,8 +177,9 @@ def select_lambda_gram(K, y, grid: Sequence[float] = D.LAMBDA_GRID, folds: int =
     if grid.size == 0 or not (grid > 0).all():
         raise ValueError(f"grid must hold lambdas > 0, got {grid.tolist()}")
     n = K.shape[0]
-    Y, cls, multilabel = _targets_matrix(y, n, classes)
-    fold = make_folds(y, folds, seed)
+    targets = check_targets(y, n, classes)
+    Y, multilabel = targets.Y, targets.multilabel
+    fold = make_folds(targets.y, folds, seed)
     Kb = _with_bias(np.asarray(K, np.float32), bias)
     scores = np.full((grid.size, folds), np.nan)
     order = np.argsort(-grid, kind="stable")  # largest lambda first: each warm-starts the next
@@ -192,7 +194,7 @@ def select_lambda_gram(K, y, grid: Sequence[float] = D.LAMBDA_GRID, folds: int =
             check_cancel(cancel, "lambda cross-validation")
             alpha, _ = _solve(Ktr, Ytr, grid[g], balance, tol, max_epochs, seed, n_jobs, alpha)
             s = (Kte @ (alpha * Ytr).T.astype(np.float32)).astype(np.float32)
-            scores[g, f] = _cv_metric(s, np.asarray(y)[te], multilabel, cls)
+            scores[g, f] = _cv_metric(s, targets.subset(te))
             done += 1
             report(progress, done, folds * grid.size, f"fold {f + 1}, lambda {grid[g]:g}", lam=float(grid[g]),
                    score=float(scores[g, f]))
@@ -206,12 +208,13 @@ def cross_val_decision_gram(K, y, lam: float, folds: int = D.CV_FOLDS, seed=0, *
                             balance=D.BALANCE, bias: bool = D.BIAS, tol: float = 0.1, max_epochs: int = 200,
                             n_jobs: int = 1, cancel: CancelLike = None) -> np.ndarray:
     """Out-of-fold decision values (n, C) at ``lam`` from a Gram matrix: each sample scored by a model
-    not trained on it (same folds as :func:`fvstudio.engine.svm.cross_val_decision`)."""
+    not trained on it (same folds as :func:`fvstudio.engine.model_selection.cross_val_decision`)."""
     n = K.shape[0]
-    Y, cls, _ = _targets_matrix(y, n, classes)
-    fold = make_folds(y, folds, seed)
+    targets = check_targets(y, n, classes)
+    Y = targets.Y
+    fold = make_folds(targets.y, folds, seed)
     Kb = _with_bias(np.asarray(K, np.float32), bias)
-    out = np.zeros((n, cls.size), np.float32)
+    out = np.zeros((n, targets.classes.size), np.float32)
     for f in range(folds):
         check_cancel(cancel, "out-of-fold scores")
         tr, te = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
@@ -270,7 +273,8 @@ class OneVsRestDualSVM:
         n, dim = len(provider), int(provider.dim)
         if n < 1 or dim < 1:
             raise ValueError(f"X must have rows and columns, got shape ({n}, {dim})")
-        Y, cls, multilabel = _targets_matrix(y, n, classes)
+        targets = check_targets(y, n, classes)
+        Y, cls, multilabel = targets.Y, targets.classes, targets.multilabel
         K = gram_matrix(provider, cancel=cancel) if gram is None else np.asarray(gram, np.float32)
         if K.shape != (n, n):
             raise ValueError(f"gram has shape {K.shape}, expected ({n}, {n}) for X's {n} rows")
@@ -288,7 +292,7 @@ class OneVsRestDualSVM:
                                self.seed, self.n_jobs)
         dual = (alpha * Yt).astype(np.float32)
         coef = np.zeros((cls.size, dim), np.float32)
-        for s, stop, rows in _iter_chunks(provider, n, dim):
+        for s, stop, rows in iter_chunks(provider, n, dim):
             check_cancel(cancel, "SVM weights")
             coef += dual[:, s:stop] @ rows
         self.coef_ = coef
@@ -312,7 +316,7 @@ class OneVsRestDualSVM:
         if provider.dim != self.n_features_in_:
             raise ValueError(f"X has {provider.dim} features per row, the model expects {self.n_features_in_}")
         out = np.empty((len(provider), self.coef_.shape[0]), np.float32)
-        for s, stop, rows in _iter_chunks(provider, len(provider), provider.dim):
+        for s, stop, rows in iter_chunks(provider, len(provider), provider.dim):
             np.matmul(rows, self.coef_.T, out=out[s:stop])
         return out + self.intercept_
 

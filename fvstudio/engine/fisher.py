@@ -59,11 +59,13 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import numpy as np
-from numba import njit
 
-from .posteriors import GaussianTerms, accumulate_statistics
+from .defaults import FIM, GRADIENTS, LP, POSTERIOR_THRESHOLD, POWER
+from .gmm import check_fitted_gmm
+from .jit import kernel
+from .posteriors import GaussianTerms, _accumulate_statistics
 from .progress import CancelLike, ProgressCallback, check_cancel, is_cancelled, report
-from .validation import as_float32_matrix, check_choice
+from .validation import _check_posterior_threshold, as_float32_matrix, check_choice, check_number
 
 __all__ = [
     "FisherEncoder", "SoftBoWEncoder", "VLADEncoder", "make_encoder", "ENCODER_KINDS",
@@ -103,7 +105,7 @@ class Block:
 # numba kernels
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _vlad_block(X, scores, half_norms, means, regions, V, counts):
     """Hard-assign each row to argmax_k (x . mu_k - |mu_k|^2 / 2) and add its residual to V."""
     N, D = X.shape
@@ -134,16 +136,6 @@ def _vlad_block(X, scores, half_norms, means, regions, V, counts):
 # helpers
 
 
-def _gmm_terms(gmm) -> GaussianTerms:
-    terms = getattr(gmm, "terms", None)
-    if isinstance(terms, GaussianTerms):
-        return terms
-    for attr in ("weights_", "means_", "variances_"):
-        if not hasattr(gmm, attr):
-            raise ValueError(f"gmm must be a fitted GMM with weights_, means_ and variances_ (missing {attr})")
-    return GaussianTerms(gmm.weights_, gmm.means_, gmm.variances_)
-
-
 def _check_pyramid(pyramid) -> Optional[Tuple[Tuple[int, int], ...]]:
     if pyramid is None:
         return None
@@ -159,22 +151,14 @@ def _check_pyramid(pyramid) -> Optional[Tuple[Tuple[int, int], ...]]:
     return grids
 
 
-def _check_power(power):
-    if power is None:
-        return None
-    p = float(power)
-    if not (0.0 < p <= 1.0):
-        raise ValueError(f"power must be None or in (0, 1], got {power!r}")
-    return p
+def _check_power(power) -> Optional[float]:
+    """rho of the power normalisation (eq. 30): None (off) or in (0, 1]."""
+    return None if power is None else check_number(power, "power", low=0.0, high=1.0, low_open=True)
 
 
-def _check_lp(lp):
-    if lp is None:
-        return None
-    p = float(lp)
-    if not (p > 0.0 and math.isfinite(p)):
-        raise ValueError(f"lp must be None or a positive finite p, got {lp!r}")
-    return p
+def _check_lp(lp) -> Optional[float]:
+    """p of the L_p normalisation: None (off) or a finite p > 0."""
+    return None if lp is None else check_number(lp, "lp", low=0.0, low_open=True)
 
 
 def region_assignments(positions, image_shape, pyramid) -> np.ndarray:
@@ -222,15 +206,12 @@ class _Encoder:
     kind = ""
 
     def __init__(self, gmm, *, power, lp, pyramid, posterior_threshold):
-        self.gmm = gmm
+        self.gmm = check_fitted_gmm(gmm)
         self.power = _check_power(power)
         self.lp = _check_lp(lp)
         self.pyramid = _check_pyramid(pyramid)
-        theta = float(posterior_threshold)
-        if not (0.0 <= theta < 1.0):
-            raise ValueError(f"posterior_threshold must be in [0, 1), got {posterior_threshold!r}")
-        self.posterior_threshold = theta
-        self._terms = _gmm_terms(gmm)
+        self.posterior_threshold = _check_posterior_threshold(posterior_threshold)
+        self._terms = gmm.terms
         self.n_components = self._terms.n_components
         self.n_features = self._terms.n_features
         self.n_regions = 1 if self.pyramid is None else sum(r * c for r, c in self.pyramid)
@@ -387,8 +368,8 @@ class FisherEncoder(_Encoder):
 
     kind = "fisher"
 
-    def __init__(self, gmm, *, gradients: str = "ms", fim: str = "closed", power=0.5, lp=2.0,
-                 pyramid=None, posterior_threshold: float = 1e-4):
+    def __init__(self, gmm, *, gradients: str = GRADIENTS, fim: str = FIM, power=POWER, lp=LP,
+                 pyramid=None, posterior_threshold: float = POSTERIOR_THRESHOLD):
         super().__init__(gmm, power=power, lp=lp, pyramid=pyramid, posterior_threshold=posterior_threshold)
         if not isinstance(gradients, str) or not gradients or set(gradients) - set("wms") \
                 or len(set(gradients)) != len(gradients):
@@ -464,7 +445,8 @@ class SoftBoWEncoder(_Encoder):
 
     kind = "soft_bow"
 
-    def __init__(self, gmm, *, power=0.5, lp=2.0, pyramid=None, posterior_threshold: float = 1e-4):
+    def __init__(self, gmm, *, power=POWER, lp=LP, pyramid=None,
+                 posterior_threshold: float = POSTERIOR_THRESHOLD):
         super().__init__(gmm, power=power, lp=lp, pyramid=pyramid, posterior_threshold=posterior_threshold)
 
     def _region_blocks(self):
@@ -481,7 +463,8 @@ class VLADEncoder(_Encoder):
 
     kind = "vlad"
 
-    def __init__(self, gmm, *, power=0.5, lp=2.0, pyramid=None, posterior_threshold: float = 1e-4):
+    def __init__(self, gmm, *, power=POWER, lp=LP, pyramid=None,
+                 posterior_threshold: float = POSTERIOR_THRESHOLD):
         # posterior_threshold is unused (hard assignment); accepted for a uniform interface
         super().__init__(gmm, power=power, lp=lp, pyramid=pyramid, posterior_threshold=posterior_threshold)
         mu = self._terms.means
@@ -514,8 +497,8 @@ def _statistics(X, terms: GaussianTerms, threshold: float, regions, n_regions: i
         counts = np.zeros(n_regions, dtype=np.int64)
         for g in range(regions.shape[1]):
             counts += np.bincount(regions[:, g], minlength=n_regions)
-    st = accumulate_statistics(X, terms, threshold=threshold, regions=regions, n_regions=n_regions,
-                               moments=moments, log_likelihood=False)
+    st = _accumulate_statistics(X, terms, threshold, regions=regions, n_regions=n_regions, moments=moments,
+                                log_likelihood=False)
     return st.A, st.B, st.C, counts
 
 

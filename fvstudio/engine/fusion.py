@@ -11,15 +11,15 @@ simplex whose coordinates are multiples of ``step`` (two channels, step 0.1: a i
 scored by mAP (VOC07 11-point) for (N, C) targets in {+1, -1, 0} or by mean per-class accuracy for
 (N,) labels (column indices). The scores must not come from classifiers trained on the same samples
 (they would be over-confident): pass out-of-fold scores, e.g. from
-:func:`fvstudio.engine.svm.cross_val_decision`. Ties between weight vectors go to the one closest to
+:func:`fvstudio.engine.model_selection.cross_val_decision`. Ties between weight vectors go to the one closest to
 uniform, then to the first in grid order.
 
 Early fusion (the paper's large-scale experiments, Sec. 5): concatenate the channels' vectors,
 each block first L2-normalised and scaled by sqrt(beta_m) (beta_m >= 0, sum beta_m = 1; default
 1/M), so a fused row has unit L2 norm and a linear kernel on it is the beta-weighted sum of the
 channels' linear kernels:
-<[x_1..x_M], [z_1..z_M]> = sum_m beta_m <x_m/|x_m|, z_m/|z_m|>. :class:`ConcatRows` does the same
-lazily over row providers (no concatenated copy in RAM).
+<[x_1..x_M], [z_1..z_M]> = sum_m beta_m <x_m/|x_m|, z_m/|z_m|>. :class:`fvstudio.engine.rows.ConcatRows`
+does the same lazily over row providers (no concatenated copy in RAM).
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from . import metrics
+from .rows import _block_weights, _normalise_block
 
 
 def _as_channel_scores(channel_scores, name="channel_scores"):
@@ -82,6 +83,9 @@ class LateFusion:
     ``fuse(channel_scores)`` applies them. With two channels ``weights_[0]`` is the paper's a.
     """
 
+    #: (M,) learned by fit (or set directly to fixed weights); None until then
+    weights_: Optional[np.ndarray] = None
+
     def __init__(self, step: float = 0.1):
         self.step = step
 
@@ -106,25 +110,9 @@ class LateFusion:
         return self
 
     def fuse(self, channel_scores) -> np.ndarray:
-        if not hasattr(self, "weights_"):
+        if self.weights_ is None:
             raise ValueError("this LateFusion is not fitted yet; call fit first")
         return fuse_scores(channel_scores, self.weights_)
-
-
-def _block_weights(n: int, weights) -> np.ndarray:
-    if weights is None:
-        return np.full(n, 1.0 / n)
-    w = np.asarray(weights, dtype=np.float64)
-    if w.shape != (n,) or (w < 0).any() or not np.isclose(w.sum(), 1.0):
-        raise ValueError(f"weights must be {n} non-negative numbers summing to 1, got {w.tolist()}")
-    return w
-
-
-def _normalise_block(block: np.ndarray, scale: float, normalize: Optional[str]) -> np.ndarray:
-    if normalize == "l2":
-        norm = np.linalg.norm(block, axis=1, keepdims=True)
-        block = block / np.maximum(norm, 1e-12)
-    return block * np.float32(np.sqrt(scale))
 
 
 def early_fusion(channel_vectors: Sequence, weights=None, normalize: Optional[str] = "l2") -> np.ndarray:
@@ -147,32 +135,3 @@ def early_fusion(channel_vectors: Sequence, weights=None, normalize: Optional[st
     w = _block_weights(len(blocks), weights)
     return np.ascontiguousarray(np.concatenate(
         [_normalise_block(b, wm, normalize) for b, wm in zip(blocks, w)], axis=1), dtype=np.float32)
-
-
-class ConcatRows:
-    """A row provider (see ``svm.RowProvider``) concatenating other providers' rows: early fusion
-    without materialising the fused matrix."""
-
-    def __init__(self, providers: Sequence, weights=None, normalize: Optional[str] = "l2"):
-        if not providers:
-            raise ValueError("providers must not be empty")
-        n = len(providers[0])
-        if any(len(p) != n for p in providers):
-            raise ValueError(f"providers have different lengths: {[len(p) for p in providers]}")
-        if normalize not in ("l2", None):
-            raise ValueError(f"normalize must be 'l2' or None, got {normalize!r}")
-        self.providers = list(providers)
-        self.weights = _block_weights(len(providers), weights)
-        self.normalize = normalize
-
-    def __len__(self) -> int:
-        return len(self.providers[0])
-
-    @property
-    def dim(self) -> int:
-        return int(sum(p.dim for p in self.providers))
-
-    def rows(self, indices) -> np.ndarray:
-        return np.ascontiguousarray(np.concatenate(
-            [_normalise_block(np.asarray(p.rows(indices), dtype=np.float32), w, self.normalize)
-             for p, w in zip(self.providers, self.weights)], axis=1), dtype=np.float32)

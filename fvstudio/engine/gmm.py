@@ -12,8 +12,9 @@ EM follows Appendix B's good practices:
       w_k = A_k / N,   mu_k <- mu_k + sigma_k B_k / A_k,   sigma_k^2 <- sigma_k^2 (C_k / A_k - (B_k / A_k)^2)
 
 - variance flooring relative to the global variance: sigma_kd^2 >= alpha * var_d(X), alpha = ``var_floor``
-  (0.01, HTK's value); an absolute floor of 1e-6 x the mean global variance (1e-6 if X is constant)
-  keeps a constant dimension finite;
+  (default 0.1, chosen on held-out splits, see :mod:`~fvstudio.engine.defaults`; HTK uses 0.01); an
+  absolute floor of 1e-6 x the mean global variance (1e-6 if X is constant) keeps a constant dimension
+  finite;
 - a component whose weight falls below 0.01 / K (empty, collapsed) is re-seeded by splitting the
   heaviest component: both halves get half its weight and means mu_h -/+ 0.2 sigma_h. Nothing can
   become NaN or infinite;
@@ -44,10 +45,12 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from .posteriors import GaussianTerms, Statistics, accumulate_statistics, posteriors
+from .defaults import GMM_INIT, GMM_MAX_ITER, GMM_N_INIT, GMM_TOL, GMM_VAR_FLOOR, POSTERIOR_THRESHOLD
+from .posteriors import GaussianTerms, Statistics, _accumulate_statistics, _dense_posteriors
 from .progress import CancelLike, ProgressCallback, check_cancel, report
 from .serialization import atomic_save_npz, load_npz
-from .validation import as_float32_matrix, check_choice, check_positive_int, rng_from_seed
+from .validation import (_check_n_components, _check_posterior_threshold, as_float32_matrix, check_choice,
+                         check_float32_scale, check_number, check_positive_int, column_spread, rng_from_seed)
 
 KIND = "diagonal_gmm"
 INITS = ("kmeans++", "split", "random")
@@ -66,9 +69,18 @@ class DiagonalGMM:
     ``n_jobs`` > 1 splits each E-step over that many threads (BLAS pinned to one thread meanwhile).
     """
 
-    def __init__(self, n_components: int, *, max_iter: int = 100, tol: float = 1e-4,
-                 init: str = "kmeans++", var_floor: float = 0.01, posterior_threshold: float = 1e-4,
-                 n_init: int = 1, seed=0, n_jobs: int = 1):
+    # learned state (None until fit / from_params / load)
+    weights_: Optional[np.ndarray] = None
+    means_: Optional[np.ndarray] = None
+    variances_: Optional[np.ndarray] = None
+    #: the floor sigma^2 >= max(var_floor * var_d(X), absolute floor) applied by fit (None: not fitted by fit)
+    variance_floor_: Optional[np.ndarray] = None
+    global_variance_: Optional[np.ndarray] = None
+
+    def __init__(self, n_components: int, *, max_iter: int = GMM_MAX_ITER, tol: float = GMM_TOL,
+                 init: str = GMM_INIT, var_floor: float = GMM_VAR_FLOOR,
+                 posterior_threshold: float = POSTERIOR_THRESHOLD, n_init: int = GMM_N_INIT, seed=0,
+                 n_jobs: int = 1):
         self.n_components = n_components
         self.max_iter = max_iter
         self.tol = tol
@@ -96,16 +108,13 @@ class DiagonalGMM:
         check_positive_int(self.n_init, "n_init")
         check_positive_int(self.n_jobs, "n_jobs")
         check_choice(self.init, "init", INITS)
-        if not (isinstance(self.tol, (int, float)) and self.tol >= 0 and math.isfinite(self.tol)):
-            raise ValueError(f"tol must be a finite number >= 0, got {self.tol!r}")
-        if not (0.0 <= float(self.var_floor) < 1.0):
-            raise ValueError(f"var_floor must be in [0, 1), got {self.var_floor!r}")
-        if not (0.0 <= float(self.posterior_threshold) < 1.0):
-            raise ValueError(f"posterior_threshold must be in [0, 1), got {self.posterior_threshold!r}")
+        check_number(self.tol, "tol", low=0.0)
+        check_number(self.var_floor, "var_floor", low=0.0, high=1.0, high_open=True)
+        _check_posterior_threshold(self.posterior_threshold)
 
     @property
     def is_fitted(self) -> bool:
-        return hasattr(self, "means_")
+        return self.means_ is not None
 
     def _require_fitted(self) -> None:
         if not self.is_fitted:
@@ -162,8 +171,10 @@ class DiagonalGMM:
         X = as_float32_matrix(X, "X", min_rows=1)
         N, D = X.shape
         K = int(self.n_components)
-        if K > N:
-            raise ValueError(f"n_components={K} exceeds the number of samples in X ({N})")
+        _check_n_components(K, N)
+        global_mean, sq, max_dev = column_spread(X)
+        global_var = sq / N
+        check_float32_scale(max_dev, float(global_var.mean()))
         start = None
         if init_params is not None:
             ref = DiagonalGMM.from_params(*init_params)
@@ -171,7 +182,6 @@ class DiagonalGMM:
                 raise ValueError(f"init_params means have shape {ref.means_.shape}, expected {(K, D)}")
             start = (ref.weights_.astype(np.float64), ref.means_.astype(np.float64),
                      ref.variances_.astype(np.float64))
-        global_mean, global_var = _mean_var(X)
         scale = float(global_var.mean())
         abs_floor = _ABS_VAR_FLOOR * (scale if scale > 0 else 1.0)
         floor = np.maximum(float(self.var_floor) * global_var, abs_floor)
@@ -207,7 +217,8 @@ class DiagonalGMM:
 
     def predict_proba(self, X, threshold: float = 0.0) -> np.ndarray:
         """Posteriors gamma_t(k) (N, K) float32 (eq. 15); ``threshold`` > 0 thresholds + renormalises."""
-        return posteriors(self._check_X(X), self.terms, threshold=threshold)
+        X = self._check_X(X)
+        return _dense_posteriors(X, self.terms, _check_posterior_threshold(threshold, "threshold"))
 
     def predict(self, X) -> np.ndarray:
         """Index of the most probable Gaussian of every row."""
@@ -216,7 +227,7 @@ class DiagonalGMM:
     def score_samples(self, X) -> np.ndarray:
         """log u(x_t) per row, (N,) float64."""
         X = self._check_X(X)
-        return accumulate_statistics(X, self.terms, threshold=0.0, moments=False).log_likelihood
+        return _accumulate_statistics(X, self.terms, 0.0, moments=False).log_likelihood
 
     def score(self, X) -> float:
         """Mean log-likelihood per row."""
@@ -232,7 +243,7 @@ class DiagonalGMM:
                 "n_features": int(self.means_.shape[1])}
         arrays = {"weights": self.weights_, "means": self.means_, "variances": self.variances_,
                   "log_likelihood": np.asarray(self.log_likelihood_, dtype=np.float64)}
-        if hasattr(self, "variance_floor_"):
+        if self.variance_floor_ is not None:
             arrays["variance_floor"] = self.variance_floor_
             arrays["global_variance"] = self.global_variance_
         return atomic_save_npz(path, arrays, meta)
@@ -259,6 +270,14 @@ class DiagonalGMM:
         return f"DiagonalGMM(n_components={self.n_components}, init={self.init!r}, {state})"
 
 
+def check_fitted_gmm(gmm, name: str = "gmm") -> DiagonalGMM:
+    """``gmm`` itself if it is a fitted :class:`DiagonalGMM`, else a ValueError naming ``name``."""
+    if not isinstance(gmm, DiagonalGMM):
+        raise ValueError(f"{name} must be a fitted DiagonalGMM, got {type(gmm).__name__}")
+    gmm._require_fitted()
+    return gmm
+
+
 # ----------------------------------------------------------------------------------------------
 # the EM machinery (one object per fit call)
 
@@ -269,7 +288,8 @@ class _Fit:
         self.gmm = gmm
         self.X = X
         if mean is None or var is None:
-            mean, var = _mean_var(X)
+            mean, sq, _ = column_spread(X)
+            var = sq / max(len(X), 1)
         self.global_mean = mean
         self.global_var = var
         self.floor = floor
@@ -285,14 +305,13 @@ class _Fit:
         terms = GaussianTerms(w, mu, var)
         X = self.X
         if self.n_jobs <= 1 or len(X) < 2 * 4096:
-            return accumulate_statistics(X, terms, threshold=self.theta, cancel=self.cancel,
-                                         allow_dense=True)
+            return _accumulate_statistics(X, terms, self.theta, cancel=self.cancel, allow_dense=True)
         from threadpoolctl import threadpool_limits
 
         bounds = np.linspace(0, len(X), self.n_jobs + 1).astype(int)
         with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(self.n_jobs) as pool:
-            parts = list(pool.map(lambda ab: accumulate_statistics(X[ab[0]:ab[1]], terms, threshold=self.theta,
-                                                                   cancel=self.cancel, allow_dense=True),
+            parts = list(pool.map(lambda ab: _accumulate_statistics(X[ab[0]:ab[1]], terms, self.theta,
+                                                                    cancel=self.cancel, allow_dense=True),
                                   zip(bounds[:-1], bounds[1:])))
         A = sum(p.A for p in parts)
         B = sum(p.B for p in parts)
@@ -439,17 +458,6 @@ class _Fit:
         report(self.progress, 0, max(self.gmm.max_iter, 1) * self.gmm.n_init, "initialisation: k-means++",
                stage="init", n_components=K)
         return w / w.sum(), mean + centre.astype(np.float64), var
-
-
-def _mean_var(X, chunk: int = 65536):
-    """Per-dimension mean and (population) variance of X in float64, in row chunks."""
-    N, D = X.shape
-    mean = X.mean(axis=0, dtype=np.float64)
-    ss = np.zeros(D)
-    for s in range(0, N, chunk):
-        Xc = X[s:s + chunk].astype(np.float64) - mean
-        ss += np.einsum("ij,ij->j", Xc, Xc)
-    return mean, ss / N
 
 
 def _sq_distances(Xs, xx, C) -> np.ndarray:

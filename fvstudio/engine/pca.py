@@ -23,10 +23,14 @@ Saved as ``.npz`` of kind ``"pca"`` (arrays mean, components, explained_variance
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
+from .defaults import PCA_COMPONENTS
 from .serialization import atomic_save_npz, load_npz
-from .validation import as_float32_matrix, check_choice, check_positive_int, rng_from_seed
+from .validation import (_check_n_components, as_float32_matrix, check_choice, check_float32_scale, check_number,
+                         check_positive_int, column_spread, rng_from_seed)
 
 KIND = "pca"
 METHODS = ("auto", "eig", "randomized")
@@ -39,7 +43,11 @@ _ROWS_PER_CHUNK = 65536
 class PCA:
     """Principal component analysis with optional regularised whitening (see module docstring)."""
 
-    def __init__(self, n_components: int = 64, *, whiten: bool = False, whiten_eps: float = 1e-5,
+    # learned state (None until fit / load)
+    mean_: Optional[np.ndarray] = None
+    components_: Optional[np.ndarray] = None
+
+    def __init__(self, n_components: int = PCA_COMPONENTS, *, whiten: bool = False, whiten_eps: float = 1e-5,
                  method: str = "auto", seed=0):
         self.n_components = n_components
         self.whiten = whiten
@@ -56,19 +64,18 @@ class PCA:
     def fit(self, X) -> "PCA":
         k = check_positive_int(self.n_components, "n_components")
         check_choice(self.method, "method", METHODS)
-        if not (float(self.whiten_eps) >= 0):
-            raise ValueError(f"whiten_eps must be >= 0, got {self.whiten_eps!r}")
+        check_number(self.whiten_eps, "whiten_eps", low=0.0)
         X = as_float32_matrix(X, "X", min_rows=2)
         N, D = X.shape
         if k > D:
             raise ValueError(f"n_components={k} exceeds the number of features of X ({D})")
-        if k > N:
-            raise ValueError(f"n_components={k} exceeds the number of samples in X ({N})")
+        _check_n_components(k, N)
+        mean, sq, max_dev = column_spread(X, _ROWS_PER_CHUNK)
+        check_float32_scale(max_dev, float(sq.sum()) / (N * D))  # explained_variance_ is float32
+        total = float(np.sum(sq)) / (N - 1)
         method = self.method
         if method == "auto":
             method = "eig" if D <= _EIG_MAX_DIM else "randomized"
-        mean = X.mean(axis=0, dtype=np.float64)
-        total = float(np.sum(_column_sq_sums(X, mean))) / (N - 1)
         if method == "eig":
             cov = _covariance(X, mean)
             lam, U = np.linalg.eigh(cov)
@@ -111,7 +118,7 @@ class PCA:
         return np.cumsum(self.all_explained_variance_ratio_.astype(np.float64)).astype(np.float32)
 
     def _require_fitted(self) -> None:
-        if not hasattr(self, "components_"):
+        if self.components_ is None:
             raise ValueError("this PCA is not fitted yet: call fit() first")
 
     def transform(self, X) -> np.ndarray:
@@ -166,14 +173,6 @@ class PCA:
 
     def __repr__(self) -> str:
         return f"PCA(n_components={self.n_components}, whiten={self.whiten}, method={self.method!r})"
-
-
-def _column_sq_sums(X, mean) -> np.ndarray:
-    out = np.zeros(X.shape[1])
-    for s in range(0, len(X), _ROWS_PER_CHUNK):
-        Xc = X[s:s + _ROWS_PER_CHUNK].astype(np.float64) - mean
-        out += np.einsum("ij,ij->j", Xc, Xc)
-    return out
 
 
 def _covariance(X, mean) -> np.ndarray:

@@ -67,17 +67,20 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 # numba's np.dot (in _encoder_blocks) calls scipy's BLAS: load it now, so that a later
 # threadpoolctl.threadpool_limits (encode_batch, benchmarks) sees and limits it like numpy's
 import scipy.linalg.cython_blas  # noqa: F401
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.extending import intrinsic
 
+from .defaults import POSTERIOR_THRESHOLD
+from .jit import kernel
 from .progress import CancelLike, check_cancel
+from .validation import _check_posterior_threshold, as_float32_matrix, check_positive_int
 
 #: with theta = 0, posteriors below exp(-40) ~ 4e-18 times the largest one are dropped.
 _LOG_NEGLIGIBLE = -40.0
@@ -90,6 +93,16 @@ _DENSE_FRACTION = 0.3
 #: without log-likelihoods, once a block's survivors exceed this fraction of n x K the remaining
 #: blocks use the exact (all-entries) kernel: scanning for candidates only pays when they are rare
 _CANDIDATE_FRACTION = 0.05
+
+
+class _KernelTerms(NamedTuple):
+    """The model as the E-step kernels read it (arrays of :class:`GaussianTerms`)."""
+
+    PT: np.ndarray         # (K, 2D) float32, [mu'/s ; -1/(2s)]^T
+    origin: np.ndarray     # (D,) float32, o
+    c: np.ndarray          # (K,) float32
+    means: np.ndarray      # (K, D) float32, mu
+    inv_sigma: np.ndarray  # (K, D) float32, 1/sigma
 
 
 class GaussianTerms:
@@ -125,6 +138,7 @@ class GaussianTerms:
         self.means = np.ascontiguousarray(mu, dtype=np.float32)
         self.inv_sigma = np.ascontiguousarray(1.0 / np.sqrt(var), dtype=np.float32)
         self.origin32 = self.origin.astype(np.float32)
+        self.kernel = _KernelTerms(self.PT, self.origin32, self.c, self.means, self.inv_sigma)
 
     def log_joint(self, X: np.ndarray, out: Optional[np.ndarray] = None,
                   work: Optional[np.ndarray] = None) -> np.ndarray:
@@ -202,7 +216,7 @@ def _trailing_zeros(typingctx, bits):
     return sig, codegen
 
 
-@njit(cache=True, nogil=True, fastmath=True, inline="always")
+@kernel(inline="always")
 def _exp_nonpositive(a):
     # exp(a) = 2^n exp(r), n = round(a / ln 2), |r| <= ln2 / 2 (Cody-Waite split of ln 2);
     # valid for a in [-87, 0], where 2^n is a normal float32 built from its exponent bits.
@@ -219,7 +233,7 @@ def _exp_nonpositive(a):
     return p * _int32_bits_as_float32((np.int32(n) + np.int32(127)) << np.int32(23))
 
 
-@njit(cache=True, nogil=True, fastmath=True, inline="always")
+@kernel(inline="always")
 def _column_max(lpT, c, m):
     """m[t] = max_k (lpT[k, t] + c[k]): the row maximum of the log-joints, row by row for vectorising."""
     K, n = lpT.shape
@@ -234,7 +248,7 @@ def _column_max(lpT, c, m):
             m[t] = max(m[t], row[t] + ck)
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel
 def _posterior_lists(lpT, c, threshold, m, s, cut, inv_kept, counts, starts, members,
                      loglik, gmax, nact, offset):
     """lpT (K, n) log-joints minus c -> in place e = exp(log-joint - max); survivors as index lists.
@@ -281,13 +295,14 @@ def _posterior_lists(lpT, c, threshold, m, s, cut, inv_kept, counts, starts, mem
     return pos
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel
 def _candidate_lists(lpT, c, threshold, m, s, cut, inv_kept, counts, starts, members, vals,
                      gmax, nact, offset):
     """Encoder E-step (no log-likelihood): like :func:`_posterior_lists`, but exp, the normaliser and
     the survival test only touch the candidates, entries with log-joint - max >= log(max(theta, exp(-40)))
-    (a posterior e_k / s <= e_k below theta cannot survive); lists need K n + 3 slots. Survivors' e are written to lpT[k, t]
-    (other entries of lpT are left as log-joints and never read). Returns the number of survivors."""
+    (a posterior e_k / s <= e_k below theta cannot survive); lists need K n + 3 slots. Survivors' e are
+    written to lpT[k, t] (other entries of lpT are left as log-joints and never read). Returns the number
+    of survivors."""
     K, n = lpT.shape
     _column_max(lpT, c, m)
     log_cut = np.float32(math.log(max(threshold, _NEGLIGIBLE)))
@@ -360,7 +375,7 @@ def _candidate_lists(lpT, c, threshold, m, s, cut, inv_kept, counts, starts, mem
     return q
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel
 def _fill_z(X, origin, Z):
     """Z = [x - o, (x - o)^2] row by row (the GEMM's left factor)."""
     n, D = X.shape
@@ -372,7 +387,7 @@ def _fill_z(X, origin, Z):
             Z[t, D + d] = Z[t, d] * Z[t, d]
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel
 def _accumulate_one_region(X, means, inv_sigma, e, inv_kept, counts, starts, members, with_moments,
                            A, B, C, accB, accC):
     K = e.shape[0]
@@ -443,7 +458,7 @@ def _accumulate_one_region(X, means, inv_sigma, e, inv_kept, counts, starts, mem
             Ck[d] += accC[d] * (q * q)
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel
 def _accumulate_regions(X, means, inv_sigma, e, inv_kept, counts, starts, members, regions,
                         with_moments, A, B, C, dz):
     K = e.shape[0]
@@ -478,7 +493,7 @@ def _accumulate_regions(X, means, inv_sigma, e, inv_kept, counts, starts, member
                     Cr[d] += gz * dz[d]
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel
 def _mask_posteriors(e, cut, inv_kept, S0):
     """e (K, n) -> in place the thresholded, renormalised posteriors gamma (zeros elsewhere); S0 += row sums."""
     K, n = e.shape
@@ -493,7 +508,7 @@ def _mask_posteriors(e, cut, inv_kept, S0):
         S0[k] += acc
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel
 def _dense_from_lists(e, inv_kept, counts, starts, members, out):
     K = e.shape[0]
     for k in range(K):
@@ -503,32 +518,66 @@ def _dense_from_lists(e, inv_kept, counts, starts, members, out):
             out[t, k] = erow[t] * inv_kept[t]
 
 
-@njit(cache=True, nogil=True, fastmath=True)
-def _encoder_blocks(X, nb, PT, origin, c, means, inv_sigma, threshold, with_moments, Z, lpT_flat, m, s, cut,
-                    inv_kept, counts, starts, members, vals, accB, accC, loglik, gmax, nact, A, B, C):
+class _Buffers(NamedTuple):
+    """A workspace's arrays (see :class:`_Workspace`), as the kernels read them."""
+
+    Z: np.ndarray          # (nb, 2D) float32, [x - o, (x - o)^2]
+    lpT: np.ndarray        # (K nb,) float32, the (K, n) log-joints / e of a block
+    m: np.ndarray          # (nb,) float32 per-descriptor max, sum, cut, 1 / kept mass
+    s: np.ndarray
+    cut: np.ndarray
+    inv_kept: np.ndarray
+    counts: np.ndarray     # (K,) int32 survivors per Gaussian, start of its list
+    starts: np.ndarray
+    members: np.ndarray    # (K nb + 64,) int32 survivor lists, candidate values
+    vals: np.ndarray
+    accB: np.ndarray       # (D,) float32 per-Gaussian block sums
+    accC: np.ndarray
+
+
+class _EncoderCall(NamedTuple):
+    """One :func:`_encoder_blocks` call: descriptors, model, buffers and the outputs it accumulates into."""
+
+    X: np.ndarray            # (N, D) float32 descriptors
+    block: int               # nb, descriptors per block
+    threshold: float         # theta
+    with_moments: bool       # False: A only (soft-BoV)
+    terms: _KernelTerms
+    buf: _Buffers
+    scratch: np.ndarray      # (N,) float64, log-likelihoods of the exact kernel (discarded)
+    gmax: np.ndarray         # (N,) float32, max posterior per descriptor
+    nact: np.ndarray         # (N,) int32, surviving Gaussians per descriptor
+    A: np.ndarray            # (1, K) float64 statistics (module docstring)
+    B: np.ndarray            # (1, K, D) float64
+    C: np.ndarray            # (1, K, D) float64
+
+
+@kernel
+def _encoder_blocks(call):
     """All blocks of the encoders' path (single region, no cancel) in one call: per block the GEMM
     (numpy's dot inside numba -> BLAS sgemm), the candidate kernel (the exact one once survivors
-    exceed the candidate fraction; ``loglik`` is its scratch) and the accumulation."""
+    exceed the candidate fraction) and the accumulation. ``call`` is an :class:`_EncoderCall`."""
+    X, nb, threshold, terms, w = call.X, call.block, call.threshold, call.terms, call.buf
     N, D = X.shape
-    K = PT.shape[0]
+    K = terms.PT.shape[0]
     exact = False
     for start in range(0, N, nb):
         stop = min(N, start + nb)
         n = stop - start
         Xb = X[start:stop]
-        Zb = Z[:n]
-        _fill_z(Xb, origin, Zb)
-        lpT = lpT_flat[: K * n].reshape((K, n))
-        np.dot(PT, Zb.T, lpT)
+        Zb = w.Z[:n]
+        _fill_z(Xb, terms.origin, Zb)
+        lpT = w.lpT[: K * n].reshape((K, n))
+        np.dot(terms.PT, Zb.T, lpT)
         if exact:
-            q = _posterior_lists(lpT, c, threshold, m, s, cut, inv_kept, counts, starts, members,
-                                 loglik, gmax, nact, start)
+            q = _posterior_lists(lpT, terms.c, threshold, w.m, w.s, w.cut, w.inv_kept, w.counts, w.starts,
+                                 w.members, call.scratch, call.gmax, call.nact, start)
         else:
-            q = _candidate_lists(lpT, c, threshold, m, s, cut, inv_kept, counts, starts, members, vals,
-                                 gmax, nact, start)
+            q = _candidate_lists(lpT, terms.c, threshold, w.m, w.s, w.cut, w.inv_kept, w.counts, w.starts,
+                                 w.members, w.vals, call.gmax, call.nact, start)
             exact = q > _CANDIDATE_FRACTION * K * n
-        _accumulate_one_region(Xb, means, inv_sigma, lpT, inv_kept, counts, starts, members, with_moments,
-                               A, B, C, accB, accC)
+        _accumulate_one_region(Xb, terms.means, terms.inv_sigma, lpT, w.inv_kept, w.counts, w.starts, w.members,
+                               call.with_moments, call.A, call.B, call.C, w.accB, w.accC)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -551,6 +600,8 @@ class _Workspace:
         self.vals = np.empty(K * nb + 64, dtype=np.float32)
         self.accB = np.empty(D, dtype=np.float32)
         self.accC = np.empty(D, dtype=np.float32)
+        self.buffers = _Buffers(self.Z, self.lpT, self.m, self.s, self.cut, self.inv_kept, self.counts,
+                                self.starts, self.members, self.vals, self.accB, self.accC)
 
     def block(self, Xb: np.ndarray, terms: GaussianTerms, threshold: float, loglik, gmax, nact,
               offset: int) -> np.ndarray:
@@ -574,27 +625,45 @@ class _Workspace:
         return lpT
 
 
-_local = threading.local()
+class _PerThread(threading.local):
+    """Each thread's last workspace, keyed by (nb, D, K)."""
+
+    key = None
+    workspace: Optional[_Workspace] = None
+
+
+_local = _PerThread()
 
 
 def _workspace(nb: int, D: int, K: int) -> _Workspace:
     """This thread's workspace for (nb, D, K): encoders run in several threads, each gets its own."""
     key = (nb, D, K)
-    ws = getattr(_local, "ws", None)
-    if ws is None or ws[0] != key:
-        ws = (key, _Workspace(nb, D, K))
-        _local.ws = ws
-    return ws[1]
+    if _local.key != key:
+        _local.workspace = _Workspace(nb, D, K)
+        _local.key = key
+    return _local.workspace
 
 
-def _check_threshold(threshold: float) -> float:
-    threshold = float(threshold)
-    if not (0.0 <= threshold < 1.0):
-        raise ValueError(f"posterior threshold must be in [0, 1), got {threshold}")
-    return threshold
+def _check_regions(regions, N: int, n_regions: int) -> Optional[np.ndarray]:
+    """``regions`` as (N, L) int32 slots in [-1, n_regions), or None when every row is in region 0."""
+    if regions is None:
+        return None
+    regions = np.asarray(regions)
+    if regions.dtype.kind not in "iu":
+        raise ValueError(f"regions must hold integer region slots, got dtype {regions.dtype}")
+    regions = np.ascontiguousarray(regions, dtype=np.int32)
+    if regions.ndim == 1:
+        regions = regions[:, None]
+    if regions.ndim != 2 or regions.shape[0] != N:
+        raise ValueError(f"regions must be ({N},) or ({N}, L) for {N} descriptors, got shape {regions.shape}")
+    if regions.size and (regions.max() >= n_regions or regions.min() < -1):
+        raise ValueError(f"regions must lie in [-1, n_regions={n_regions}), got [{regions.min()}, {regions.max()}]")
+    if n_regions == 1 and regions.shape[1] == 1 and (regions.size == 0 or regions.min() == 0):
+        return None  # everything in region 0: the fast path
+    return regions
 
 
-def accumulate_statistics(X: np.ndarray, terms: GaussianTerms, *, threshold: float = 1e-4,
+def accumulate_statistics(X: np.ndarray, terms: GaussianTerms, *, threshold: float = POSTERIOR_THRESHOLD,
                           regions: Optional[np.ndarray] = None, n_regions: int = 1,
                           moments: bool = True, block: int = _BLOCK,
                           cancel: CancelLike = None, allow_dense: bool = False,
@@ -615,25 +684,24 @@ def accumulate_statistics(X: np.ndarray, terms: GaussianTerms, *, threshold: flo
     ``log_likelihood=False`` (the encoders): the candidates-only E-step of the module docstring,
     faster; ``Statistics.log_likelihood`` is then None.
     """
-    X = np.ascontiguousarray(X, dtype=np.float32)
-    if X.ndim != 2:
-        raise ValueError(f"descriptors must be a 2-D (N, D) array, got shape {X.shape}")
+    X = as_float32_matrix(X, "descriptors", n_features=terms.n_features)
+    threshold = _check_posterior_threshold(threshold, "threshold")
+    n_regions = check_positive_int(n_regions, "n_regions")
+    regions = _check_regions(regions, X.shape[0], n_regions)
+    block = check_positive_int(block, "block")
+    return _accumulate_statistics(X, terms, threshold, regions=regions, n_regions=n_regions, moments=moments,
+                                  block=block, cancel=cancel, allow_dense=allow_dense,
+                                  log_likelihood=log_likelihood)
+
+
+def _accumulate_statistics(X: np.ndarray, terms: GaussianTerms, threshold: float, *,
+                           regions: Optional[np.ndarray] = None, n_regions: int = 1, moments: bool = True,
+                           block: int = _BLOCK, cancel: CancelLike = None, allow_dense: bool = False,
+                           log_likelihood: bool = True) -> Statistics:
+    """:func:`accumulate_statistics` on checked input: X C-contiguous float32 (N, terms.n_features),
+    threshold in [0, 1), regions None or (N, L) int32 in [-1, n_regions) (the engine's internal entry)."""
     N, D = X.shape
     K = terms.n_components
-    if D != terms.n_features:
-        raise ValueError(f"descriptors have {D} dimensions, the GMM expects {terms.n_features}")
-    threshold = _check_threshold(threshold)
-    block = max(1, int(block))
-    if regions is not None:
-        regions = np.ascontiguousarray(regions, dtype=np.int32)
-        if regions.ndim == 1:
-            regions = regions[:, None]
-        if regions.shape[0] != N:
-            raise ValueError(f"regions has {regions.shape[0]} rows for {N} descriptors")
-        if regions.size and regions.max() >= n_regions:
-            raise ValueError(f"region index {regions.max()} out of range for n_regions={n_regions}")
-        if n_regions == 1 and regions.shape[1] == 1 and (regions.size == 0 or regions.min() == 0):
-            regions = None  # everything in region 0: the fast path
     R = n_regions
     Dm = D if moments else 0
     A = np.zeros((R, K), dtype=np.float64)
@@ -647,10 +715,8 @@ def accumulate_statistics(X: np.ndarray, terms: GaussianTerms, *, threshold: flo
     nb = min(N, block)
     ws = _workspace(nb, D, K)
     if not log_likelihood and regions is None and cancel is None:
-        _encoder_blocks(X, nb, terms.PT, terms.origin32, terms.c, terms.means, terms.inv_sigma, threshold,
-                        moments, ws.Z, ws.lpT, ws.m, ws.s, ws.cut, ws.inv_kept, ws.counts, ws.starts,
-                        ws.members, ws.vals, ws.accB, ws.accC, np.empty(N, dtype=np.float64), gmax, nact,
-                        A, B, C)
+        _encoder_blocks(_EncoderCall(X, nb, float(threshold), bool(moments), terms.kernel, ws.buffers,
+                                     np.empty(N, dtype=np.float64), gmax, nact, A, B, C))
         return Statistics(A, B, C, loglik, gmax, nact)
     dense = None
     ll_out = loglik
@@ -694,10 +760,13 @@ def posteriors(X: np.ndarray, terms: GaussianTerms, *, threshold: float = 0.0,
     Same computation as :func:`accumulate_statistics` (same cut, same renormalisation). With
     ``return_log_likelihood`` also returns the (N,) float64 log u(x_t).
     """
-    X = np.ascontiguousarray(X, dtype=np.float32)
-    if X.ndim != 2 or X.shape[1] != terms.n_features:
-        raise ValueError(f"descriptors must be (N, {terms.n_features}), got shape {X.shape}")
-    threshold = _check_threshold(threshold)
+    X = as_float32_matrix(X, "descriptors", n_features=terms.n_features)
+    threshold = _check_posterior_threshold(threshold, "threshold")
+    return _dense_posteriors(X, terms, threshold, return_log_likelihood)
+
+
+def _dense_posteriors(X: np.ndarray, terms: GaussianTerms, threshold: float, return_log_likelihood: bool = False):
+    """:func:`posteriors` on checked input (C-contiguous float32 X, threshold in [0, 1))."""
     N, D = X.shape
     K = terms.n_components
     out = np.zeros((N, K), dtype=np.float32)

@@ -63,7 +63,7 @@ CancelLike = Union[None, CancelToken, threading.Event, Callable[[], bool]]
 def is_cancelled(cancel: CancelLike) -> bool:
     if cancel is None:
         return False
-    if hasattr(cancel, "is_set"):
+    if isinstance(cancel, (CancelToken, threading.Event)):
         return bool(cancel.is_set())
     return bool(cancel())
 

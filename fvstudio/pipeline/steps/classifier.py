@@ -6,7 +6,9 @@ Classifier (Sec. 3.1): :class:`~fvstudio.engine.svm.OneVsRestSGD` on the trainin
 (read through a row provider, never copied whole); lambda chosen by k-fold cross-validation on the training
 set when ``classifier.select_lambda`` is on, by ``classifier.lambda_rule``: the grid point with the best
 mean CV score (``"best"``) or the one-standard-error rule (``"one_se"``, the default; see
-:func:`choose_lambda`).
+:func:`fvstudio.engine.model_selection.choose_lambda`). ``classifier.solver = "dual"`` (or ``"auto"`` with
+fewer training images than dimensions) solves the same hinge-loss problem in the dual on one Gram matrix
+(:mod:`fvstudio.engine.dual_svm`), which also serves the lambda CV.
 
 Several channels (Sec. 3.2):
 
@@ -28,17 +30,19 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from ...engine.fusion import ConcatRows, LateFusion
 from ...engine.dual_svm import OneVsRestDualSVM, cross_val_decision_gram, gram_matrix, select_lambda_gram
+from ...engine.fusion import LateFusion
+from ...engine.model_selection import choose_lambda, cross_val_decision, select_lambda
 from ...engine.progress import check_cancel, report, scaled
 from ...engine.serialization import atomic_save_npz, load_npz
-from ...engine.svm import ArrayRows, OneVsRestSGD, SubsetRows, cross_val_decision, select_lambda
+from ...engine.rows import ArrayRows, ConcatRows, SubsetRows
+from ...engine.svm import OneVsRestSGD
 from ..config import ConfigError
 from ..hashing import digest, ids_digest
 from .base import Step
 from .encode import EncodeStep
 
-__all__ = ["ClassifierStep", "ClassifierOutput", "classifier_params", "choose_lambda"]
+__all__ = ["ClassifierStep", "ClassifierOutput", "classifier_params", "fit_classifier", "fit_dual"]
 
 #: ``solver = "auto"`` uses the dual solver up to this many training rows (its Gram matrix: 400 MB).
 DUAL_MAX_ROWS = 10_000
@@ -71,21 +75,6 @@ def classifier_params(config) -> Dict[str, Any]:
             "epochs": c.get("classifier.epochs"), "bias": c.get("classifier.bias"),
             "averaging": c.get("classifier.averaging"), "balance": None if balance == "none" else balance,
             "seed": c.get("classifier.seed"), "n_jobs": c.get("runtime.n_jobs")}
-
-
-def choose_lambda(search, rule: str) -> float:
-    """Lambda from a :class:`~fvstudio.engine.svm.LambdaSearch`: its best, or the one-standard-error rule
-    (the largest lambda whose mean CV score is >= best mean - standard error of the best's fold scores)."""
-    if rule == "best":
-        return float(search.best_lam)
-    scores = np.asarray(search.scores, np.float64)
-    mean = np.nanmean(scores, axis=1)
-    b = int(np.nanargmax(mean))
-    fold_scores = scores[b][np.isfinite(scores[b])]
-    se = float(np.std(fold_scores, ddof=1) / np.sqrt(len(fold_scores))) if len(fold_scores) > 1 else 0.0
-    ok = np.flatnonzero(mean >= mean[b] - se - 1e-12)
-    grid = np.asarray(search.grid, np.float64)
-    return float(grid[ok].max())
 
 
 def use_dual(config, n_train: int, dim: int) -> bool:

@@ -73,6 +73,7 @@ def test_votes_by_hand():
     np.testing.assert_allclose(d, [[0.5, 0.5, 2.5], [0.5, 1.5, 2.5]], rtol=1e-6)
     np.testing.assert_allclose(model.decision_function(q), [[1 / 3, 2 / 3, 0], [1 / 3, 2 / 3, 0]], rtol=1e-6)
     np.testing.assert_array_equal(model.predict(q), [7, 7])
+    np.testing.assert_allclose(model.vote(d[:, :1], i[:, :1]), [[1, 0, 0], [0, 1, 0]])  # k = 1 from one search
     wd = KNNClassifier(k=3, weights="distance").fit(X, y)
     # q=0.5: w = 2, 2, 0.4 -> class 5: 2/4.4 ; q=2.5: w = 2, 2/3, 0.4 -> class 5: 0.4/3.0667
     np.testing.assert_allclose(wd.decision_function(q)[:, 0], [2 / 4.4, 0.4 / (2 + 2 / 3 + 0.4)], rtol=1e-5)
@@ -106,5 +107,7 @@ def test_bad_input_names_the_argument(db):
         model.predict(bad)
     with pytest.raises(ValueError, match="not fitted"):
         KNNClassifier().predict(Q)
+    with pytest.raises(ValueError, match="indices must lie in \\[0, 300\\)"):
+        model.vote(np.zeros((1, 2)), np.array([[0, 300]]))
     with pytest.raises(ValueError, match="codes have 4 bytes per row"):
         KNNClassifier().fit(PQRows(pq, pq.encode(X)[:, :4]), y)

@@ -248,8 +248,16 @@ class KNNClassifier:
         k = min(k, scores.shape[1])
         return self.classes_[np.argsort(-scores, axis=1, kind="stable")[:, :k]]
 
-    def neighbors_and_scores(self, X) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(distances, indices, scores) from one search: for the neighbour-frequency diagnostic
-        (``hubness.k_occurrence``) and the accuracy at once."""
-        dist, idx = self.kneighbors(X)
-        return dist, idx, self._votes(dist, idx)
+    def vote(self, distances, indices) -> np.ndarray:
+        """(nq, C) float32 class votes of given neighbour lists (from :meth:`kneighbors`, possibly cut to
+        fewer columns): one search serves several k, and the neighbour-frequency diagnostic
+        (``hubness.k_occurrence``) reads the same lists."""
+        self._check_fitted()
+        idx = np.asarray(indices)
+        dist = np.asarray(distances)
+        if idx.ndim != 2 or dist.shape != idx.shape or not np.issubdtype(idx.dtype, np.integer):
+            raise ValueError(f"distances and indices must be matching (nq, k) arrays, got {dist.shape} and "
+                             f"{idx.shape}")
+        if idx.size and (idx.min() < 0 or idx.max() >= self.n_samples_fit_):
+            raise ValueError(f"indices must lie in [0, {self.n_samples_fit_})")
+        return self._votes(dist, idx)

@@ -98,6 +98,9 @@ def _is_run(idx):
 @contextlib.contextmanager
 def quiet_stdout():
     """Silence C-level stdout (faiss prints one warning per sub-quantiser with few training points)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None)
     sys.stdout.flush()
     fd = os.dup(1)
     with open(os.devnull, "w") as null:
@@ -105,7 +108,7 @@ def quiet_stdout():
         try:
             yield
         finally:
-            sys.stdout.flush()
+            libc.fflush(None)  # C stdio buffers (a redirected stdout is block-buffered) go to /dev/null too
             os.dup2(fd, 1)
             os.close(fd)
 

@@ -62,6 +62,16 @@ def test_knn_on_raw_vectors_equals_brute_force(db):
     np.testing.assert_array_equal(model.kneighbors(Q, return_distance=False), i)
 
 
+def test_ties_keep_the_lower_index_across_blocks(monkeypatch):
+    X = np.array([[3], [1], [-1], [1], [0], [-1]], np.float32)
+    for block in (32 << 20, 8):  # one block, and 2-row blocks
+        monkeypatch.setattr(knn_mod, "_BLOCK_BYTES", block)
+        model = KNNClassifier(k=3).fit(X, np.arange(6))
+        d, i = model.kneighbors(np.array([[0], [2]], np.float32))
+        np.testing.assert_array_equal(i, [[4, 1, 2], [0, 1, 3]])  # 1, 2, 3, 5 tie at 1; 0, 1, 3 tie at 1
+        np.testing.assert_allclose(d, [[0, 1, 1], [1, 1, 1]])
+
+
 def test_votes_by_hand():
     X = np.array([[0.0], [1.0], [3.0], [10.0]], dtype=np.float32)
     y = np.array([5, 7, 7, 9])
@@ -79,6 +89,8 @@ def test_votes_by_hand():
     np.testing.assert_allclose(wd.decision_function(q)[:, 0], [2 / 4.4, 0.4 / (2 + 2 / 3 + 0.4)], rtol=1e-5)
     np.testing.assert_array_equal(wd.predict_topk(q, k=2), [[7, 5], [7, 5]])
     np.testing.assert_array_equal(model.predict_topk(q, k=5), [[7, 5, 9], [7, 5, 9]])
+    ties = KNNClassifier(k=2).fit(np.array([[3], [1], [-1], [1], [0]], np.float32), [0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(ties.kneighbors(np.array([[0]], np.float32))[1], [[4, 1]])  # 1, 2, 3 tie
     cos = KNNClassifier(k=1, metric="cosine").fit(np.array([[1, 0], [0, 1], [0, 0]], np.float32), [0, 1, 2])
     d, i = cos.kneighbors(np.array([[2, 1]], np.float32))
     assert i[0, 0] == 0 and d[0, 0] == pytest.approx(1 - 2 / np.sqrt(5), rel=1e-6)

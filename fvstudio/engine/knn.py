@@ -189,8 +189,12 @@ class KNNClassifier:
         cand_d = np.concatenate([best_d, d], axis=1)
         cand_i = np.concatenate([best_i, np.broadcast_to(np.arange(offset, offset + nb), d.shape)], axis=1)
         if cand_d.shape[1] > k:
-            # order by (distance, index) so that ties keep the lower index, then keep k
-            part = np.lexsort((cand_i, cand_d), axis=1)[:, :k]
+            part = np.argpartition(cand_d, k - 1, axis=1)[:, :k]
+            kth = np.take_along_axis(cand_d, part, axis=1).max(axis=1)
+            # rows where ties straddle the k-th place: order by (distance, index), the lower index wins
+            tied = np.flatnonzero((cand_d <= kth[:, None]).sum(axis=1) > k)
+            if tied.size:
+                part[tied] = np.lexsort((cand_i[tied], cand_d[tied]), axis=1)[:, :k]
             cand_d = np.take_along_axis(cand_d, part, axis=1)
             cand_i = np.take_along_axis(cand_i, part, axis=1)
         best_d[:] = cand_d

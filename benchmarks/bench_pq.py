@@ -311,8 +311,6 @@ def sgd_worker(args):
 
 
 def bench_sgd(data, K, args):
-    params = {"loss": "hinge", "lam": args.sgd_lam, "epochs": args.sgd_epochs, "balance": "sample",
-              "neg_ratio": 5.0, "averaging": True, "seed": 0}
     with tempfile.TemporaryDirectory(prefix="bench_pq_sgd_") as folder:
         Xtr = np.ascontiguousarray(data["Xtr"], dtype=np.float32)
         np.save(os.path.join(folder, "Xtr.npy"), Xtr)
@@ -324,33 +322,39 @@ def bench_sgd(data, K, args):
         pq.save_codes(os.path.join(folder, "codes_train.npz"), pq.encode(Xtr))
         pq.save_codes(os.path.join(folder, "codes_test.npz"), pq.encode(data["Xte"]))
         del Xtr
-        res = {}
-        for kind in ("dense", "codes"):
-            print(f"K={K}: SGD on {kind} ... load {os.getloadavg()[0]:.1f}", flush=True)
-            out = subprocess.run([sys.executable, __file__, "--sgd-worker", kind, "--sgd-worker-dir", folder,
-                                  "--sgd-params", json.dumps(params)], capture_output=True, text=True,
-                                 env={**os.environ, "OMP_NUM_THREADS": str(args.threads),
-                                      "OPENBLAS_NUM_THREADS": str(args.threads),
-                                      "MKL_NUM_THREADS": str(args.threads)})
-            if out.returncode:
-                raise RuntimeError(out.stderr)
-            res[kind] = json.loads(out.stdout.strip().splitlines()[-1])
-    d, c = res["dense"], res["codes"]
-    lines = [f"K={K}: OneVsRestSGD {params}; {len(data['ytr'])} train / {len(data['yte'])} test, "
-             f"{data['n_classes']} classes, E={data['Xtr'].shape[1]}",
-             f"{'trained on':22s} {'fit s':>7s} {'cpu s':>7s} {'acc test FV':>11s} {'acc test codes':>14s} "
-             f"{'data MB':>8s} {'model MB':>8s} {'base RSS':>8s} {'peak RSS':>8s} {'peak - base':>11s}"]
-    for name, r in (("uncompressed FVs", d), ("PQ codes (PQRows)", c)):
-        lines.append(f"{name:22s} {r['fit_s']:7.1f} {r['fit_cpu_s']:7.1f} {100 * r['acc']:10.2f}% "
-                     f"{100 * r['acc_test_codes']:13.2f}% {r['data_mb']:8.1f} {r['model_mb']:8.1f} "
-                     f"{r['rss_base_mb']:8.0f} {r['peak_mb']:8.0f} {r['peak_mb'] - r['rss_base_mb']:11.0f}")
-    budget = c["data_mb"] + c["model_mb"] + 64
-    lines.append(f"accuracy (test FVs uncompressed) codes - uncompressed: {100 * (c['acc'] - d['acc']):+.2f} points; "
-                 f"fit time x{c['fit_s'] / d['fit_s']:.2f}; codes peak - base = "
-                 f"{c['peak_mb'] - c['rss_base_mb']:.0f} MB vs budget codes + model + 64 MB = {budget:.0f} MB")
-    lines.append("(base RSS: interpreter + numpy + numba kernels loaded, before the data; peak: VmHWM during fit, "
-                 f"reset before it: {c['peak_reset']}; model MB counts the weights and the ASGD average)")
-    return lines
+        lines = [f"K={K}: OneVsRestSGD hinge, {args.sgd_epochs} epochs, balance='sample' (neg_ratio 5), ASGD, seed 0; "
+                 f"{len(data['ytr'])} train / {len(data['yte'])} test, {data['n_classes']} classes, "
+                 f"E={data['Xtr'].shape[1]}; PQ b=1, G=8",
+                 f"{'lambda':>7s} {'trained on':18s} {'fit s':>6s} {'cpu s':>6s} {'acc test FV':>11s} "
+                 f"{'acc test codes':>14s} {'data MB':>8s} {'model MB':>8s} {'base RSS':>8s} {'peak RSS':>8s} "
+                 f"{'peak-base':>9s}"]
+        notes = []
+        for lam in args.sgd_lam:
+            params = {"loss": "hinge", "lam": lam, "epochs": args.sgd_epochs, "balance": "sample",
+                      "neg_ratio": 5.0, "averaging": True, "seed": 0}
+            res = {}
+            for kind in ("dense", "codes"):
+                print(f"K={K}: SGD lambda={lam:g} on {kind} ... load {os.getloadavg()[0]:.1f}", flush=True)
+                out = subprocess.run([sys.executable, __file__, "--sgd-worker", kind, "--sgd-worker-dir", folder,
+                                      "--sgd-params", json.dumps(params)], capture_output=True, text=True,
+                                     env={**os.environ, "OMP_NUM_THREADS": str(args.threads),
+                                          "OPENBLAS_NUM_THREADS": str(args.threads),
+                                          "MKL_NUM_THREADS": str(args.threads)})
+                if out.returncode:
+                    raise RuntimeError(out.stderr)
+                res[kind] = json.loads(out.stdout.strip().splitlines()[-1])
+            d, c = res["dense"], res["codes"]
+            for name, r in (("uncompressed FVs", d), ("PQ codes (PQRows)", c)):
+                lines.append(f"{lam:7.0e} {name:18s} {r['fit_s']:6.1f} {r['fit_cpu_s']:6.1f} {100 * r['acc']:10.2f}% "
+                             f"{100 * r['acc_test_codes']:13.2f}% {r['data_mb']:8.1f} {r['model_mb']:8.1f} "
+                             f"{r['rss_base_mb']:8.0f} {r['peak_mb']:8.0f} {r['peak_mb'] - r['rss_base_mb']:9.0f}")
+            budget = c["data_mb"] + c["model_mb"] + 64
+            notes.append(f"lambda={lam:g}: codes - uncompressed accuracy (test FVs uncompressed) "
+                         f"{100 * (c['acc'] - d['acc']):+.2f} points; fit time x{c['fit_s'] / d['fit_s']:.2f}; codes "
+                         f"peak - base {c['peak_mb'] - c['rss_base_mb']:.0f} MB vs codes + model + 64 MB = {budget:.0f} MB")
+    return lines + notes + [
+        "(base RSS: interpreter + numpy + numba kernels loaded, before the data; peak: VmHWM during fit, reset "
+        f"before it: {c['peak_reset']}; model MB = the weights + the ASGD average)"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -365,7 +369,7 @@ def main():
     ap.add_argument("--skip-nanopq", action="store_true")
     ap.add_argument("--skip-codecs", action="store_true")
     ap.add_argument("--sgd", action="store_true", help="also SGD on codes vs uncompressed")
-    ap.add_argument("--sgd-lam", type=float, default=1e-5)
+    ap.add_argument("--sgd-lam", type=float, nargs="+", default=[1e-4, 1e-5])
     ap.add_argument("--sgd-epochs", type=int, default=10)
     ap.add_argument("--sgd-worker", choices=("dense", "codes"), help=argparse.SUPPRESS)
     ap.add_argument("--sgd-worker-dir", help=argparse.SUPPRESS)

@@ -308,6 +308,7 @@ def test_progress_and_cancel(data):
     (dict(bits_per_dim=1, group=2.5), "group must be an integer"),
     (dict(n_iter=0), "n_iter must be an integer >= 1"),
     (dict(train_sample=0), "train_sample must be an integer >= 1"),
+    (dict(tol=1.0), "tol must be a number in \\[0, 1\\)"),
     (dict(group=7), "group=7 must divide the vector dimension E=64"),
     (dict(blocks=[32, 16]), "blocks must be positive sizes summing to E=64"),
     (dict(blocks=[36, 28]), "group=8 would straddle two blocks: block 0"),

@@ -201,6 +201,17 @@ def _print_summary(result, total: float) -> None:
         more = f"; and {len(rows) - 5} more" if len(rows) > 5 else ""
         print(f"left out {failed['count']} images that give no descriptor, not scored: {shown}{more} "
               f"(all in results.json, extra.failed_images)")
+    comp = result.compression
+    if comp:
+        mse = comp.get("mse_test")
+        print(f"compression: b = {comp['bits_per_dim']:g} bits/dim, G = {comp['group']}: "
+              f"{comp['bytes_per_image']:.0f} bytes per image ({comp['bytes_pq']} without the sparsity bit, "
+              f"{comp['bytes_float32']} as float32)" + (f", test MSE {mse:.4g}" if mse is not None else ""))
+    if result.hubness:  # the first split's first channel; every one is in results.json
+        ch, dbs = next(iter(result.hubness[0].items()))
+        figs = "; ".join(f"{db}: largest N_k {h['largest']}, skewness {h['skewness']:.2f}, "
+                         f"never chosen {100 * h['never_chosen']:.0f}%" for db, h in dbs.items())
+        print(f"hubness (split 0, {ch}, k = {next(iter(dbs.values()))['k']}): {figs}")
     cached = f" (cached: {', '.join(result.cached_steps)})" if result.cached_steps else ""
     print("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
           + f"; total {total:.1f} s{cached}")
@@ -245,9 +256,13 @@ def cmd_sweep(args) -> int:
         if bar is not None:
             bar.close()
     primary = sweep.results[0].primary_metric if sweep.results else ""
+    for label, why in sweep.skipped:
+        print(f"{label:<40} skipped: {why}")
     for row in sweep.rows:
-        print(f"{row['label']:<40} {primary} = {100 * row[primary]:.2f}%  ({row['seconds_total']:.1f} s)")
-    print(f"wrote {sweep.csv_path} and {sweep.png_path}")
+        size = f", {row['bytes_per_image']:.0f} bytes/image" if row.get("compressed") else ""
+        print(f"{row['label']:<40} {primary} = {100 * row[primary]:.2f}%  ({row['seconds_total']:.1f} s{size})")
+    charts = " and ".join(str(p) for p in (sweep.png_path, sweep.bytes_png_path) if p is not None)
+    print(f"wrote {sweep.csv_path} and {charts}")
     return 0
 
 

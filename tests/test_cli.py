@@ -76,7 +76,7 @@ def test_run_writes_results_and_predictions(tiny, capsys):
     for key in ("mean_per_class_accuracy", "accuracy", "top5_accuracy"):
         assert 0.0 <= doc[key] <= 1.0 and doc["metrics"][key] == doc[key]
     assert set(doc["per_class"]) == set(CLASSES)
-    assert set(doc["timings"]) == {"descriptors", "pca", "gmm", "encode", "classifier", "evaluate"}
+    assert set(doc["timings"]) == {"descriptors", "pca", "gmm", "encode", "compress", "classifier", "evaluate"}
     assert all(isinstance(v, float) and v >= 0 for v in doc["timings"].values())
     assert doc["config"]["gmm"]["n_components"] == 4
     assert doc["config"]["encoder"]["power"] == 0.5  # unspecified key resolved to its default
@@ -99,7 +99,7 @@ def test_run_writes_results_and_predictions(tiny, capsys):
     assert main(["run", str(cfg), "--out", str(out2), "--workspace", str(base / "ws"), "-q"]) == 0
     doc2 = json.loads((out2 / "results.json").read_text())
     assert doc2["metrics"] == doc["metrics"]
-    assert doc2["cached_steps"] == ["descriptors", "pca", "gmm", "encode", "classifier", "evaluate"]
+    assert doc2["cached_steps"] == ["descriptors", "pca", "gmm", "encode", "compress", "classifier", "evaluate"]
 
 
 def test_sweep_writes_table_and_plot(tiny):

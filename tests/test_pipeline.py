@@ -175,11 +175,11 @@ def test_changing_only_the_classifier_reuses_everything_before(cached_run):
     pipe, first, _ = cached_run
     computed = dict(pipe.computed)
     pipe.config.set("classifier.epochs", 3)
-    assert [pipe.status(s) for s in STEPS] == ["cached"] * 4 + ["stale", "stale"]
+    assert [pipe.status(s) for s in STEPS] == ["cached"] * 5 + ["stale", "stale"]
     res = pipe.run_all()
-    assert res.cached_steps == ["descriptors", "pca", "gmm", "encode"]
+    assert res.cached_steps == ["descriptors", "pca", "gmm", "encode", "compress"]
     assert {s: pipe.computed[s] - computed.get(s, 0) for s in STEPS} == \
-        {"descriptors": 0, "pca": 0, "gmm": 0, "encode": 0, "classifier": 1, "evaluate": 1}
+        {"descriptors": 0, "pca": 0, "gmm": 0, "encode": 0, "compress": 0, "classifier": 1, "evaluate": 1}
     # a fresh Pipeline object on the same workspace finds everything cached
     again = Pipeline(pipe.config.copy(), pipe.workspace)
     loaded = again.result()  # from the cache, before any run
@@ -195,7 +195,7 @@ def test_changing_only_the_classifier_reuses_everything_before(cached_run):
     before = dict(pipe.computed)
     pipe.run_all()
     assert {s: pipe.computed[s] - before.get(s, 0) for s in STEPS} == \
-        {"descriptors": 0, "pca": 0, "gmm": 0, "encode": 1, "classifier": 1, "evaluate": 1}
+        {"descriptors": 0, "pca": 0, "gmm": 0, "encode": 1, "compress": 1, "classifier": 1, "evaluate": 1}
     pipe.config.set("encoder.power", 0.5)
 
 
@@ -211,7 +211,7 @@ def test_cancel_mid_run_leaves_caches_consistent(folder_dataset, tmp_path):
 
     pipe = Pipeline(cfg, tmp_path / "ws")
     pipe.run_step("pca")  # prerequisites only
-    assert [pipe.status(s) for s in STEPS] == ["cached", "cached"] + ["not run"] * 4
+    assert [pipe.status(s) for s in STEPS] == ["cached", "cached"] + ["not run"] * 5
     with pytest.raises(Cancelled):
         pipe.run_all(progress=progress, cancel=token)
     assert [pipe.status(s) for s in STEPS[:3]] == ["cached"] * 3
@@ -370,6 +370,6 @@ def test_fixing_an_image_in_place_invalidates_every_step_after_descriptors(folde
     assert all(pipe.status(s) == "cached" for s in STEPS)
     victim.write_bytes(good)  # fixed in place: a new size, so the store re-extracts it
     fresh = Pipeline(cfg, tmp_path / "ws")
-    assert [fresh.status(s) for s in STEPS[1:]] == ["stale"] * 5
+    assert [fresh.status(s) for s in STEPS[1:]] == ["stale"] * 6
     fresh.run_all()
     assert fresh.computed["pca"] == fresh.computed["evaluate"] == 1

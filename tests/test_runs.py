@@ -39,9 +39,9 @@ def test_step_states_of_failures_and_successes():
     states.run_started()  # a new run forgets finished states
     assert states.failed_steps() == []
     states.step_started("encode", 0.0)
-    outcome = RunOutcome("evaluate", None, {s: 0.0 for s in STEPS}, ["encode", "classifier", "evaluate"], {})
+    outcome = RunOutcome("evaluate", None, {s: 0.0 for s in STEPS}, ["encode", "compress", "classifier", "evaluate"], {})
     states.run_succeeded(outcome, same_config=True)
-    assert [states.state(s, _pipeline_says("cached")) for s in STEPS] == ["cached"] * 3 + ["done"] * 3
+    assert [states.state(s, _pipeline_says("cached")) for s in STEPS] == ["cached"] * 3 + ["done"] * 4
     states.run_started()
     states.step_started("classifier", 0.0)
     states.run_succeeded(outcome, same_config=False)  # edited meanwhile: the pipeline's status tells

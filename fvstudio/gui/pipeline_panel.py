@@ -26,14 +26,16 @@ STEP_TITLES = {
     "pca": ("PCA", "Decorrelate and reduce the descriptors (Sec. 2.3, 3.1)"),
     "gmm": ("GMM", "Diagonal Gaussian mixture = the visual vocabulary (Sec. 2.2, App. B)"),
     "encode": ("Encoder", "Fisher Vector (eq. 16-19) and its normalisations (Sec. 2.3)"),
-    "classifier": ("Classifier", "One-vs-rest linear classifiers learned by SGD (Sec. 3.1, 4.3)"),
+    "compress": ("Compression", "Product quantisation of the FVs and the sparsity bit (Sec. 4.1-4.2); b = 0 is off"),
+    "classifier": ("Classifier", "One-vs-rest linear classifiers (Sec. 3.1, 4.3) or k-NN (Sec. 5.1)"),
     "evaluate": ("Evaluation", "Accuracy / AP on the test split (Sec. 3)"),
 }
 #: The step whose section of the panel shows each config section (``PipelineConfig``'s SECTIONS). The
 #: ``dataset`` keys are edited in the dataset panel; ``fusion`` and ``runtime`` are listed last, with the
 #: evaluation.
 SECTION_STEPS = {"dataset": None, "descriptors": "descriptors", "pca": "pca", "gmm": "gmm", "encoder": "encode",
-                 "classifier": "classifier", "fusion": "evaluate", "evaluate": "evaluate", "runtime": "evaluate"}
+                 "compression": "compress", "classifier": "classifier", "fusion": "evaluate", "evaluate": "evaluate",
+                 "runtime": "evaluate"}
 
 STATUS_TEXT = {
     "not run": "○ not run",

@@ -1,7 +1,7 @@
 """The pipeline's declarative configuration: one schema, TOML in and out, defaults = the paper's setup.
 
 Every key lives in a section named after the pipeline step that reads it (``dataset``, ``descriptors``,
-``pca``, ``gmm``, ``encoder``, ``classifier``, ``fusion``, ``evaluate``) plus ``runtime`` (how, not what,
+``pca``, ``gmm``, ``encoder``, ``compression``, ``classifier``, ``fusion``, ``evaluate``) plus ``runtime`` (how, not what,
 to compute: never part of a cache key). :data:`SCHEMA` lists every key once, with its type, default,
 allowed range or choices and a one-line help citing the paper's section; the GUI builds its widgets from
 :meth:`PipelineConfig.schema`, the CLI validates with it, and unspecified keys take these defaults (the values live in :mod:`fvstudio.engine.defaults`, which the
@@ -77,7 +77,8 @@ def _p(*args, **kwargs) -> Param:
 
 _PYRAMID_RE = re.compile(r"^\s*\d+\s*x\s*\d+\s*(\+\s*\d+\s*x\s*\d+\s*)*$")
 
-SECTIONS = ("dataset", "descriptors", "pca", "gmm", "encoder", "classifier", "fusion", "evaluate", "runtime")
+SECTIONS = ("dataset", "descriptors", "pca", "gmm", "encoder", "compression", "classifier", "fusion", "evaluate",
+            "runtime")
 
 _PARAMS: List[Param] = [
     # -- dataset ------------------------------------------------------------------------------------
@@ -167,7 +168,28 @@ _PARAMS: List[Param] = [
        choices=("1x1", "1x1+3x1", "1x1+2x2", "1x1+2x2+3x1")),
     _p("encoder.posterior_threshold", "float", D.POSTERIOR_THRESHOLD,
        "Posteriors below this are zeroed and the rest renormalised (Appendix B)", min=0.0, max=0.5),
+    # -- compression --------------------------------------------------------------------------------
+    _p("compression.bits_per_dim", "float", 0.0,
+       "Product quantisation of the FVs: bits per dimension b (Sec. 4.1; b = 1 is x32 smaller than float32; "
+       "0 = off, the classifier reads the float32 FVs)", min=0.0, max=16.0, zero_means="off"),
+    _p("compression.group", "int", 8,
+       "Dimensions per sub-quantiser G: 2^(bG) centroids each, bG <= 16 (Sec. 4.1: G = 8)", min=1, max=4096),
+    _p("compression.sparsity", "bool", True,
+       "Per-Gaussian sparsity bit: no code stored for a Gaussian no descriptor was assigned to (Sec. 4.2, lossless)"),
+    _p("compression.renormalise", "bool", True,
+       "Rescale each decoded pyramid region to unit L2 norm (Sec. 5.1: PQ shrinks norms, which makes hubs for k-NN)"),
+    _p("compression.train_sample", "int", 0,
+       "Training FVs the codebooks are learned on", min=0, max=100_000_000, zero_means="256 per centroid"),
+    _p("compression.n_iter", "int", 25, "k-means (Lloyd) iterations per codebook at most", min=1, max=1000),
+    _p("compression.seed", "int", 0, "Seed of the codebooks' sample and k-means++ seeding", min=0, max=2**31 - 1),
     # -- classifier ---------------------------------------------------------------------------------
+    _p("classifier.kind", "str", "sgd",
+       "Classifier: sgd = one-vs-rest linear SVMs (learned as classifier.solver says; Sec. 3.1); knn = k nearest "
+       "training FVs vote (Sec. 5.1, exhaustive; on PQ codes when compression is on)", choices=("sgd", "knn")),
+    _p("classifier.knn_k", "int", 10, "k-NN: neighbours that vote", min=1, max=10_000),
+    _p("classifier.knn_metric", "str", "l2", "k-NN: distance between FVs", choices=("l2", "cosine")),
+    _p("classifier.knn_weights", "str", "uniform",
+       "k-NN: each neighbour's vote, uniform or 1 / distance", choices=("uniform", "distance")),
     _p("classifier.loss", "str", D.LOSS, "SGD loss: hinge = linear SVM (Sec. 3.1), log, squared",
        choices=("hinge", "log", "squared")),
     _p("classifier.solver", "str", D.SOLVER,

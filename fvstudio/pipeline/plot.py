@@ -10,7 +10,11 @@ value per category (``None`` or NaN = missing):
 Optional +-std error bars, each value written beside its marker or above its bar, axis labels, a title and
 a legend (when there are several series). With ``percent=True`` values are fractions drawn as percent.
 
-matplotlib is imported inside :func:`category_chart_png` and used through its object API (``Figure`` +
+A second chart, :func:`bytes_chart_png`, puts each run at its storage cost: the headline metric against
+bytes per image on a log axis (the paper's accuracy-against-code-size trade-off, Sec. 4), one labelled point
+per run, the uncompressed runs drawn hollow.
+
+matplotlib is imported inside each chart function and used through its object API (``Figure`` +
 ``FigureCanvasAgg``, not ``pyplot``), so importing this module costs nothing, no global backend is chosen
 and no GUI toolkit is ever loaded: ``fvstudio sweep`` draws its chart from a worker thread.
 """
@@ -23,7 +27,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..engine.serialization import atomic_path
 
-__all__ = ["category_chart_png"]
+__all__ = ["category_chart_png", "bytes_chart_png"]
 
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 _DPI = 100
@@ -138,6 +142,46 @@ def category_chart_png(path, categories: Sequence[str], series: Dict[str, Sequen
     _style_axes(ax, categories, _value_range(points, style, percent), title, xlabel, ylabel)
     if len(series) > 1:
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=_DPI)
+    return path
+
+
+def bytes_chart_png(path, points: Sequence[Tuple[str, float, float, bool]], *, title: str = "",
+                    ylabel: str = "", percent: bool = True, size=(900, 560)) -> Path:
+    """Draw (label, bytes per image, value, compressed) points: value against bytes per image (log x)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    scale = 100.0 if percent else 1.0
+    pts = [(lab, float(b), float(v) * scale, bool(c)) for lab, b, v, c in points
+           if b and b > 0 and v is not None and math.isfinite(v)]
+    fig = Figure(figsize=(size[0] / _DPI, size[1] / _DPI), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for compressed, name, face in ((True, "PQ codes", _PALETTE[0]), (False, "float32 FVs", "none")):
+        sel = [p for p in pts if p[3] == compressed]
+        if sel:
+            ax.scatter([p[1] for p in sel], [p[2] for p in sel], s=60, facecolors=face, edgecolors=_PALETTE[0],
+                       linewidths=2, label=name, zorder=3)
+    for lab, b, v, _ in pts:
+        ax.annotate(textwrap.fill(lab, 28), (b, v), xytext=(7, 6), textcoords="offset points", fontsize=8,
+                    color="#222222")
+    ax.set_xscale("log")
+    if pts:
+        lo, hi = min(p[1] for p in pts), max(p[1] for p in pts)
+        ax.set_xlim(lo / 1.6, hi * 2.5)
+        _round_range(ax, *_value_range([([p[2] for p in pts], [0.0] * len(pts))], "line", percent))
+    fig.suptitle(title, fontsize=12, fontweight="bold")
+    ax.set_xlabel("bytes per image (log scale)", labelpad=10)
+    ax.set_ylabel(ylabel, labelpad=10)
+    ax.grid(color="#e5e5e5", linewidth=1.0, zorder=0)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    if len({p[3] for p in pts}) > 1:
+        ax.legend(loc="lower right", frameon=False)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=_DPI)
     return path

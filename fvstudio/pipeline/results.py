@@ -8,7 +8,8 @@ for multi-label data); ``confusion`` sums the test counts of every split (rows =
 
 Files written by :func:`write_results`:
 
-- ``results.json``: metrics, metrics_std, per-class values, timings (seconds per step spent in this
+- ``results.json``: metrics, metrics_std, per-class values, ``compression`` (PQ settings, bytes per image
+  with and without the sparsity bit, MSE on the test FVs; None when off), ``hubness`` (k-NN runs), timings (seconds per step spent in this
   run, and the original compute time of cached steps), the resolved config, versions of fvstudio and
   its numerical dependencies;
 - ``predictions.csv``: one row per test image and split: ``split, id, true, predicted, score_<class>...``
@@ -49,6 +50,10 @@ class RunResult:
     cached_steps: List[str] = field(default_factory=list)
     config: Dict[str, Any] = field(default_factory=dict)
     extra: Dict[str, Any] = field(default_factory=dict)  # lambdas, fusion weights, failures ...
+    # compressed FVs (Sec. 4): bits per dim, group, bytes per image with / without the sparsity bit, MSE
+    compression: Optional[Dict[str, Any]] = None
+    # k-NN runs (Sec. 5.1, Fig. 10): per split and channel, {database: hubness summary}
+    hubness: Optional[List[Dict[str, Any]]] = None
     # test-set arrays per split (for PR curves and predictions.csv)
     test_ids: List[List[str]] = field(default_factory=list)
     test_scores: List[np.ndarray] = field(default_factory=list)  # (n_test, C) float32
@@ -110,6 +115,8 @@ class RunResult:
             "cached_steps": list(self.cached_steps),
             "config": self.config,
             "extra": _plain(self.extra),
+            "compression": _plain(self.compression),
+            "hubness": _plain(self.hubness),
             "n_splits": len(self.test_scores),
             "n_test": [len(ids) for ids in self.test_ids],
         }
@@ -140,6 +147,7 @@ class RunResult:
             metrics_std=d["metrics_std"], per_split=d["per_split"], per_class_metric=d["per_class_metric"],
             primary_metric=d["primary_metric"], timings=d["timings"], compute_timings=d["compute_timings"],
             cached_steps=d["cached_steps"], config=d["config"], extra=d["extra"],
+            compression=d.get("compression"), hubness=d.get("hubness"),
             test_ids=meta["test_ids"], test_scores=[arrays[f"scores_{s}"] for s in range(n)],
             test_targets=[arrays[f"targets_{s}"] for s in range(n)],
             test_labels=[arrays[f"labels_{s}"] for s in range(n)],

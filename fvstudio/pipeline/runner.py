@@ -334,6 +334,12 @@ class Pipeline:
             return self._result
         return self.artifact(step)
 
+    def check(self) -> None:
+        """Every step's validation at the door (a ConfigError naming the key), without computing anything."""
+        ctx = self.context()
+        for s in STEP_LIST:
+            s.check(ctx)
+
     def run_all(self, progress=None, cancel=None) -> RunResult:
         """Run every step not cached yet and return the :class:`RunResult`."""
         return self.run_step("evaluate", progress=progress, cancel=cancel)

@@ -7,8 +7,10 @@ every step is cached under a hash of its own inputs, varying ``gmm.n_components`
 PCA, varying an ``encoder`` key re-uses the GMM, varying a ``classifier`` key re-uses the FVs.
 
 Outputs in the ``out`` folder: ``sweep.csv`` (one row per variant: swept values, every metric's mean and
-std, seconds per step in this run), ``sweep.png`` (the headline metric against the swept value, with
-+-std bars when there are repeats) and ``runs/<nn>-<label>/results.json`` + ``predictions.csv``.
+std, bytes per image of what the classifier read -- PQ codes or float32 FVs -- and, compressed, the test MSE;
+seconds per step in this run), ``sweep.png`` (the headline metric against the swept value, with +-std bars
+when there are repeats), ``sweep_bytes.png`` when a variant is compressed (the headline metric against bytes
+per image, Sec. 4) and ``runs/<nn>-<label>/results.json`` + ``predictions.csv``.
 """
 from __future__ import annotations
 
@@ -69,6 +71,8 @@ class SweepResult:
     results: List[RunResult] = field(default_factory=list)
     csv_path: Optional[Path] = None
     png_path: Optional[Path] = None
+    bytes_png_path: Optional[Path] = None
+    skipped: List[Tuple[str, str]] = field(default_factory=list)  # (label, why) of invalid combinations
 
 
 _METRIC_LABELS = {"map": "mAP", "mean_per_class_accuracy": "mean per-class accuracy"}
@@ -101,11 +105,37 @@ def _run_variant(config: PipelineConfig, i: int, n: int, label: str, overrides: 
     for k, v in res.metrics.items():
         row[k] = v
         row[f"{k}_std"] = res.metrics_std.get(k)
+    row.update(_storage(pipe, res))
     for s in STEPS:
         row[f"seconds_{s}"] = round(float(res.timings.get(s, 0.0)), 3)
     row["seconds_total"] = round(total, 3)
     row["cached_steps"] = "+".join(res.cached_steps)
     return row, res
+
+
+def _storage(pipe: Pipeline, res: RunResult) -> Dict[str, Any]:
+    """Bytes per image the classifier read (PQ codes, or float32 FVs) and, compressed, the test MSE."""
+    if res.compression:
+        c = res.compression
+        mse = c.get("mse_test")
+        if mse is None and "channels" in c:
+            mse = sum(v.get("mse_test") or 0.0 for v in c["channels"].values())
+        return {"compressed": True, "bytes_per_image": float(c["bytes_per_image"]),
+                "bytes_pq": int(c["bytes_pq"]), "mse_test": mse}
+    dims = [pipe.artifact("encode", ch).fvs.shape[1] for ch in pipe.channels]
+    return {"compressed": False, "bytes_per_image": float(4 * sum(dims)), "bytes_pq": None, "mse_test": None}
+
+
+def _write_bytes_chart(config: PipelineConfig, sweep: "SweepResult", path: Path) -> Path:
+    from .plot import bytes_chart_png
+
+    metric = sweep.results[0].primary_metric
+    metric_label = _METRIC_LABELS.get(metric, metric)
+    ds_name = Path(config.get("dataset.root") or "dataset").name
+    points = [(row["label"], row["bytes_per_image"], res.metrics[metric], row["compressed"])
+              for row, res in zip(sweep.rows, sweep.results)]
+    return bytes_chart_png(path, points, title=f"{metric_label} against bytes per image ({ds_name})",
+                           ylabel=f"{metric_label} (%)")
 
 
 def _write_table(rows: List[Dict[str, Any]], path: Path) -> Path:
@@ -172,10 +202,24 @@ def _write_chart(config: PipelineConfig, variants, results: List[RunResult], pat
 def run_sweep(config: PipelineConfig, variants: List[Tuple[str, Dict[str, Any]]], out_dir, workspace=None, *,
               x_key: Optional[str] = None, title: str = "", xlabel: str = "", style: str = "line", progress=None,
               cancel=None, on_variant: Optional[Callable[[int, str], None]] = None) -> SweepResult:
-    """Run every variant, write ``sweep.csv``, ``sweep.png`` and per-run results into ``out_dir``."""
+    """Run every variant, write ``sweep.csv``, ``sweep.png`` and per-run results into ``out_dir``.
+
+    A combination of a grid the config refuses (e.g. ``compression.bits_per_dim = 2`` with ``group = 16``:
+    32 bits a code) is checked before anything runs, left out and listed in ``SweepResult.skipped``; if
+    every variant is refused, the first reason is raised."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     sweep = SweepResult()
+    valid = []
+    for label, overrides in variants:
+        try:
+            Pipeline(config.copy().update(overrides), workspace).check()
+            valid.append((label, overrides))
+        except ConfigError as exc:
+            sweep.skipped.append((label, str(exc)))
+    if variants and not valid:
+        raise ConfigError(f"every variant of the sweep is refused; {sweep.skipped[0][0]}: {sweep.skipped[0][1]}")
+    variants = valid
+    out_dir.mkdir(parents=True, exist_ok=True)
     for i, (label, overrides) in enumerate(variants):
         check_cancel(cancel, "sweep")
         if on_variant is not None:
@@ -187,4 +231,6 @@ def run_sweep(config: PipelineConfig, variants: List[Tuple[str, Dict[str, Any]]]
     if sweep.results:
         sweep.png_path = _write_chart(config, variants, sweep.results, out_dir / "sweep.png", x_key=x_key,
                                       title=title, xlabel=xlabel, style=style)
+        if any(row["compressed"] for row in sweep.rows):
+            sweep.bytes_png_path = _write_bytes_chart(config, sweep, out_dir / "sweep_bytes.png")
     return sweep

@@ -1,6 +1,13 @@
-"""Step 5, ``classifier``: per split, one-vs-rest linear classifiers by SGD on the training rows' FVs.
+"""Step 6, ``classifier``: per split, one-vs-rest linear classifiers (or k-NN) on the training rows' FVs.
 
-Reads ``[classifier]`` and, with several channels, ``[fusion]``.
+Reads ``[classifier]``, ``compression.renormalise`` when compression is on, and, with several channels,
+``[fusion]``. With compression on (step ``compress``) the training and test rows are decoded from the PQ
+codes a block at a time (:class:`~fvstudio.engine.pq.PQRows`, Sec. 4.3): only the codes are in memory.
+
+``classifier.kind = "knn"`` (Sec. 5.1): the test FVs (always uncompressed) vote by their
+``classifier.knn_k`` nearest training FVs (or training codes); see :mod:`fvstudio.pipeline.neighbours`.
+The step then saves each split's neighbour lists instead of a model, and the hubness figures of those
+lists (uncompressed, PQ and re-normalised PQ when compressed: Fig. 10) in its manifest.
 
 Classifier (Sec. 3.1): :class:`~fvstudio.engine.svm.OneVsRestSGD` on the training rows of the FV matrix
 (read through a row provider, never copied whole); lambda chosen by k-fold cross-validation on the training
@@ -39,7 +46,9 @@ from ...engine.rows import ArrayRows, ConcatRows, SubsetRows
 from ...engine.svm import OneVsRestSGD
 from ..config import ConfigError
 from ..hashing import digest, ids_digest
+from ..neighbours import hubness_report, knn_out_of_fold, knn_params, knn_search
 from .base import Step
+from .compress import CompressStep, compression_on
 from .encode import EncodeStep
 
 __all__ = ["ClassifierStep", "ClassifierOutput", "classifier_params", "fit_classifier", "fit_dual"]
@@ -57,12 +66,26 @@ class ClassifierOutput:
     lambdas: List[Dict[str, float]]
     fusion_weights: List[Optional[float]]
     model_paths: List[Dict[str, str]]
+    hubness: List[Dict[str, Any]] = None  # per split, per channel: {database: summary} (k-NN only)
 
     def load_model(self, split: int = 0, channel: Optional[str] = None):
         """The :class:`OneVsRestSGD` or :class:`OneVsRestDualSVM` of ``split`` and ``channel``."""
         path = self.model_paths[split][channel or next(iter(self.model_paths[split]))]
         _, meta = load_npz(path)
+        if meta["kind"] == NEIGHBOURS_KIND:
+            raise ValueError(f"{path} holds k-NN neighbour lists (classifier.kind = 'knn'): a k-NN keeps no model "
+                             "beyond the training FVs; read them with load_neighbours")
         return {"OneVsRestSGD": OneVsRestSGD, "OneVsRestDualSVM": OneVsRestDualSVM}[meta["kind"]].load(path)
+
+    def load_neighbours(self, split: int = 0, channel: Optional[str] = None) -> Dict[str, np.ndarray]:
+        """k-NN runs: ``neighbours`` (n_test, k) dataset indices of each test image's nearest training images,
+        nearest first, their ``distances``, and ``test`` / ``train`` (the dataset indices of the rows)."""
+        path = self.model_paths[split][channel or next(iter(self.model_paths[split]))]
+        arrays, _ = load_npz(path, kind=NEIGHBOURS_KIND)
+        return arrays
+
+
+NEIGHBOURS_KIND = "fvstudio.pipeline.knn_neighbours"
 
 
 def classifier_params(config) -> Dict[str, Any]:
@@ -174,7 +197,14 @@ class ClassifierStep(Step):
         n = len(ctx.splits)
         encoded = [keys["encode"][ch] if n > 1 else keys["encode"][ch][0] for ch in ctx.channels]
         fusion = ctx.config.hashed_section("fusion") if len(ctx.channels) > 1 else None
-        return digest(["classifier", encoded, split_sig, ctx.config.hashed_section("classifier"), fusion])
+        section = ctx.config.hashed_section("classifier")
+        if section["kind"] == "sgd":  # keys of linear runs as before k-NN existed: their caches stay valid
+            section = {k: v for k, v in section.items() if k != "kind" and not k.startswith("knn_")}
+        parts = ["classifier", encoded, split_sig, section, fusion]
+        if compression_on(ctx.config):
+            parts.append([[keys["compress"][ch] if n > 1 else keys["compress"][ch][0] for ch in ctx.channels],
+                          ctx.config.get("compression.renormalise")])
+        return digest(parts)
 
     def run(self, ctx, keys, progress, cancel) -> None:
         t0 = time.perf_counter()
@@ -182,7 +212,9 @@ class ClassifierStep(Step):
         folder = ctx.cache.step_dir(self.name, key)
         enc = EncodeStep()
         encoded = [{ch: enc.load(ctx, keys, ch, s) for ch in ctx.channels} for s in range(len(ctx.splits))]
-        out = _Training(ctx, folder, progress, cancel).run(encoded)
+        compressed = [{ch: CompressStep().load(ctx, keys, ch, s) for ch in ctx.channels}
+                      for s in range(len(ctx.splits))]
+        out = _Training(ctx, folder, progress, cancel).run(encoded, compressed)
         arrays = {}
         for s, sc in enumerate(out.test_scores):
             arrays[f"scores_{s}"] = sc
@@ -191,7 +223,7 @@ class ClassifierStep(Step):
         atomic_save_npz(folder / "scores.npz", arrays, {"kind": "fvstudio.pipeline.scores"})
         ctx.cache.write_manifest(self.name, key, time.perf_counter() - t0, lambdas=out.lambdas,
                                  fusion_weights=out.fusion_weights, model_paths=out.model_paths,
-                                 channels_scored=[sorted(d) for d in out.channel_scores])
+                                 channels_scored=[sorted(d) for d in out.channel_scores], hubness=out.hubness)
 
     def load(self, ctx, keys, channel=None, split=0) -> ClassifierOutput:
         key = keys[self.name]
@@ -204,7 +236,7 @@ class ClassifierStep(Step):
         scores = [arrays[f"scores_{s}"] for s in range(n)]
         ch_scores = [{name: arrays[f"channel_{s}_{name}"] for name in man["channels_scored"][s]} for s in range(n)]
         paths = [{k: str(folder / v) for k, v in d.items()} for d in man["model_paths"]]
-        return ClassifierOutput(scores, ch_scores, man["lambdas"], man["fusion_weights"], paths)
+        return ClassifierOutput(scores, ch_scores, man["lambdas"], man["fusion_weights"], paths, man.get("hubness"))
 
 
 class _Training:
@@ -222,24 +254,36 @@ class _Training:
         self.n_units = len(ctx.splits) * (1 if self.early else len(ctx.channels))
         self.unit = 0
 
-    def run(self, encoded: List[Dict[str, Any]]) -> ClassifierOutput:
-        out = ClassifierOutput([], [], [], [], [])
+    def run(self, encoded: List[Dict[str, Any]], compressed: List[Dict[str, Any]]) -> ClassifierOutput:
+        out = ClassifierOutput([], [], [], [], [], [])
         for s, split in enumerate(self.ctx.splits):
-            scores, weight, lambdas, paths = self._split(s, split, encoded[s])
+            scores, weight, lambdas, paths, hub = self._split(s, split, encoded[s], compressed[s])
             out.test_scores.append(np.asarray(scores.pop("fused"), np.float32))
             out.channel_scores.append(scores)
             out.fusion_weights.append(weight)
             out.lambdas.append(lambdas)
             out.model_paths.append(paths)
+            out.hubness.append(hub)
         return out
 
-    def _groups(self, enc: Dict[str, Any]) -> Dict[str, Any]:
+    def _groups(self, enc: Dict[str, Any], comp: Optional[Dict[str, Any]] = None, *, renormalise=None):
+        """Row providers of every FV of the split, per classifier: float32 FVs, or decoded codes (``comp``)."""
         channels = self.ctx.channels
-        if self.early:
-            return {"early": ConcatRows([ArrayRows(enc[ch].fvs, check=False) for ch in channels])}
-        return {ch: ArrayRows(enc[ch].fvs, check=False) for ch in channels}
+        if renormalise is None:
+            renormalise = self.ctx.config.get("compression.renormalise")
 
-    def _split(self, s: int, split, enc: Dict[str, Any]):
+        def base(ch):
+            if comp is not None and comp.get(ch) is not None:
+                return comp[ch].rows(renormalise)
+            return ArrayRows(enc[ch].fvs, check=False)
+
+        if self.early:
+            return {"early": ConcatRows([base(ch) for ch in channels])}
+        return {ch: base(ch) for ch in channels}
+
+    def _split(self, s: int, split, enc: Dict[str, Any], comp: Dict[str, Any]):
+        if self.ctx.config.get("classifier.kind") == "knn":
+            return self._knn_split(s, split, enc, comp)
         c = self.ctx.config
         first = enc[self.ctx.channels[0]]  # all channels of a split encode the same images in the same order
         tr_rows, te_rows = first.rows_for(split.train), first.rows_for(split.test)
@@ -248,7 +292,7 @@ class _Training:
         lambdas: Dict[str, float] = {}
         paths: Dict[str, str] = {}
         out_of_fold: List[np.ndarray] = []
-        for name, base in self._groups(enc).items():
+        for name, base in self._groups(enc, comp).items():
             check_cancel(self.cancel, "classifier")
             part = self.progress.part(self.unit / self.n_units, (self.unit + 1) / self.n_units, split=s, channel=name)
             self.unit += 1
@@ -273,7 +317,61 @@ class _Training:
             scores["fused"] = fusion.fuse([scores[ch] for ch in self.ctx.channels])
         else:
             scores["fused"] = next(iter(scores.values()))
-        return scores, weight, lambdas, paths
+        return scores, weight, lambdas, paths, None
+
+    def _knn_split(self, s: int, split, enc: Dict[str, Any], comp: Dict[str, Any]):
+        """k-NN of the test FVs (uncompressed) among the training FVs or codes (Sec. 5.1), and the hubness
+        figures of its neighbour lists."""
+        c = self.ctx.config
+        params = knn_params(c)
+        C = len(self.ctx.dataset.class_names)
+        first = enc[self.ctx.channels[0]]
+        tr_rows, te_rows = first.rows_for(split.train), first.rows_for(split.test)
+        y_tr = self.ctx.truth(split.train)
+        if y_tr.ndim != 1:
+            raise ConfigError("classifier.kind = 'knn' needs single-label data (one class per image); this "
+                              "dataset is multi-label: use classifier.kind = 'sgd'")
+        raw = self._groups(enc)
+        used = self._groups(enc, comp)
+        compressed = any(v is not None for v in comp.values())
+        scores: Dict[str, np.ndarray] = {}
+        paths: Dict[str, str] = {}
+        hub: Dict[str, Any] = {}
+        out_of_fold: List[np.ndarray] = []
+        for name, db in used.items():
+            check_cancel(self.cancel, "classifier")
+            part = self.progress.part(self.unit / self.n_units, (self.unit + 1) / self.n_units, split=s, channel=name)
+            self.unit += 1
+            X, Q = SubsetRows(db, tr_rows), SubsetRows(raw[name], te_rows)
+            sc, nb, dist = knn_search(X, y_tr, Q, params, C, progress=scaled(part, 0.0, 0.6), cancel=self.cancel)
+            scores[name] = sc
+            k = nb.shape[1]
+            if compressed:
+                label = "pq_renormalised" if c.get("compression.renormalise") else "pq"
+                other = self._groups(enc, comp, renormalise=not c.get("compression.renormalise"))[name]
+                dbs = {"uncompressed": SubsetRows(raw[name], tr_rows), label: X,
+                       ("pq" if label == "pq_renormalised" else "pq_renormalised"): SubsetRows(other, tr_rows)}
+                hub[name] = hubness_report(dbs, Q, k, params, cancel=self.cancel, neighbours={label: nb})
+            else:
+                hub[name] = hubness_report({"uncompressed": X}, Q, k, params, neighbours={"uncompressed": nb})
+            report(part, 0.9, 1.0, "k-NN: hubness")
+            if self.late and c.get("fusion.select_weight"):
+                out_of_fold.append(knn_out_of_fold(X, y_tr, params, C, c.get("classifier.cv_folds"),
+                                                   c.get("classifier.seed"), cancel=self.cancel))
+            paths[name] = f"neighbours_split{s}_{name}.npz"
+            atomic_save_npz(self.folder / paths[name],
+                            {"neighbours": np.asarray(first.indices)[tr_rows][nb],
+                             "distances": dist, "test": np.asarray(first.indices)[te_rows],
+                             "train": np.asarray(first.indices)[tr_rows]},
+                            {"kind": NEIGHBOURS_KIND, "params": params, "compressed": compressed})
+        weight = None
+        if self.late:
+            fusion = self._fusion(out_of_fold, y_tr)
+            weight = float(fusion.weights_[0])
+            scores["fused"] = fusion.fuse([scores[ch] for ch in self.ctx.channels])
+        else:
+            scores["fused"] = next(iter(scores.values()))
+        return scores, weight, {}, paths, hub
 
     def _out_of_fold(self, X, y, model, gram) -> np.ndarray:
         """Out-of-fold training scores at the model's lambda, for the fusion weight (from the Gram matrix

@@ -6,7 +6,8 @@ over splits) and the one-vs-rest mAP; multi-label data -> per-class AP (VOC 2007
 default, ``evaluate.ap_mode``; Sec. 3.2; "difficult" targets ignored) and mAP. Several splits -> mean and
 standard deviation (ddof = 1) over splits (:func:`fvstudio.engine.metrics.mean_std`). Images that gave
 no descriptor are not in the splits the metrics are computed on; ``extra.failed_images`` counts them
-and names each with its reason and whether it was a training or a test image. Output: the
+and names each with its reason and whether it was a training or a test image. With compression on,
+``compression`` gives the codes' bytes per image and distortion; k-NN runs add ``hubness``. Output: the
 :class:`~fvstudio.pipeline.results.RunResult` folder (``results.json`` + arrays).
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..hashing import digest
 from ..results import RunResult
 from .base import Step
 from .classifier import ClassifierStep
+from .compress import CompressStep, compression_on
 
 __all__ = ["EvaluateStep", "evaluate_scores"]
 
@@ -83,13 +85,40 @@ def evaluate_scores(ctx, clf) -> RunResult:
         test_ids=ids_all, test_scores=scores_all, test_targets=targets_all, test_labels=labels_all)
 
 
+def compression_summary(ctx, keys):
+    """``results.json -> compression``: the codes' settings and figures, averaged over splits (per channel
+    when there are several), or None when compression is off."""
+    if not compression_on(ctx.config):
+        return None
+    per_channel = {}
+    for ch in ctx.channels:
+        infos = [CompressStep().load(ctx, keys, ch, s).info for s in range(len(ctx.splits))]
+        merged = dict(infos[0])
+        for k, v in infos[0].items():
+            if isinstance(v, float) and all(isinstance(i.get(k), float) for i in infos):
+                merged[k] = float(np.mean([i[k] for i in infos]))
+        merged["renormalise"] = bool(ctx.config.get("compression.renormalise"))
+        per_channel[ch] = merged
+    out = dict(per_channel[ctx.channels[0]])
+    if len(ctx.channels) > 1:
+        for k in ("bytes_per_image", "bytes_float32", "bytes_pq", "bytes_pq_sparse_mean", "bytes_pq_sparse_max", "dim"):
+            out[k] = type(out[k])(sum(v[k] for v in per_channel.values()))
+        for k in ("mse_train", "mse_test", "mean_sq_norm_test", "zero_dim_fraction", "zero_gaussian_fraction"):
+            out.pop(k, None)  # per channel only: see "channels"
+        out["channels"] = per_channel
+    return out
+
+
 class EvaluateStep(Step):
     name = "evaluate"
     sections = ("evaluate",)
     weight = 0.01
 
     def key(self, ctx, keys) -> str:
-        return digest(["evaluate", keys["classifier"], ctx.config.hashed_section("evaluate")])
+        parts = ["evaluate", keys["classifier"], ctx.config.hashed_section("evaluate")]
+        if compression_on(ctx.config):
+            parts.append(keys["compress"])
+        return digest(parts)
 
     def run(self, ctx, keys, progress, cancel) -> None:
         t0 = time.perf_counter()
@@ -98,6 +127,8 @@ class EvaluateStep(Step):
         left_out = ctx.left_out_report()
         result.extra.update(lambdas=clf.lambdas, fusion_weights=clf.fusion_weights,
                             failed_images={"count": len(left_out), "images": left_out})
+        result.compression = compression_summary(ctx, keys)
+        result.hubness = clf.hubness if ctx.config.get("classifier.kind") == "knn" else None
         result.config = ctx.config.to_dict()
         result.save(ctx.cache.step_dir(self.name, keys[self.name]))
         ctx.cache.write_manifest(self.name, keys[self.name], time.perf_counter() - t0)

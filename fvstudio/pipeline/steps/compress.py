@@ -1,0 +1,199 @@
+"""Step 5, ``compress``: per channel and split, the FVs as product-quantised codes (paper Sec. 4.1-4.3).
+
+Reads ``[compression]``. ``compression.bits_per_dim = 0`` (the default) switches the step off: it records
+that and stores nothing, and the classifier reads the float32 FVs. Otherwise a
+:class:`~fvstudio.engine.pq.ProductQuantizer` of b = ``bits_per_dim`` bits per dimension and groups of
+G = ``group`` dimensions (M = E / G sub-quantisers of 2^(bG) centroids each, Sec. 4.1) is learned on the
+split's *training* FVs only (at most ``train_sample`` of them; 0 = 256 per centroid), then every FV of the
+split (training and test) is encoded. With ``compression.sparsity`` the per-Gaussian sparsity bit of
+Sec. 4.2 is stored too: one bit per Gaussian and pyramid region, and no code for a Gaussian no descriptor
+was assigned to (lossless on top of PQ).
+
+Output: ``pq.npz`` (the quantiser) and ``codes.npz`` (codes in the row order of the encode step's
+``fvs.npy``, with the quantiser's fingerprint), written through temporary names. The manifest records
+what the paper reports about a code (and ``results.json -> compression`` repeats it): bits per dimension,
+group, bytes per image as float32, as PQ codes and as PQ codes + sparsity bit (mean and largest), the share
+of zero dimensions, and the distortion MSE = mean ||q(x) - x||^2 (eq. 42) on the split's training and test
+FVs (the test FVs are only measured, never learned from).
+
+The classifier then learns and scores from the codes (:class:`~fvstudio.engine.pq.PQRows`: decoded a block
+at a time into a reused buffer, so only the codes are in memory; Sec. 4.3); with
+``compression.renormalise`` each decoded pyramid region is rescaled to unit L2 norm (Sec. 5.1: PQ shrinks
+norms, and the FVs it encodes were unit-norm per region).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from ...engine.pq import PQRows, ProductQuantizer, sparsity_storage
+from ...engine.progress import check_cancel
+from ..config import ConfigError
+from ..hashing import digest
+from .base import Step
+from .encode import EncodedSet, EncodeStep
+from .pca import DESCRIPTOR_DIMS
+
+__all__ = ["CompressStep", "CompressedSet", "compression_params", "compression_on"]
+
+
+def compression_on(config) -> bool:
+    return float(config.get("compression.bits_per_dim")) > 0
+
+
+def compression_params(config) -> Dict[str, Any]:
+    """The ``[compression]`` keys that shape the codes (part of the step's key)."""
+    c = config
+    return {"bits_per_dim": c.get("compression.bits_per_dim"), "group": c.get("compression.group"),
+            "sparsity": c.get("compression.sparsity"), "train_sample": c.get("compression.train_sample"),
+            "n_iter": c.get("compression.n_iter"), "seed": c.get("compression.seed")}
+
+
+@dataclass
+class CompressedSet:
+    """The ``compress`` step's output for one channel and split: codes of ``indices`` (encode's row order)."""
+
+    channel: str
+    quantizer: ProductQuantizer
+    codes: Any  # (n, code_size) uint8, or SparseCodes
+    indices: np.ndarray  # (n,) dataset indices, as EncodedSet.indices
+    info: Dict[str, Any]  # the manifest's figures (bytes per image, MSE, ...)
+
+    def rows(self, renormalise: bool) -> PQRows:
+        """A row provider decoding the codes a block at a time (Sec. 4.3)."""
+        return PQRows(self.quantizer, self.codes, renormalise=renormalise)
+
+
+class CompressStep(Step):
+    name = "compress"
+    sections = ("compression",)
+    weight = 0.06
+
+    def check(self, ctx) -> None:
+        if not compression_on(ctx.config):
+            return
+        c = ctx.config
+        b, g = c.get("compression.bits_per_dim"), c.get("compression.group")
+        bits = b * g
+        if abs(bits - round(bits)) > 1e-9 or not 1 <= round(bits) <= 16:
+            raise ConfigError(f"compression.bits_per_dim x compression.group must be a whole number of bits in "
+                              f"1..16 (the code of one group of {g} dimensions), got {b:g} x {g} = {bits:g}")
+        if c.get("encoder.kind") == "soft_bow":
+            raise ConfigError("compression needs FVs or VLAD (encoder.kind = 'fisher' / 'vlad'); soft-BoV "
+                              "histograms are K numbers, compress them by lowering encoder K instead")
+        # groups never straddle two Gaussians' blocks: G divides D (mean / sigma / VLAD blocks) and K (weights)
+        K = c.get("gmm.n_components")
+        grads = c.get("encoder.gradients") if c.get("encoder.kind") == "fisher" else "m"
+        for ch in ctx.channels:
+            D = c.get("pca.n_components") or DESCRIPTOR_DIMS[ch]
+            for needed, size, what in (("m" in grads or "s" in grads, D,
+                                        f"the {D} dimensions a Gaussian has in each mean / sigma block ({ch})"),
+                                       ("w" in grads, K, f"the K = {K} weight gradients")):
+                if needed and size % g:
+                    raise ConfigError(f"compression.group = {g} must divide {what}: a group may not straddle two "
+                                      f"Gaussians' blocks (Sec. 4.1)")
+
+    def key(self, ctx, keys):
+        p = compression_params(ctx.config) if compression_on(ctx.config) else "off"
+        return {ch: [digest(["compress", k, p]) for k in keys["encode"][ch]] for ch in ctx.channels}
+
+    def run(self, ctx, keys, progress, cancel) -> None:
+        units = ctx.new_units(keys[self.name])
+        for j, (ch, split, key) in enumerate(units):
+            if ctx.cache.manifest(self.name, key) is not None:
+                continue
+            if not compression_on(ctx.config):
+                ctx.cache.write_manifest(self.name, key, 0.0, channel=ch, split=split, off=True)
+                continue
+            self._compress_unit(ctx, keys, ch, split, key, progress, cancel, j / len(units), (j + 1) / len(units))
+
+    def _compress_unit(self, ctx, keys, ch, split, key, progress, cancel, lo, hi) -> None:
+        t0 = time.perf_counter()
+        c = ctx.config
+        name = ctx.unit_name(ch, split)
+        enc: EncodedSet = EncodeStep().load(ctx, keys, ch, split)
+        sp = ctx.splits[split]
+        tr, te = enc.rows_for(sp.train), enc.rows_for(sp.test)
+        sample = c.get("compression.train_sample") or None
+        pq = ProductQuantizer(c.get("compression.bits_per_dim"), c.get("compression.group"),
+                              layout=enc.encoder.block_layout(), n_iter=c.get("compression.n_iter"),
+                              train_sample=sample, seed=c.get("compression.seed"), n_jobs=ctx.n_jobs)
+        try:
+            pq._structure(enc.fvs.shape[1])
+        except ValueError as exc:
+            raise ConfigError(f"compression.group = {pq.group} does not fit the {enc.fvs.shape[1]}-d FVs: {exc}") \
+                from None
+        progress.emit(lo, f"compress[{name}]: learning {enc.fvs.shape[1] // pq.group} codebooks of {pq.ksub} "
+                          f"centroids on {len(tr)} training FVs", channel=ch, split=split)
+        X_tr = _rows(enc.fvs, tr)
+        if len(tr) <= pq.ksub:
+            progress.emit(lo, f"compress[{name}]: few training FVs", channel=ch, split=split, warning=(
+                f"compress[{name}]: {len(tr)} training FVs for {pq.ksub} centroids per codebook: the training FVs "
+                f"are coded almost exactly and only the test MSE tells the distortion (lower "
+                f"compression.bits_per_dim x compression.group, or train on more images)"))
+        pq.fit(X_tr, progress=progress.part(lo, lo + 0.8 * (hi - lo), channel=ch, split=split), cancel=cancel)
+        check_cancel(cancel, "compress")
+        progress.emit(lo + 0.8 * (hi - lo), f"compress[{name}]: encoding {len(enc.indices)} FVs", channel=ch,
+                      split=split)
+        X_te = _rows(enc.fvs, te)
+        storage = sparsity_storage(pq, X_te if len(te) else X_tr)
+        codes = pq.encode_sparse(enc.fvs) if c.get("compression.sparsity") else pq.encode(enc.fvs)
+        check_cancel(cancel, "compress")
+        info = {"bits_per_dim": float(pq.bits_per_dim), "group": int(pq.group), "n_bits": int(pq.n_bits),
+                "dim": int(enc.fvs.shape[1]), "sparsity": bool(c.get("compression.sparsity")),
+                "bytes_float32": int(storage.float32_bytes), "bytes_pq": int(storage.pq_bytes),
+                "bytes_pq_sparse_mean": float(storage.sparse_bytes_mean),
+                "bytes_pq_sparse_max": int(storage.sparse_bytes_max),
+                "zero_dim_fraction": float(storage.zero_dim_fraction),
+                "zero_gaussian_fraction": float(storage.zero_unit_fraction),
+                "mse_train": _mse(pq, codes, tr, enc.fvs), "mse_test": _mse(pq, codes, te, enc.fvs) if len(te) else None,
+                "mean_sq_norm_test": float(np.mean(np.einsum("ij,ij->i", X_te, X_te, dtype=np.float64)))
+                if len(te) else None,
+                "n_train_fvs": int(pq.n_train_), "n_reseeded": int(pq.n_reseeded_)}
+        info["bytes_per_image"] = info["bytes_pq_sparse_mean"] if info["sparsity"] else float(info["bytes_pq"])
+        folder = ctx.cache.step_dir(self.name, key)
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.save(folder / "pq.npz")
+        pq.save_codes(folder / "codes.npz", codes)
+        ctx.cache.write_manifest(self.name, key, time.perf_counter() - t0, channel=ch, split=split, off=False,
+                                 indices=[int(i) for i in enc.indices], **info)
+
+    def load(self, ctx, keys, channel, split) -> Optional[CompressedSet]:
+        """The codes of ``channel`` and ``split``, or None when compression is off."""
+        key = keys[self.name][channel][split]
+        man = ctx.cache.manifest(self.name, key)
+        if man is None:
+            raise FileNotFoundError(f"compress for channel {channel} is not computed")
+        if man.get("off"):
+            return None
+
+        def read(folder):
+            pq = ProductQuantizer.load(folder / "pq.npz")
+            return pq, pq.load_codes(folder / "codes.npz")
+
+        pq, codes = ctx.cache.loaded(self.name, key, read)
+        info = {k: v for k, v in man.items() if k not in ("indices", "files", "seconds", "channel", "split", "off", "step", "key",
+                                                    "created")}
+        return CompressedSet(channel, pq, codes, np.asarray(man["indices"], np.int64), info)
+
+
+def _mse(pq: ProductQuantizer, codes, rows: np.ndarray, fvs, block: int = 256) -> float:
+    """mean ||q(x) - x||^2 (eq. 42) over ``rows``, of the codes as stored (with the sparsity bit, its
+    zero blocks decode exactly)."""
+    dec = PQRows(pq, codes)
+    total = 0.0
+    for s in range(0, len(rows), block):
+        r = rows[s:s + block]
+        diff = dec.rows(r).astype(np.float64) - np.asarray(fvs[np.sort(r)], np.float64)[np.argsort(np.argsort(r))]
+        total += float(np.einsum("ij,ij->", diff, diff))
+    return total / max(len(rows), 1)
+
+
+def _rows(fvs, rows: np.ndarray) -> np.ndarray:
+    """float32 copy of ``fvs[rows]`` (a slice when the rows are one run, as train and test rows are)."""
+    if rows.size and rows[-1] - rows[0] + 1 == rows.size and np.all(np.diff(rows) == 1):
+        return np.ascontiguousarray(fvs[rows[0]:rows[-1] + 1], dtype=np.float32)
+    return np.ascontiguousarray(fvs[np.sort(rows)] if rows.size else fvs[:0], dtype=np.float32)

@@ -2,7 +2,8 @@
 
 - :func:`write_config`: the current config as a TOML file that ``fvstudio run`` replays to the same numbers;
 - :func:`write_figure` / :func:`write_figures`: a figure (``plots.Figure``) as a vector SVG (its own QPainter
-  calls recorded by ``QSvgGenerator``) or a PNG raster (pyqtgraph's ``ImageExporter``, at least 800 px wide);
+  calls recorded by ``QSvgGenerator`` at the widget's logical DPI) or a PNG raster (pyqtgraph's
+  ``ImageExporter``, at least 800 px wide); figures without data are skipped and named;
 - :func:`table_to_csv` / :func:`write_tables`: a table's header and cells as CSV;
 - :func:`show_table_menu`: a table's context menu (copy as CSV, export CSV);
 - :class:`ExportActions`: the File menu's export actions of a window (dialogs, then the writers above).
@@ -12,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List
+from typing import Callable, Dict, Iterable, List, Tuple
 
 import pyqtgraph as pg
 import pyqtgraph.exporters  # noqa: F401 - registers ImageExporter
@@ -38,11 +39,15 @@ def _write_svg(fig, path: Path) -> Path:
     from PySide6.QtGui import QPainter
     from PySide6.QtSvg import QSvgGenerator
 
+    # The generator must have the widget's resolution: pyqtgraph's axes replay a QPicture recorded on screen
+    # (96 dpi), which QPicture rescales to the device's DPI (QSvgGenerator's default: 72 dpi), so axes,
+    # ticks and labels came out at 72/96 = 75 % of the data area while the curves kept their size.
     size = fig.size() if fig.width() > 10 else QSize(800, 500)
     if fig.width() <= 10:
         fig.resize(size)
     gen = QSvgGenerator()
     gen.setFileName(str(path))
+    gen.setResolution(round(fig.logicalDpiX()))
     gen.setSize(size)
     gen.setViewBox(QRect(0, 0, size.width(), size.height()))
     gen.setTitle(fig.question)
@@ -68,18 +73,23 @@ def write_figure(fig, path) -> Path:
     return path
 
 
-def write_figures(figures: Iterable, folder) -> List[Path]:
-    """Every figure as ``<name>.png`` and ``<name>.svg`` in ``folder`` (a repeated name gets ``_live``)."""
+def write_figures(figures: Iterable, folder) -> Tuple[List[Path], List[str]]:
+    """Every figure with data as ``<name>.png`` and ``<name>.svg`` in ``folder`` (a repeated name gets
+    ``_live``); returns (paths written, names of the figures skipped because they have no data yet)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     out: List[Path] = []
+    skipped: List[str] = []
     seen = set()
     for fig in figures:
         name = fig.name if fig.name not in seen else f"{fig.name}_live"
         seen.add(name)
+        if not fig.has_data():
+            skipped.append(name)
+            continue
         for ext in (".png", ".svg"):
             out.append(write_figure(fig, folder / f"{name}{ext}"))
-    return out
+    return out, skipped
 
 
 def table_to_csv(table: QTableWidget) -> str:
@@ -142,8 +152,9 @@ class ExportActions:
         return path
 
     def export_plots(self, folder) -> List[Path]:
-        paths = write_figures(self._figures(), folder)
-        self._report(f"{len(paths)} plot files written to {folder}")
+        paths, skipped = write_figures(self._figures(), folder)
+        note = f"; skipped (no data yet): {', '.join(skipped)}" if skipped else ""
+        self._report(f"{len(paths)} plot files written to {folder}{note}")
         return paths
 
     def export_tables(self, folder) -> List[Path]:

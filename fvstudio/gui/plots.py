@@ -92,13 +92,18 @@ class Figure(pg.PlotWidget):
         super().changeEvent(event)
 
     def set_placeholder(self, text: str) -> None:
-        """A centred grey note while the figure has nothing to show ('' hides it)."""
+        """A centred grey note while the figure has nothing to show ('' hides it: the figure has data)."""
+        self._empty = bool(text)
         self._placeholder.setText(text)
         self._placeholder.setVisible(bool(text))
         if text:
             vb = self.getPlotItem().getViewBox()
             (x0, x1), (y0, y1) = vb.viewRange()
             self._placeholder.setPos((x0 + x1) / 2, (y0 + y1) / 2)
+
+    def has_data(self) -> bool:
+        """False while the figure shows its "no data" note instead of values (exports skip it then)."""
+        return not getattr(self, "_empty", True)
 
     def curve(self, color: Optional[QColor] = None, width: float = 2.0, name: Optional[str] = None,
               symbol: Optional[str] = None, style=Qt.PenStyle.SolidLine) -> pg.PlotDataItem:

@@ -95,3 +95,55 @@ def test_export_plots_skips_figures_without_data(qtbot, tmp_path):
     assert sorted(p.name for p in written) == ["em.png", "em.svg"]
     assert skipped == ["pr_curves"]
     assert not list(tmp_path.glob("pr_curves*"))
+
+
+# ----------------------------------------------------------------------------------------- export dialogs
+def test_export_dialogs_start_in_a_visible_folder(tmp_path):
+    from fvstudio.gui.dialogs import start_folder
+
+    data = tmp_path / "photos" / "scenes"
+    data.mkdir(parents=True)
+    home = tmp_path / "home"
+    last = tmp_path / "figures"
+    assert start_folder(None, str(data), home=home) == data.parent  # nothing exported yet: beside the dataset
+    last.mkdir()
+    assert start_folder(str(last), str(data), home=home) == last  # then where the user exported last
+    assert start_folder(str(tmp_path / "gone"), str(data), home=home) == data.parent  # unless it is gone
+    hidden = tmp_path / ".cache" / "fvstudio" / "workspaces" / "x"
+    hidden.mkdir(parents=True)
+    assert start_folder(str(hidden), str(hidden / "ds"), home=home) == home  # never in a hidden folder
+    assert start_folder(None, None, home=home) == home
+
+
+def test_export_actions_remember_the_last_export_folder(qtbot, tmp_path):
+    from PySide6.QtCore import QSettings
+
+    from fvstudio.gui.export import ExportActions
+
+    data = tmp_path / "datasets" / "scenes"
+    data.mkdir(parents=True)
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    said = []
+    fig = _figure(qtbot)
+    actions = ExportActions(None, config=lambda: None, dataset_root=lambda: str(data), figures=lambda: [fig],
+                            tables=lambda: {}, report=said.append, settings=settings)
+    assert actions.start_folder() == data.parent
+    actions.export_plots(tmp_path / "out" / "plots")
+    assert actions.start_folder() == (tmp_path / "out" / "plots").resolve()
+    assert "2 plot files written" in said[-1]
+
+
+def test_folder_dialog_creates_a_new_folder_name(qtbot, tmp_path):
+    from PySide6.QtWidgets import QLineEdit
+
+    from fvstudio.gui.dialogs import FolderDialog
+
+    dialog = FolderDialog(None, "Export every plot to", tmp_path)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    dialog.findChild(QLineEdit, "fileNameEdit").setText("new exports/figures")
+    dialog.accept()  # Qt's own Directory mode says "Directory not found" and stays open
+    assert dialog.result() == FolderDialog.DialogCode.Accepted
+    assert (tmp_path / "new exports" / "figures").is_dir()
+    assert [Path(p) for p in dialog.selectedFiles()] == [tmp_path / "new exports" / "figures"]
+    dialog.grab().save(str(tmp_path / "dialog.png"))

@@ -6,7 +6,9 @@
   ``ImageExporter``, at least 800 px wide); figures without data are skipped and named;
 - :func:`table_to_csv` / :func:`write_tables`: a table's header and cells as CSV;
 - :func:`show_table_menu`: a table's context menu (copy as CSV, export CSV);
-- :class:`ExportActions`: the File menu's export actions of a window (dialogs, then the writers above).
+- :class:`ExportActions`: the File menu's export actions of a window (dialogs, then the writers above). Its
+  dialogs open in :func:`fvstudio.gui.dialogs.start_folder` (the last export folder, else the dataset's
+  parent, else home; never the hidden workspace) and the folder ones accept a new folder name.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from typing import Callable, Dict, Iterable, List, Tuple
 import pyqtgraph as pg
 import pyqtgraph.exporters  # noqa: F401 - registers ImageExporter
 from PySide6.QtWidgets import QFileDialog, QTableWidget
+
+from .dialogs import choose_folder, start_folder
 
 __all__ = ["write_config", "write_figure", "write_figures", "table_to_csv", "write_tables", "show_table_menu",
            "ExportActions"]
@@ -115,17 +119,18 @@ def write_tables(tables: Dict[str, QTableWidget], folder) -> List[Path]:
     return out
 
 
-def show_table_menu(parent, name: str, table: QTableWidget, pos, folder: Path,
+def show_table_menu(parent, name: str, table: QTableWidget, pos, folder: Callable[[], Path],
                     report: Callable[[str], None]) -> None:
-    """The context menu of a table at ``pos``: copy it as CSV, or save it as a CSV file (``report`` tells)."""
+    """The context menu of a table at ``pos``: copy it as CSV, or save it as a CSV file in a dialog opening in
+    ``folder()``; ``report(text, folder)`` tells what was written."""
     from PySide6.QtWidgets import QApplication, QMenu
 
     def save() -> None:
-        path, _ = QFileDialog.getSaveFileName(parent, f"Export the {name} table", str(folder / f"{name}.csv"),
+        path, _ = QFileDialog.getSaveFileName(parent, f"Export the {name} table", str(folder() / f"{name}.csv"),
                                               "CSV (*.csv)")
         if path:
             Path(path).write_text(table_to_csv(table), encoding="utf-8")
-            report(f"{name} table written to {path}")
+            report(f"{name} table written to {path}", Path(path).parent)
 
     menu = QMenu(table)
     menu.addAction("Copy as CSV", lambda: QApplication.clipboard().setText(table_to_csv(table)))
@@ -136,46 +141,60 @@ def show_table_menu(parent, name: str, table: QTableWidget, pos, folder: Path,
 class ExportActions:
     """The File menu's exports and the tables' context menus of a window.
 
-    ``config``, ``workspace``, ``figures`` and ``tables`` are callables returning the current ones (the
-    window's); ``report(text)`` shows what was written (the window's status text).
+    ``config``, ``figures`` and ``tables`` are callables returning the current ones (the window's) and
+    ``dataset_root`` the current dataset folder; ``report(text)`` shows what was written (the window's status
+    text). ``settings`` (a ``QSettings``, or None) remembers the last export folder (key
+    ``last_export_folder``), where the next dialog opens.
     """
 
-    def __init__(self, parent, *, config: Callable, workspace: Callable, figures: Callable, tables: Callable,
-                 report: Callable[[str], None]) -> None:
+    SETTINGS_KEY = "last_export_folder"
+
+    def __init__(self, parent, *, config: Callable, dataset_root: Callable, figures: Callable, tables: Callable,
+                 report: Callable[[str], None], settings=None) -> None:
         self.parent = parent
-        self._config, self._workspace, self._figures, self._tables = config, workspace, figures, tables
+        self._config, self._dataset_root, self._figures, self._tables = config, dataset_root, figures, tables
         self._report = report
+        self.settings = settings
+
+    def start_folder(self) -> Path:
+        """Where the export dialogs open (see :func:`fvstudio.gui.dialogs.start_folder`)."""
+        last = self.settings.value(self.SETTINGS_KEY) if self.settings is not None else None
+        return start_folder(last, self._dataset_root())
+
+    def _done(self, text: str, folder) -> None:
+        if self.settings is not None:
+            self.settings.setValue(self.SETTINGS_KEY, str(Path(folder).resolve()))
+        self._report(text)
 
     def export_config(self, path) -> Path:
         path = write_config(self._config(), path)
-        self._report(f"Config written to {path} (replay: fvstudio run {path.name} --out DIR)")
+        self._done(f"Config written to {path} (replay: fvstudio run {path.name} --out DIR)", path.parent)
         return path
 
     def export_plots(self, folder) -> List[Path]:
         paths, skipped = write_figures(self._figures(), folder)
         note = f"; skipped (no data yet): {', '.join(skipped)}" if skipped else ""
-        self._report(f"{len(paths)} plot files written to {folder}{note}")
+        self._done(f"{len(paths)} plot files written to {folder}{note}", folder)
         return paths
 
     def export_tables(self, folder) -> List[Path]:
         paths = write_tables(self._tables(), folder)
-        self._report(f"{len(paths)} tables written to {folder}")
+        self._done(f"{len(paths)} tables written to {folder}", folder)
         return paths
 
     def choose_export_config(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self.parent, "Export config", str(self._workspace() / "config.toml"),
+        path, _ = QFileDialog.getSaveFileName(self.parent, "Export config", str(self.start_folder() / "config.toml"),
                                               "TOML (*.toml)")
         if path:
             self.export_config(path)
 
     def choose_export_plots(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self.parent, "Export every plot (PNG + SVG) to",
-                                                  str(self._workspace()))
+        folder = choose_folder(self.parent, "Export every plot (PNG + SVG) to", self.start_folder())
         if folder:
             self.export_plots(folder)
 
     def choose_export_tables(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self.parent, "Export every table (CSV) to", str(self._workspace()))
+        folder = choose_folder(self.parent, "Export every table (CSV) to", self.start_folder())
         if folder:
             self.export_tables(folder)
 
@@ -186,4 +205,4 @@ class ExportActions:
         for name, table in self._tables().items():
             table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
             table.customContextMenuRequested.connect(
-                lambda pos, n=name, t=table: show_table_menu(self.parent, n, t, pos, self._workspace(), self._report))
+                lambda pos, n=name, t=table: show_table_menu(self.parent, n, t, pos, self.start_folder, self._done))

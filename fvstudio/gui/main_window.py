@@ -110,8 +110,10 @@ class MainWindow(QMainWindow):
         self._build_panels()
         self._build_log_dock()
         self._build_status_bar()
-        self.exports = ExportActions(self, config=lambda: self.config, workspace=lambda: self.workspace,
-                                     figures=self.figures, tables=self.tables, report=self.status_message.setText)
+        self.exports = ExportActions(self, config=lambda: self.config,
+                                     dataset_root=lambda: self.config.get("dataset.root"), figures=self.figures,
+                                     tables=self.tables, report=self.status_message.setText,
+                                     settings=self.settings if persist else None)
         self._build_menus()
         self._connect()
         self._restore_geometry()

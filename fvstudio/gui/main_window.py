@@ -37,6 +37,7 @@ from . import session
 from .config_form import ConfigForm, entries_from_schema
 from .dataset_panel import DatasetPanel
 from .diagnostics_panel import DiagnosticsPanel
+from .dialogs import choose_folder
 from .export import ExportActions
 from .pipeline_panel import SECTION_STEPS, PipelinePanel
 from .results_panel import ResultsPanel
@@ -203,6 +204,10 @@ class MainWindow(QMainWindow):
                      "Open a workspace folder (cached steps + saved session)")
         self._action(f, "&Save session", self.save_session, QKeySequence.StandardKey.Save,
                      "Save config, results and run history into the workspace")
+        self._action(f, "Save session &as…", self.choose_save_session_as, QKeySequence.StandardKey.SaveAs,
+                     "Save config, results and run history into a folder of your choice")
+        self._action(f, "Open sessio&n…", self.choose_open_session, None,
+                     "Open a session saved with Save session as… (config, results, run history)")
         f.addSeparator()
         self._action(f, "&Export config as TOML…", self.exports.choose_export_config, "Ctrl+E",
                      "A config file that `fvstudio run` replays to the same numbers")
@@ -487,6 +492,59 @@ class MainWindow(QMainWindow):
         log.info("session saved in %s", folder)
         return folder
 
+    def save_session_as(self, folder) -> Path:
+        """Write the session into ``folder`` (new, empty or a saved session); the workspace keeps its own."""
+        folder = session.save_session_to(folder, self.config, self.runs, self.session_state(),
+                                          workspace=self.workspace)
+        self.status_message.setText(f"Session saved in {folder}")
+        log.info("session saved in %s", folder)
+        return folder
+
+    def choose_save_session_as(self) -> None:
+        folder = choose_folder(self, "Save the session (config, results, run history) in", self.exports.start_folder())
+        if folder:
+            try:
+                self.save_session_as(folder)
+            except (ValueError, OSError) as exc:
+                self.show_error("Cannot save the session there", str(exc), "")
+
+    def open_session(self, folder) -> bool:
+        """Restore a session saved with :meth:`save_session_as` (``folder`` or its ``session.json``): its
+        config, runs and panels; its workspace if that folder still exists, else the current one."""
+        if self.runner.is_busy():
+            self.status_message.setText("Wait for the running job (or cancel it) before opening a session")
+            return False
+        folder = Path(folder)
+        if folder.name == "session.json":
+            folder = folder.parent
+        if not (folder / "session.json").is_file():
+            self.show_error("Cannot open the session", f"{folder} holds no session.json (not a saved session)", "")
+            return False
+        problems: List[str] = []
+        try:
+            config, runs, state = session.load_session_from(folder, problems)
+        except Exception as exc:  # noqa: BLE001 - an unreadable session file is reported, nothing changes
+            self.show_error("Cannot read the session", str(exc), "")
+            return False
+        ws = session.saved_workspace(folder)
+        if ws is not None and ws.is_dir():
+            self.workspace = ws
+            self.setWindowTitle(f"fvstudio — {self.workspace}")
+        self._restore(config, runs, state)
+        self._report_refused(problems)
+        self.status_message.setText(f"Session opened from {folder}")
+        return True
+
+    def choose_open_session(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a saved session folder", str(self.exports.start_folder()))
+        if folder:
+            self.open_session(folder)
+
+    def _report_refused(self, problems: List[str]) -> None:
+        if problems:
+            self.show_error(f"{len(problems)} saved run(s) left out", problems[0], "\n".join(problems),
+                            "The other runs of the session are restored.")
+
     def _on_history_changed(self) -> None:
         self.runs = list(self.results_panel.runs)
         self.save_session(quiet=True)
@@ -497,22 +555,28 @@ class MainWindow(QMainWindow):
             self.status_message.setText("Wait for the running job (or cancel it) before switching workspace")
             return False
         self.workspace = Path(workspace)
+        problems: List[str] = []
         try:
-            config, runs, state = session.load_session(self.workspace)
+            config, runs, state = session.load_session(self.workspace, problems)
         except Exception as exc:  # noqa: BLE001 - a damaged session file is reported, then ignored
             self.show_error("Cannot read the saved session", str(exc), "")
             config, runs, state = None, [], session.SessionState()
+        self._restore(config, runs, state)
+        if self.persist:
+            self.settings.setValue("last_workspace", str(self.workspace))
+        self.setWindowTitle(f"fvstudio — {self.workspace}")
+        self._report_refused(problems)
+        return True
+
+    def _restore(self, config, runs: List[session.RunRecord], state: session.SessionState) -> None:
+        """Show a loaded session: its runs, its config (None: keep the current one), its panel."""
         self._show_runs(runs, state)
         self.diagnostics_panel.clear()
         self.apply_config(config if config is not None else self.config)
         if state.panel in PANELS:
             self.show_panel(state.panel)
-        if self.persist:
-            self.settings.setValue("last_workspace", str(self.workspace))
-        self.setWindowTitle(f"fvstudio — {self.workspace}")
         if self.pipeline is not None and self.pipeline_error is None and self.pipeline_panel.status("gmm") == "cached":
             self.start_diagnostics()
-        return True
 
     def _show_runs(self, runs: List[session.RunRecord], state: session.SessionState) -> None:
         """The restored history in the results panel; each step's time as computed for run A."""

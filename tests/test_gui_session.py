@@ -1,0 +1,113 @@
+"""The explorer's session and dataset handling (pytest-qt, offscreen, no pipeline run): refused run ids,
+"Save session as…" and opening it back, comparing only like runs, and opening another or an invalid dataset.
+
+Runs are made from hand-built ``RunResult`` objects (what the evaluate step returns), so no step runs here.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+from PySide6.QtCore import QSettings  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+_APP = QApplication.instance() or QApplication(["fvstudio-tests"])
+
+from fvstudio.gui import session  # noqa: E402
+from fvstudio.gui.app import default_config, make_window, sample_dataset_root  # noqa: E402
+from fvstudio.gui.main_window import MainWindow  # noqa: E402
+from fvstudio.pipeline.results import RunResult  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+
+def _settings(tmp_path) -> QSettings:
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+
+
+def _config(root=None, **extra):
+    if sample_dataset_root() is None:
+        pytest.skip("sample_data/ is not present")
+    cfg = default_config()
+    if root is not None:
+        cfg.set("dataset.root", str(root))
+    cfg.update({"dataset.n_train": 4, "dataset.n_test": 3, **extra})
+    return cfg
+
+
+def _record(cfg, existing=(), accuracy=0.5, multilabel=False, classes=("a", "b")):
+    """A run of ``cfg`` as the window records it: single-label (accuracy) or multi-label (AP)."""
+    C = len(classes)
+    metric = "ap" if multilabel else "accuracy"
+    metrics = {"map": accuracy} if multilabel else {"mean_per_class_accuracy": accuracy, "accuracy": accuracy}
+    res = RunResult(metrics=metrics, per_class={c: accuracy for c in classes}, class_names=list(classes),
+                    multilabel=multilabel, confusion=None if multilabel else np.eye(C, dtype=np.int64) * 3,
+                    per_class_metric=metric, primary_metric="map" if multilabel else "mean_per_class_accuracy",
+                    test_ids=[[f"i{k}" for k in range(C)]], test_scores=[np.eye(C, dtype=np.float32)],
+                    test_targets=[(2 * np.eye(C) - 1).astype(np.int8)],
+                    test_labels=[np.arange(C)] if not multilabel else [np.zeros(0, int)])
+    return session.record_from_result(res, cfg.to_dict(), set(existing))
+
+
+def _window(qtbot, workspace, config, tmp_path) -> MainWindow:
+    w = MainWindow(workspace, config, _settings(tmp_path))
+    qtbot.addWidget(w)
+    w.resize(1200, 800)
+    w.show()
+    qtbot.waitExposed(w)
+    return w
+
+
+def _with_runs(w: MainWindow, records) -> None:
+    w.runs = list(records)
+    w.results_panel.set_runs(w.runs, current=records[-1].id)
+
+
+# ----------------------------------------------------------------------------------------- §2 run ids
+def test_a_session_run_id_that_is_a_path_is_refused_with_a_message(qtbot, tmp_path):
+    ws = tmp_path / "ws"
+    cfg = _config()
+    r1 = _record(cfg)
+    r2 = _record(cfg, {r1.id}, accuracy=0.7)
+    session.save_session(ws, cfg, [r1, r2], session.SessionState(current=r2.id))
+    doc_path = ws / "session" / "session.json"
+    doc = json.loads(doc_path.read_text())
+    doc["runs"].append({**doc["runs"][0], "id": "../../../x"})
+    doc_path.write_text(json.dumps(doc))
+    w = make_window(ws, _settings(tmp_path))
+    qtbot.addWidget(w)
+    assert [r.id for r in w.runs] == [r1.id, r2.id]  # the rest of the session is restored
+    assert w.results_panel.current_id() == r2.id
+    assert w.error_box is not None and "'../../../x'" in w.error_box.text() and str(doc_path) in w.error_box.text()
+    w.error_box.close()
+
+
+# ----------------------------------------------------------------------------------------- save session as
+def test_save_session_as_elsewhere_and_open_it_back(qtbot, tmp_path):
+    ws = tmp_path / "ws"
+    w = _window(qtbot, ws, _config(), tmp_path)
+    texts = [a.text() for a in w.menuBar().actions()[0].menu().actions()]
+    assert "Save session &as…" in texts and "Open sessio&n…" in texts
+    r1 = _record(w.config)
+    r2 = _record(w.config, {r1.id}, accuracy=0.8)
+    _with_runs(w, [r1, r2])
+    w.pipeline_panel.sections["pca"].form.editors["pca.whiten"].widget.setChecked(True)
+    w.show_panel("results")
+    config = w.config.copy()
+    folder = w.save_session_as(tmp_path / "my sessions" / "whitened")  # a folder that does not exist yet
+    assert (folder / "session.json").is_file() and (folder / "config.toml").is_file()
+    w.close()
+
+    other = _window(qtbot, tmp_path / "other-ws", _config(), tmp_path)
+    assert other.open_session(folder / "session.json")
+    assert other.config == config
+    assert [r.id for r in other.runs] == [r1.id, r2.id] and other.results_panel.current_id() == r2.id
+    assert other.current_panel() == "results"
+    assert other.workspace == ws.resolve()  # the cache the session was made with
+    assert not other.open_session(tmp_path)  # not a session folder: said, nothing changes
+    assert other.config == config and "no session.json" in other.error_box.text()
+    other.error_box.close()

@@ -111,3 +111,41 @@ def test_save_session_as_elsewhere_and_open_it_back(qtbot, tmp_path):
     assert not other.open_session(tmp_path)  # not a session folder: said, nothing changes
     assert other.config == config and "no session.json" in other.error_box.text()
     other.error_box.close()
+
+
+# ----------------------------------------------------------------------------------------- comparing runs
+def _legend_labels(fig):
+    legend = fig.getPlotItem().legend
+    return [] if legend is None else [label.text for _sample, label in legend.items]
+
+
+def test_results_compare_only_runs_of_the_same_dataset_and_metric(qtbot, tmp_path):
+    w = _window(qtbot, tmp_path / "ws", _config(), tmp_path)
+    textures = w.config.copy()
+    other = w.config.copy()
+    other.set("dataset.root", str(tmp_path / "another"))
+    a = _record(textures, accuracy=0.6)
+    same = _record(textures, {a.id}, accuracy=0.7)
+    elsewhere = _record(other, {a.id, same.id}, accuracy=0.9)
+    multi = _record(textures, {a.id, same.id, elsewhere.id}, accuracy=0.4, multilabel=True)
+    panel = w.results_panel
+    panel.set_runs([same, elsewhere, multi, a], current=a.id, compare=elsewhere.id)
+    w.show_panel("results")
+    assert panel.compare_id() is None and panel.metrics.columnCount() == 2  # not paired
+    assert "another dataset" in panel.diff_label.text()
+    model = panel.run_b.model()
+    enabled = {panel.run_b.itemData(i): model.item(i).isEnabled() for i in range(1, panel.run_b.count())}
+    assert enabled == {same.id: True, elsewhere.id: False, multi.id: False, a.id: False}
+    tip = model.item(panel.run_b.findData(multi.id)).toolTip()
+    assert "another metric" in tip and "ap" in tip
+    panel.run_b.setCurrentIndex(panel.run_b.findData(multi.id))  # chosen anyway (e.g. from a session)
+    assert panel.compare_id() is None and "another metric" in panel.diff_label.text()
+    assert not any("AP" in panel.per_class.horizontalHeaderItem(c).text() for c in range(panel.per_class.columnCount()))
+    panel.run_b.setCurrentIndex(panel.run_b.findData(same.id))
+    assert panel.compare_id() == same.id and panel.metrics.columnCount() == 4
+    assert _legend_labels(panel.bars) == [f"A: {a.label}", f"B: {same.label}"]
+    w.grab().save(str(tmp_path / "compare.png"))
+    panel.run_b.setCurrentIndex(0)  # back to run A alone: the legend names it only
+    assert _legend_labels(panel.bars) == [f"A: {a.label}"]
+    panel.run_a.setCurrentIndex(panel.run_a.findData(same.id))
+    assert _legend_labels(panel.bars) == [f"A: {same.label}"]

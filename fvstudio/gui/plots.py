@@ -204,8 +204,8 @@ class Bars(Figure):
             item.addItem(b)
             self._bars.append(b)
         width = 0.8 / max(1, len(series))
-        legend = self.legend() if len(series) > 1 else None
-        if legend is not None:
+        legend = self.legend() if labels or item.legend is not None else None
+        if legend is not None:  # always rebuilt: it names the series drawn now, never earlier ones
             legend.clear()
         for i, b in enumerate(self._bars):
             if i < len(series):

@@ -124,6 +124,28 @@ class RunRecord:
     def cached_steps(self) -> List[str]:
         return list(self.summary["cached_steps"])
 
+    @property
+    def dataset_root(self) -> str:
+        """The dataset folder the run was made on, as its config names it ('' if it does not)."""
+        return str((self.config.get("dataset") or {}).get("root") or "")
+
+    @property
+    def metric_kind(self) -> str:
+        """What the run's numbers are: "ap" (multi-label: AP per class, mAP) or "accuracy" (single-label)."""
+        return str(self.summary.get("per_class_metric") or ("ap" if self.multilabel else "accuracy"))
+
+
+def comparison_refusal(a: RunRecord, b: RunRecord) -> str:
+    """Why run ``b`` cannot be shown beside run ``a`` ('' if it can): the runs must be of the same dataset
+    (folder and classes) and report the same kind of metric, so each column holds like numbers."""
+    if a.dataset_root != b.dataset_root:
+        return f"another dataset ({b.dataset_root or 'unknown'}, run A: {a.dataset_root or 'unknown'})"
+    if a.metric_kind != b.metric_kind or a.multilabel != b.multilabel:
+        return f"another metric ({b.metric_kind} per class, run A: {a.metric_kind})"
+    if a.class_names != b.class_names:
+        return "other classes"
+    return ""
+
 
 def check_run_id(rid: Any, source: Any = "the session") -> str:
     """``rid`` if it is a plain name usable as ``runs/<id>.npz`` (letters, digits, ``. _ -``, at most 100

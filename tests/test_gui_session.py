@@ -149,3 +149,67 @@ def test_results_compare_only_runs_of_the_same_dataset_and_metric(qtbot, tmp_pat
     assert _legend_labels(panel.bars) == [f"A: {a.label}"]
     panel.run_a.setCurrentIndex(panel.run_a.findData(same.id))
     assert _legend_labels(panel.bars) == [f"A: {same.label}"]
+
+
+# ----------------------------------------------------------------------------------------- opening datasets
+def _class_folders(root: Path, colours=("red", "green")) -> Path:
+    from PySide6.QtGui import QColor, QImage
+
+    for name in colours:
+        (root / name).mkdir(parents=True)
+        for i in range(8):
+            img = QImage(40, 32, QImage.Format.Format_RGB32)
+            img.fill(QColor(name).darker(100 + 10 * i))
+            assert img.save(str(root / name / f"{name}{i}.png"))
+    return root
+
+
+def test_another_dataset_gets_its_own_workspace_and_an_invalid_folder_changes_nothing(qtbot, tmp_path):
+    first = _class_folders(tmp_path / "data" / "first")
+    second = _class_folders(tmp_path / "data" / "second", ("blue", "yellow", "gray"))
+    not_a_dataset = tmp_path / "data" / "empty"
+    not_a_dataset.mkdir()
+
+    def workspace_for(cfg):
+        return tmp_path / "workspaces" / Path(cfg.get("dataset.root")).name
+
+    cfg = _config(first)
+    w = MainWindow(workspace_for(cfg), cfg, _settings(tmp_path), workspace_for=workspace_for)
+    qtbot.addWidget(w)
+    w.show()
+    r1 = _record(w.config, classes=("green", "red"))
+    _with_runs(w, [r1])
+    w.save_session(quiet=True)
+
+    assert w.open_dataset(str(second))
+    assert w.workspace == workspace_for(w.config) == tmp_path / "workspaces" / "second"
+    assert w.pipeline.dataset.class_names == ["blue", "gray", "yellow"] and w.runs == []
+    assert w.results_panel.current_id() is None  # no result of the first dataset is shown for this one
+    assert w.open_dataset(str(first))  # back: its workspace, with its runs
+    assert w.workspace == tmp_path / "workspaces" / "first" and [r.id for r in w.runs] == [r1.id]
+
+    classes_before = w.dataset_panel.classes.rowCount()
+    assert not w.open_dataset(str(not_a_dataset))
+    assert w.error_box is not None and str(not_a_dataset) in w.error_box.text()
+    assert "Still showing" in w.error_box.informativeText()
+    w.error_box.close()
+    assert w.config.get("dataset.root") == str(first) and w.pipeline.dataset.root == first
+    assert w.dataset_panel.classes.rowCount() == classes_before == 3
+    assert w.workspace == tmp_path / "workspaces" / "first"
+    assert w.pipeline_panel.run_all_button.isEnabled() and w.run_all_action.isEnabled()
+    w.grab().save(str(tmp_path / "kept.png"))
+
+
+def test_without_a_valid_dataset_counts_are_cleared_and_run_is_disabled(qtbot, tmp_path):
+    nothing = tmp_path / "nothing"
+    nothing.mkdir()
+    w = _window(qtbot, tmp_path / "ws", _config(nothing), tmp_path)
+    assert not w.has_dataset()
+    assert w.dataset_panel.classes.rowCount() == 0 and w.dataset_panel.count_label.text() == ""
+    assert not w.pipeline_panel.run_all_button.isEnabled() and not w.run_all_action.isEnabled()
+    assert not any(sec.run_button.isEnabled() for sec in w.pipeline_panel.sections.values())
+    assert not w.run_all()  # F5 does nothing either
+    assert not w.open_dataset(str(nothing))
+    assert "No dataset is loaded" in w.error_box.informativeText()
+    w.error_box.close()
+    assert not w.pipeline_panel.run_all_button.isEnabled()

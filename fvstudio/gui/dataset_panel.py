@@ -447,9 +447,12 @@ class DatasetPanel(QWidget):
             self._view_index = None
             self.view.set_image(None)
             self.view_info.setText("Click a thumbnail to view it.")
-        if ds is None:
+        if ds is None:  # nothing open: no count of an earlier dataset stays on screen
             self.title.setText("No dataset")
             self.classes.setRowCount(0)
+            self.count_label.setText("")
+            self.split_info.setText("No dataset is open.")
+            self.model.set_split_tags({})
             return
         kind = "PASCAL VOC devkit" if ds.kind == "voc" else "class folders"
         ml = ", multi-label" if ds.multilabel else ""

@@ -31,6 +31,8 @@ from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMe
 
 from fvstudio.engine.progress import Progress
 from fvstudio.pipeline import STEPS, Pipeline, PipelineConfig
+from fvstudio.pipeline.context import open_configured_dataset
+from fvstudio.pipeline.runner import default_workspace
 from fvstudio.pipeline.diagnostics import Diagnostics, unreadable_images
 
 from . import session
@@ -88,8 +90,9 @@ class MainWindow(QMainWindow):
     run_recorded = Signal(str)        # run id, after a run's results are in the history
 
     def __init__(self, workspace, config: PipelineConfig, settings: Optional[QSettings] = None, parent=None,
-                 persist: bool = True) -> None:
+                 persist: bool = True, workspace_for: Callable[[PipelineConfig], Path] = default_workspace) -> None:
         super().__init__(parent)
+        self.workspace_for = workspace_for  # the workspace of a dataset opened (the pipeline's default)
         self.setObjectName("fvstudio_main")
         self.settings = settings or QSettings()
         self.workspace = Path(workspace)
@@ -218,8 +221,8 @@ class MainWindow(QMainWindow):
         r = mb.addMenu("&Run")
         self.run_all_action = self._action(r, "Run &all", self.run_all, "F5", "Run every step not cached yet")
         r.addSeparator()
-        for s in self.steps:
-            self._action(r, f"Run {s}", lambda _=False, s=s: self.run_step(s))
+        self.run_step_actions = [self._action(r, f"Run {s}", lambda _=False, s=s: self.run_step(s))
+                                 for s in self.steps]
         r.addSeparator()
         self.cancel_action = self._action(r, "&Cancel", self.cancel_job, "Esc", "Stop the running job")
         v = mb.addMenu("&View")
@@ -255,18 +258,22 @@ class MainWindow(QMainWindow):
         self._open_pipeline()
         self.refresh()
 
-    def _open_pipeline(self) -> None:
+    def _open_pipeline(self, dataset=None) -> None:
+        """A Pipeline on the config and workspace (on ``dataset`` if already opened); without a dataset the
+        panels are emptied and Run is disabled."""
         self.pipeline_error = None
         try:
-            self.pipeline = Pipeline(self.config.copy(), self.workspace)
+            self.pipeline = Pipeline(self.config.copy(), self.workspace, dataset=dataset)
             ds = self.pipeline.dataset
         except Exception as exc:  # noqa: BLE001 - any folder can be opened: what goes wrong is shown, not raised
             self.pipeline_error = f"{exc}"
             log.warning("cannot open the dataset: %s", exc)
             self.dataset_panel.set_dataset(None)
             self.status_message.setText(f"Dataset: {exc}")
+            self._set_running(self.runner.is_busy())
             return
         self._show_dataset(ds)
+        self._set_running(self.runner.is_busy())
 
     def _show_dataset(self, ds) -> None:
         splits = None
@@ -278,7 +285,12 @@ class MainWindow(QMainWindow):
         self.dataset_panel.set_dataset(ds, splits)
 
     def edit_config(self, key: str, value: Any) -> None:
-        """A widget changed ``key``: validate, update statuses (debounced) and dependent views."""
+        """A widget changed ``key``: validate, update statuses (debounced) and dependent views. A new
+        ``dataset.root`` opens that folder like the Open dataset dialog (:meth:`open_dataset`)."""
+        if key == "dataset.root":
+            if not value or not self.open_dataset(str(value)):
+                self.dataset_panel.set_config(self.config)  # the editor shows the dataset still open
+            return
         try:
             self.config.set(key, value)
         except ValueError as exc:
@@ -288,9 +300,7 @@ class MainWindow(QMainWindow):
             self.pipeline_panel.set_config(self.config)
             return
         self.step_states.config_edited()
-        if key == "dataset.root":
-            self._open_pipeline()
-        elif self.pipeline is not None:
+        if self.pipeline is not None:
             self.pipeline.config = self.config.copy()
             if key.startswith("dataset."):
                 try:
@@ -334,22 +344,76 @@ class MainWindow(QMainWindow):
             return ""
         return f"{len(bad)} of {total} images unreadable, left out" if bad else ""
 
-    def open_dataset(self, path: str) -> None:
+    def open_dataset(self, path: str) -> bool:
+        """Open the folder ``path`` as the dataset, in its own workspace (``workspace_for``; its saved runs
+        come with it). A folder that is no dataset is reported and changes nothing: the dataset loaded
+        before stays, or, if there is none, the panels stay empty and Run is disabled."""
+        if self.runner.is_busy():
+            self.status_message.setText("Wait for the running job (or cancel it) before opening a dataset")
+            return False
         path = str(Path(path).expanduser())
-        self.config.set("dataset.root", path)
+        candidate = self.config.copy()
+        candidate.set("dataset.root", path)
         for k in ("dataset.train_list", "dataset.test_list"):
-            self.config.set(k, "")
-        self.config.set("dataset.split", "auto")
+            candidate.set(k, "")
+        candidate.set("dataset.split", "auto")
+        try:
+            ds = open_configured_dataset(candidate)
+        except Exception as exc:  # noqa: BLE001 - any folder can be dropped: what is wrong is shown, not raised
+            log.warning("cannot open %s as a dataset: %s", path, exc)
+            kept = self.pipeline is not None and self.pipeline_error is None
+            self.show_error("Cannot open the dataset", f"{path}: {exc}", "",
+                            f"Still showing {self.config.get('dataset.root')}." if kept else "No dataset is loaded.")
+            return False
+        workspace = Path(self.workspace_for(candidate))
+        if workspace.resolve() != self.workspace.resolve():
+            self._switch_workspace(workspace, candidate, ds)
+        else:
+            self.config = candidate
+            self.step_states.clear()
+            self.dataset_panel.set_config(self.config)
+            self.pipeline_panel.set_config(self.config)
+            self._open_pipeline(ds)
+            self.refresh()
+        self.status_message.setText(f"Opened {path} (workspace {self.workspace})")
+        self.show_panel("dataset")
+        return True
+
+    def _switch_workspace(self, workspace: Path, config: PipelineConfig, ds) -> None:
+        """Leave the current workspace (its session saved) for ``workspace`` with ``config`` on dataset
+        ``ds``; the runs saved there for that dataset come back, its saved config only if on that dataset."""
+        if self.persist:
+            try:
+                self.save_session(quiet=True)
+            except OSError as exc:
+                log.warning("session not saved: %s", exc)
+        problems: List[str] = []
+        try:
+            saved, runs, state = session.load_session(workspace, problems)
+        except Exception as exc:  # noqa: BLE001 - a damaged session file is reported, then ignored
+            self.show_error("Cannot read the saved session", str(exc), "")
+            saved, runs, state = None, [], session.SessionState()
+        same_dataset = saved is not None and saved.get("dataset.root") == config.get("dataset.root")
+        if not same_dataset:
+            saved, runs, state = None, [r for r in runs if r.dataset_root == config.get("dataset.root")], \
+                session.SessionState()
+        self.workspace = workspace
+        self.setWindowTitle(f"fvstudio — {self.workspace}")
+        if self.persist:
+            self.settings.setValue("last_workspace", str(self.workspace))
+        self._show_runs(runs, state)
+        self.diagnostics_panel.clear()
+        self.em_trace.reset()
+        self.pipeline_panel.show_log_likelihood([])
+        self.config = (saved if same_dataset else config).copy()
         self.step_states.clear()
         self.dataset_panel.set_config(self.config)
         self.pipeline_panel.set_config(self.config)
-        self._open_pipeline()
-        if self.pipeline_error:
-            self.show_error("Cannot open the dataset", self.pipeline_error, "")
-        else:
-            self.status_message.setText(f"Opened {path}")
-            self.show_panel("dataset")
+        self._open_pipeline(ds)
         self.refresh()
+        self._report_refused(problems)
+        if self.pipeline_panel.status("gmm") == "cached":
+            self.start_diagnostics()
 
     # ================================================================== pipeline runs
     def run_all(self) -> bool:
@@ -362,6 +426,9 @@ class MainWindow(QMainWindow):
         if self.runner.is_busy():
             self.status_message.setText(f"{self.runner.current} is still running")
             return False
+        if not self.has_dataset():
+            self.status_message.setText(f"No dataset to run on: {self.pipeline_error or 'open one first'}")
+            return False
         self.diagnostics_panel.cancel()  # it reads artifacts this run may replace; it runs again afterwards
         fits_gmm = self.steps.index(step) >= self.steps.index("gmm") and self._pipeline_status("gmm") != "cached"
         self.em_trace.reset([] if fits_gmm else self.em_trace.values)
@@ -373,9 +440,17 @@ class MainWindow(QMainWindow):
         self.runner.start(label, run_pipeline_step, self._pipeline_factory(), step)
         return True
 
+    def has_dataset(self) -> bool:
+        """A dataset is open (Run is possible)."""
+        return self.pipeline is not None and self.pipeline_error is None
+
     def _set_running(self, running: bool) -> None:
-        self.pipeline_panel.set_busy(running)
-        self.run_all_action.setEnabled(not running)
+        can_run = self.has_dataset()
+        self.pipeline_panel.set_busy(running, can_run)
+        if hasattr(self, "run_all_action"):
+            self.run_all_action.setEnabled(not running and can_run)
+            for a in self.run_step_actions:
+                a.setEnabled(not running and can_run)
 
     def is_idle(self) -> bool:
         """No pipeline run and no diagnostics refresh under way."""

@@ -147,3 +147,22 @@ def test_folder_dialog_creates_a_new_folder_name(qtbot, tmp_path):
     assert (tmp_path / "new exports" / "figures").is_dir()
     assert [Path(p) for p in dialog.selectedFiles()] == [tmp_path / "new exports" / "figures"]
     dialog.grab().save(str(tmp_path / "dialog.png"))
+
+
+# ----------------------------------------------------------------------------------------- EM figure
+def test_em_figure_says_how_em_stopped(qtbot, tmp_path):
+    from fvstudio.gui.diagnostics_panel import DiagnosticsPanel
+    from fvstudio.pipeline.diagnostics import Diagnostics
+
+    panel = DiagnosticsPanel()
+    qtbot.addWidget(panel)
+    panel.resize(1000, 700)
+    panel.show()
+    ll = np.array([-9.0, -7.5, -7.1, -7.0])
+    panel.set_diagnostics(Diagnostics(log_likelihood=ll, em_stop="stopped at the iteration cap 4 (tol 0.0001 "
+                                                                  "not reached)"))
+    title = panel.loglik.getPlotItem().titleLabel.text
+    assert "Has EM converged?" in title and "stopped at the iteration cap 4" in title
+    panel.grab().save(str(tmp_path / "diagnostics.png"))
+    panel.show_log_likelihood([-9.0, -8.0])  # a live fit: not known yet how it stops
+    assert "iteration cap" not in panel.loglik.getPlotItem().titleLabel.text

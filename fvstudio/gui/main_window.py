@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+import numpy as np
 from PySide6.QtCore import QObject, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QIcon, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QPlainTextEdit, QTabWidget
@@ -479,7 +480,9 @@ class MainWindow(QMainWindow):
             self._show_em_trace()
 
     def _show_em_trace(self) -> None:
+        """The live EM curve in both panels (how EM stops is not known yet: no note)."""
         self.pipeline_panel.show_log_likelihood(self.em_trace.values)
+        self.pipeline_panel.ll_plot.set_note("")
         self.diagnostics_panel.show_log_likelihood(self.em_trace.values)
 
     def _on_run_succeeded(self, _label: str, outcome: RunOutcome) -> None:
@@ -535,6 +538,10 @@ class MainWindow(QMainWindow):
         if d.log_likelihood is not None and len(d.log_likelihood) and not self.em_trace.values:
             self.em_trace.reset(d.log_likelihood)
             self.pipeline_panel.show_log_likelihood(self.em_trace.values)
+        # the Pipeline panel's curve may be another split's fit (the last one run): its note only if it is this one
+        same_fit = (d.log_likelihood is not None and len(self.em_trace.values) == len(d.log_likelihood)
+                    and np.allclose(self.em_trace.values, d.log_likelihood, rtol=1e-6))
+        self.pipeline_panel.ll_plot.set_note((d.em_stop or "") if same_fit else "")
         self.status_message.setText("Diagnostics updated")
 
     # ================================================================== errors

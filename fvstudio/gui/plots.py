@@ -72,7 +72,9 @@ class Figure(pg.PlotWidget):
         self.setBackground(palette_color(QPalette.ColorRole.Base))
         fg = palette_color(QPalette.ColorRole.Text)
         item = self.getPlotItem()
-        item.setTitle(self.question, color=fg, size="10pt")
+        note = getattr(self, "_note", "")
+        item.setTitle(self.question + (f"<br><span style='font-size:9pt'>{note}</span>" if note else ""),
+                      color=fg, size="10pt")
         for ax, (label, units) in self._labels.items():
             item.setLabel(ax, label, units=units, color=fg)
             axis = item.getAxis(ax)
@@ -100,6 +102,14 @@ class Figure(pg.PlotWidget):
             vb = self.getPlotItem().getViewBox()
             (x0, x1), (y0, y1) = vb.viewRange()
             self._placeholder.setPos((x0 + x1) / 2, (y0 + y1) / 2)
+
+    def set_note(self, text: str) -> None:
+        """A second title line under the question (e.g. how EM stopped); '' removes it."""
+        self._note = text
+        self.apply_palette()
+
+    def note(self) -> str:
+        return getattr(self, "_note", "")
 
     def has_data(self) -> bool:
         """False while the figure shows its "no data" note instead of values (exports skip it then)."""

@@ -213,3 +213,35 @@ def test_without_a_valid_dataset_counts_are_cleared_and_run_is_disabled(qtbot, t
     assert "No dataset is loaded" in w.error_box.informativeText()
     w.error_box.close()
     assert not w.pipeline_panel.run_all_button.isEnabled()
+
+
+# ----------------------------------------------------------------------------------------- thumbnails
+def test_the_selected_thumbnail_is_framed_not_tinted(qtbot, tmp_path):
+    from PySide6.QtCore import QItemSelectionModel, QPoint
+    from PySide6.QtGui import QColor, QPalette
+
+    root = _class_folders(tmp_path / "colours")
+    w = _window(qtbot, tmp_path / "ws", _config(root), tmp_path)
+    panel = w.dataset_panel
+    qtbot.waitUntil(lambda: panel.model.loaded_count() >= 2, timeout=10_000)
+    grid = panel.grid
+    first, second = panel.model.index(0), panel.model.index(1)
+    grid.selectionModel().setCurrentIndex(first, QItemSelectionModel.SelectionFlag.ClearAndSelect)
+    qtbot.wait(50)
+    shot = grid.viewport().grab().toImage()
+    shot.save(str(tmp_path / "thumbnails.png"))
+
+    def icon_centre(index):
+        rect = grid.visualRect(index)
+        return QPoint(rect.center().x(), rect.top() + 4 + 48)  # the middle of the 96 px icon
+
+    truth = QColor(panel.model.data(first, 1).toImage().pixel(48, 48))  # the thumbnail's own colour
+    seen = QColor(shot.pixel(icon_centre(first)))
+    assert abs(seen.red() - truth.red()) <= 2 and abs(seen.green() - truth.green()) <= 2 \
+        and abs(seen.blue() - truth.blue()) <= 2, (seen.name(), truth.name())  # not blended with the highlight
+    highlight = grid.palette().color(QPalette.ColorGroup.Active, QPalette.ColorRole.Highlight)
+    rect = grid.visualRect(first)
+    frame = QColor(shot.pixel(QPoint(rect.center().x(), rect.top() + 2)))
+    assert frame == highlight  # the selection is a frame of the highlight colour
+    unselected = QColor(shot.pixel(QPoint(grid.visualRect(second).center().x(), grid.visualRect(second).top() + 2)))
+    assert unselected != highlight

@@ -236,3 +236,18 @@ def test_warm_start_from_params(blobs):
     np.testing.assert_allclose(cont.means_, full.means_, atol=1e-3)
     with pytest.raises(ValueError, match="init_params"):
         DiagonalGMM(4, var_floor=0.01).fit(X, init_params=(first.weights_, first.means_, first.variances_))
+
+
+def test_stop_reason_tells_tolerance_from_iteration_cap(blobs, tmp_path):
+    from fvstudio.pipeline.diagnostics import em_stop_text
+
+    X = blobs[0]
+    loose = DiagonalGMM(5, max_iter=200, tol=1e-2, seed=0).fit(X)
+    assert loose.converged_ and loose.stop_reason_ == "tol" and loose.n_iter_ < 200
+    assert em_stop_text(loose) == f"converged (tol 0.01) after {loose.n_iter_} iterations"
+    capped = DiagonalGMM(5, max_iter=3, tol=0.0, seed=0).fit(X)
+    assert not capped.converged_ and capped.stop_reason_ == "max_iter" and capped.n_iter_ == 3
+    assert em_stop_text(capped) == "stopped at the iteration cap 3 (tol 0 not reached)"
+    assert DiagonalGMM.load(capped.save(tmp_path / "capped.npz")).stop_reason_ == "max_iter"
+    assert DiagonalGMM.load(loose.save(tmp_path / "loose.npz")).stop_reason_ == "tol"
+    assert DiagonalGMM(5, max_iter=0, seed=0).fit(X).stop_reason_ == "none"

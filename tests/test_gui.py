@@ -172,7 +172,8 @@ def test_opens_sample_dataset_with_thumbnails_and_patch_grid(qtbot, tmp_path):
     assert int(panel.classes.item(1, 2).text()) == 5
 
 
-def test_opens_a_voc_devkit_as_multilabel(qtbot, tmp_path):
+def test_opens_a_voc_devkit_as_multilabel(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the devkit's own workspace goes there
     voc = sample_dataset_root().parent / "voc_mini" if sample_dataset_root() else None
     if voc is None or not voc.is_dir():
         pytest.skip("sample_data/voc_mini is not present")
@@ -188,6 +189,7 @@ def test_opens_a_voc_devkit_as_multilabel(qtbot, tmp_path):
     assert w.pipeline_error is None and w.pipeline.dataset.multilabel
     assert "VOC" in w.dataset_panel.title.text() and "multi-label" in w.dataset_panel.title.text()
     assert w.config.get("dataset.root") == str(voc)
+    assert w.workspace.is_relative_to(tmp_path / "cache") and w.workspace != tmp_path / "ws"
     assert w.dataset_panel.split is not None and len(w.dataset_panel.split.test) > 0
 
 

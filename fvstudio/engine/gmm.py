@@ -27,7 +27,9 @@ EM follows Appendix B's good practices:
 - ``n_init`` restarts, keeping the one with the best final mean log-likelihood.
 
 Convergence: stop when the mean log-likelihood per descriptor changes by less than ``tol``
-(absolute, in nats) between iterations. ``log_likelihood_[i]`` is the mean log-likelihood of the
+(absolute, in nats) between iterations, else after ``max_iter`` iterations; ``stop_reason_`` says which
+(``"tol"``: converged, ``n_iter_`` iterations; ``"max_iter"``: stopped at the cap; ``"none"``: not fitted
+by EM, ``max_iter`` = 0 or parameters given). ``log_likelihood_[i]`` is the mean log-likelihood of the
 parameters at the start of iteration i (the value the E-step of iteration i computes).
 
 Progress: one :func:`~fvstudio.engine.progress.report` per EM iteration with values
@@ -264,6 +266,16 @@ class DiagonalGMM:
             gmm.variance_floor_ = arrays["variance_floor"]
             gmm.global_variance_ = arrays["global_variance"]
         return gmm
+
+    @property
+    def stop_reason_(self) -> str:
+        """Why EM stopped: ``"tol"`` (the log-likelihood changed by less than ``tol``: converged after
+        ``n_iter_`` iterations), ``"max_iter"`` (``n_iter_`` reached the cap without converging) or
+        ``"none"`` (no EM iteration ran)."""
+        self._require_fitted()
+        if self.converged_:
+            return "tol"
+        return "max_iter" if self.n_iter_ > 0 else "none"
 
     def __repr__(self) -> str:
         state = f"fitted, D={self.means_.shape[1]}" if self.is_fitted else "not fitted"

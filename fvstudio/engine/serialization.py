@@ -18,6 +18,10 @@ the ones no live writer can own. The rule (:func:`is_stale_temporary`), for a na
 
 Files not named like this are never touched.
 
+Permissions. ``mkstemp`` creates the temporary file 0600; before the rename it gets ``0666 & ~umask``, the
+mode ``open()`` would have given it, so results, sessions and exports are as readable as any other file the
+user writes. The umask is read once, at import (:func:`_read_umask`).
+
 Errors. A full disk (``ENOSPC``/``EDQUOT``) while writing raises :class:`DiskFullError`, naming the
 folder and the space free (the temporary file is removed, the old target kept). A file that cannot
 be read back because it is truncated or garbled raises :class:`DamagedFileError` (a ValueError)
@@ -56,6 +60,25 @@ _OLD_TMP_RE = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp(?P<suffix>\.[^.]
 _LIVE: set = set()          # this process's temporaries being written (absolute paths as str)
 _LIVE_LOCK = threading.Lock()
 _DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def _read_umask() -> int:
+    """The process umask, without changing it where the system tells it (Linux: ``/proc/self/status``);
+    elsewhere set to 0 and restored at once (done once, at import, before any worker thread runs)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: ``0666 & ~umask``: the mode every file written through :func:`atomic_path` ends up with.
+FILE_MODE = 0o666 & ~_read_umask()
 
 
 def format_bytes(n: Optional[float]) -> str:
@@ -217,6 +240,8 @@ def atomic_path(path, *, fsync: bool = True) -> Iterator[Path]:
         if fsync:
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
+        os.chmod(tmp, FILE_MODE)  # mkstemp's 0600 -> what open() would have given (after the fsync: a
+        #                           umask without owner write would make the file unopenable for it)
         os.replace(tmp, path)
     except BaseException as exc:
         written = None

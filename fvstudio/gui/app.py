@@ -11,6 +11,11 @@ call this. Which workspace opens:
 A workspace with a saved session restores its config and run history; one without starts from the
 pipeline's defaults on the sample data. With ``screenshot`` the window opens offscreen (unless a platform
 was chosen), waits until it is drawn and its visible thumbnails are loaded, saves a PNG and returns 0.
+
+Before Qt starts on an X display (``QT_QPA_PLATFORM`` unset or ``xcb``, ``DISPLAY`` set), the libraries
+Qt's xcb plugin needs beyond Xlib (:data:`XCB_LIBRARIES`) are loaded once with ``ctypes``: if one is
+missing, Qt would abort the process (signal 6); instead one line names them with the ``apt`` command that
+installs them, and the exit code is 1 (:func:`missing_xcb_libraries`, :func:`xcb_problem`).
 """
 from __future__ import annotations
 
@@ -18,10 +23,51 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, List, Optional
 
 ORG = "fvstudio"
 APP = "fvstudio"
+
+#: Shared libraries Qt's xcb platform plugin loads that a bare Debian/Ubuntu lacks -> their apt packages.
+XCB_LIBRARIES = {"libxcb-cursor.so.0": "libxcb-cursor0", "libxcb-icccm.so.4": "libxcb-icccm4",
+                 "libxcb-keysyms.so.1": "libxcb-keysyms1", "libxcb-image.so.0": "libxcb-image0",
+                 "libxcb-render-util.so.0": "libxcb-render-util0", "libxcb-shape.so.0": "libxcb-shape0",
+                 "libxcb-xkb.so.1": "libxcb-xkb1", "libxkbcommon-x11.so.0": "libxkbcommon-x11-0"}
+
+
+def missing_xcb_libraries(load: Optional[Callable[[str], object]] = None) -> List[str]:
+    """The :data:`XCB_LIBRARIES` that ``load(soname)`` (default ``ctypes.CDLL``: the dynamic loader's own
+    search, as Qt's) cannot load."""
+    if load is None:
+        import ctypes
+
+        load = ctypes.CDLL
+    missing = []
+    for soname in XCB_LIBRARIES:
+        try:
+            load(soname)
+        except OSError:
+            missing.append(soname)
+    return missing
+
+
+def xcb_problem(environ=None, platform: Optional[str] = None,
+                load: Optional[Callable[[str], object]] = None) -> Optional[str]:
+    """One line naming the missing xcb libraries and the apt command, when Qt is about to use xcb on an X
+    display (Linux, ``QT_QPA_PLATFORM`` unset or ``xcb``, ``DISPLAY`` set; unset platform with
+    ``WAYLAND_DISPLAY`` set means Qt picks Wayland) and one is missing; None otherwise."""
+    env = os.environ if environ is None else environ
+    if not (platform or sys.platform).startswith("linux") or not env.get("DISPLAY"):
+        return None
+    qpa = (env.get("QT_QPA_PLATFORM") or "").split(":")[0].strip()
+    if qpa not in ("", "xcb") or (qpa == "" and env.get("WAYLAND_DISPLAY")):
+        return None
+    missing = missing_xcb_libraries(load)
+    if not missing:
+        return None
+    packages = " ".join(XCB_LIBRARIES[m] for m in missing)
+    return (f"fvstudio: cannot open the window on X display {env.get('DISPLAY')}: Qt's xcb platform plugin needs "
+            f"{', '.join(missing)}, not installed; install with: sudo apt install {packages}")
 
 
 def sample_dataset_root() -> Optional[Path]:
@@ -109,6 +155,10 @@ def run_gui(workspace=None, screenshot=None, panel: Optional[str] = None) -> int
         print("fvstudio: no display to open the explorer on (DISPLAY / WAYLAND_DISPLAY are not set).\n"
               "  Render it offscreen instead:  fvstudio gui --screenshot explorer.png\n"
               "  Or run headless:              fvstudio run CONFIG.toml --out DIR", file=sys.stderr)
+        return 1
+    problem = xcb_problem()
+    if problem:
+        print(problem, file=sys.stderr)
         return 1
     from PySide6.QtWidgets import QApplication
 

@@ -2,7 +2,8 @@
 
 - The dataset is whatever ``Pipeline(config, workspace).dataset`` opened (``fvstudio.data.datasets``);
   the panel reads ``class_names``, ``paths``, ``ids``, ``labels``/``targets`` and the pipeline's ``splits``.
-- Thumbnails: a ``QListView`` in icon mode over :class:`ThumbnailModel`. The view only asks for the rows it
+- Thumbnails: a ``QListView`` in icon mode over :class:`ThumbnailModel`; :class:`ThumbnailDelegate` shows
+  the selected one by a frame, never by tinting its colours. The view only asks for the rows it
   paints; each ask queues the file on a :class:`~fvstudio.gui.workers.BackgroundQueue` (most recent first),
   which decodes a small ``QImage`` off the GUI thread (``QImageReader`` with a scaled size; files Qt cannot
   read go through ``fvstudio.data.images.load_image``). Pixmaps are cached (LRU), so scrolling a few
@@ -24,11 +25,11 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 from PySide6.QtCore import QAbstractListModel, QItemSelectionModel, QModelIndex, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QImage, QImageReader, QPainter, QPainterPath, QPalette, QPen, QPixmap
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QGraphicsPixmapItem,
-                               QGraphicsScene,
-                               QGraphicsView, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QListView,
-                               QPushButton, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QApplication, QCheckBox, QComboBox, QFileDialog,
+                               QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QGroupBox, QHBoxLayout,
+                               QHeaderView, QLabel, QListView, QPushButton, QSpinBox, QSplitter, QStyle,
+                               QStyledItemDelegate, QStyleOptionViewItem, QTableWidget, QTableWidgetItem,
+                               QVBoxLayout, QWidget)
 
 from fvstudio.pipeline.diagnostics import patch_grid
 
@@ -212,6 +213,32 @@ class ThumbnailModel(QAbstractListModel):
             self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DecorationRole])
 
 
+class ThumbnailDelegate(QStyledItemDelegate):
+    """Draws a thumbnail cell as the style does, but never tinted: a selected cell gets a frame of the
+    palette's highlight colour instead (the style's selected icon mode blends the picture with that
+    colour, which misleads where classes differ by colour)."""
+
+    FRAME = 3  # px
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
+        opt = QStyleOptionViewItem(option)
+        self.initStyleOption(opt, index)
+        selected = bool(opt.state & QStyle.StateFlag.State_Selected)
+        opt.state &= ~QStyle.StateFlag.State_Selected  # the picture and its text as when not selected
+        opt.state &= ~QStyle.StateFlag.State_HasFocus
+        style = opt.widget.style() if opt.widget is not None else QApplication.style()
+        style.drawControl(QStyle.ControlElement.CE_ItemViewItem, opt, painter, opt.widget)
+        if selected:
+            painter.save()
+            pen = QPen(opt.palette.color(QPalette.ColorGroup.Active, QPalette.ColorRole.Highlight), self.FRAME)
+            pen.setJoinStyle(Qt.PenJoinStyle.MiterJoin)
+            painter.setPen(pen)
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            half = self.FRAME // 2 + 1
+            painter.drawRect(opt.rect.adjusted(half, half, -half, -half))
+            painter.restore()
+
+
 class ImageView(QGraphicsView):
     """The selected image at descriptor resolution with an optional patch-grid overlay (no OpenGL)."""
 
@@ -347,6 +374,7 @@ class DatasetPanel(QWidget):
         self.grid.setWordWrap(True)
         self.grid.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.grid.setModel(self.model)
+        self.grid.setItemDelegate(ThumbnailDelegate(self.grid))
         self.grid.selectionModel().currentChanged.connect(self._on_current)
         self.split_filter = QComboBox()
         self.split_filter.addItems(["All images", "Train", "Test"])
@@ -447,9 +475,12 @@ class DatasetPanel(QWidget):
             self._view_index = None
             self.view.set_image(None)
             self.view_info.setText("Click a thumbnail to view it.")
-        if ds is None:
+        if ds is None:  # nothing open: no count of an earlier dataset stays on screen
             self.title.setText("No dataset")
             self.classes.setRowCount(0)
+            self.count_label.setText("")
+            self.split_info.setText("No dataset is open.")
+            self.model.set_split_tags({})
             return
         kind = "PASCAL VOC devkit" if ds.kind == "voc" else "class folders"
         ml = ", multi-label" if ds.multilabel else ""

@@ -7,7 +7,7 @@ here:
 - *How peaky are the soft assignments?* CDF of each descriptor's largest posterior gamma_t(k) (Fig. 2);
 - *Which Gaussians carry the Fisher Vector's energy?* share of the squared FV norm per Gaussian, sorted;
 - *Has EM converged?* mean log-likelihood per EM iteration (drawn live from the progress values while the
-  GMM step runs);
+  GMM step runs), its second title line saying whether EM stopped on the tolerance or at the iteration cap;
 - *How much variance does PCA keep?* explained-variance ratio per component and cumulative (Sec. 3.2, Fig. 1).
 
 The panel owns its background task (:class:`~fvstudio.gui.workers.BackgroundTask`): :meth:`refresh` reads
@@ -85,8 +85,10 @@ class DiagnosticsPanel(QWidget):
         self.task.cancel()
 
     # ---------------------------------------------------------------- live
-    def show_log_likelihood(self, values: Sequence[float]) -> None:
+    def show_log_likelihood(self, values: Sequence[float], stop: str = "") -> None:
+        """The EM curve; ``stop`` says how the fit ended ('' while it runs or when not known)."""
         self.loglik.draw_per_iteration(self.ll_curve, values, "no GMM fitted yet")
+        self.loglik.set_note(stop)
 
     # ---------------------------------------------------------------- results
     def clear(self) -> None:
@@ -108,7 +110,7 @@ class DiagnosticsPanel(QWidget):
             self.energy_curve.setData(np.arange(1, len(e) + 1), share)
             self.energy.set_placeholder("")
         if d.log_likelihood is not None and len(d.log_likelihood):
-            self.show_log_likelihood(d.log_likelihood)
+            self.show_log_likelihood(d.log_likelihood, d.em_stop or "")
         if d.pca_explained_variance_ratio is not None:
             r = d.pca_explained_variance_ratio
             k = np.arange(1, len(r) + 1)

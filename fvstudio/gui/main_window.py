@@ -25,18 +25,22 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+import numpy as np
 from PySide6.QtCore import QObject, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QIcon, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QPlainTextEdit, QTabWidget
 
 from fvstudio.engine.progress import Progress
 from fvstudio.pipeline import STEPS, Pipeline, PipelineConfig
+from fvstudio.pipeline.context import open_configured_dataset
+from fvstudio.pipeline.runner import default_workspace
 from fvstudio.pipeline.diagnostics import Diagnostics, unreadable_images
 
 from . import session
 from .config_form import ConfigForm, entries_from_schema
 from .dataset_panel import DatasetPanel
 from .diagnostics_panel import DiagnosticsPanel
+from .dialogs import choose_folder
 from .export import ExportActions
 from .pipeline_panel import SECTION_STEPS, PipelinePanel
 from .results_panel import ResultsPanel
@@ -87,8 +91,9 @@ class MainWindow(QMainWindow):
     run_recorded = Signal(str)        # run id, after a run's results are in the history
 
     def __init__(self, workspace, config: PipelineConfig, settings: Optional[QSettings] = None, parent=None,
-                 persist: bool = True) -> None:
+                 persist: bool = True, workspace_for: Callable[[PipelineConfig], Path] = default_workspace) -> None:
         super().__init__(parent)
+        self.workspace_for = workspace_for  # the workspace of a dataset opened (the pipeline's default)
         self.setObjectName("fvstudio_main")
         self.settings = settings or QSettings()
         self.workspace = Path(workspace)
@@ -110,8 +115,10 @@ class MainWindow(QMainWindow):
         self._build_panels()
         self._build_log_dock()
         self._build_status_bar()
-        self.exports = ExportActions(self, config=lambda: self.config, workspace=lambda: self.workspace,
-                                     figures=self.figures, tables=self.tables, report=self.status_message.setText)
+        self.exports = ExportActions(self, config=lambda: self.config,
+                                     dataset_root=lambda: self.config.get("dataset.root"), figures=self.figures,
+                                     tables=self.tables, report=self.status_message.setText,
+                                     settings=self.settings if persist else None)
         self._build_menus()
         self._connect()
         self._restore_geometry()
@@ -201,6 +208,10 @@ class MainWindow(QMainWindow):
                      "Open a workspace folder (cached steps + saved session)")
         self._action(f, "&Save session", self.save_session, QKeySequence.StandardKey.Save,
                      "Save config, results and run history into the workspace")
+        self._action(f, "Save session &as…", self.choose_save_session_as, QKeySequence.StandardKey.SaveAs,
+                     "Save config, results and run history into a folder of your choice")
+        self._action(f, "Open sessio&n…", self.choose_open_session, None,
+                     "Open a session saved with Save session as… (config, results, run history)")
         f.addSeparator()
         self._action(f, "&Export config as TOML…", self.exports.choose_export_config, "Ctrl+E",
                      "A config file that `fvstudio run` replays to the same numbers")
@@ -211,8 +222,8 @@ class MainWindow(QMainWindow):
         r = mb.addMenu("&Run")
         self.run_all_action = self._action(r, "Run &all", self.run_all, "F5", "Run every step not cached yet")
         r.addSeparator()
-        for s in self.steps:
-            self._action(r, f"Run {s}", lambda _=False, s=s: self.run_step(s))
+        self.run_step_actions = [self._action(r, f"Run {s}", lambda _=False, s=s: self.run_step(s))
+                                 for s in self.steps]
         r.addSeparator()
         self.cancel_action = self._action(r, "&Cancel", self.cancel_job, "Esc", "Stop the running job")
         v = mb.addMenu("&View")
@@ -248,18 +259,22 @@ class MainWindow(QMainWindow):
         self._open_pipeline()
         self.refresh()
 
-    def _open_pipeline(self) -> None:
+    def _open_pipeline(self, dataset=None) -> None:
+        """A Pipeline on the config and workspace (on ``dataset`` if already opened); without a dataset the
+        panels are emptied and Run is disabled."""
         self.pipeline_error = None
         try:
-            self.pipeline = Pipeline(self.config.copy(), self.workspace)
+            self.pipeline = Pipeline(self.config.copy(), self.workspace, dataset=dataset)
             ds = self.pipeline.dataset
         except Exception as exc:  # noqa: BLE001 - any folder can be opened: what goes wrong is shown, not raised
             self.pipeline_error = f"{exc}"
             log.warning("cannot open the dataset: %s", exc)
             self.dataset_panel.set_dataset(None)
             self.status_message.setText(f"Dataset: {exc}")
+            self._set_running(self.runner.is_busy())
             return
         self._show_dataset(ds)
+        self._set_running(self.runner.is_busy())
 
     def _show_dataset(self, ds) -> None:
         splits = None
@@ -271,7 +286,12 @@ class MainWindow(QMainWindow):
         self.dataset_panel.set_dataset(ds, splits)
 
     def edit_config(self, key: str, value: Any) -> None:
-        """A widget changed ``key``: validate, update statuses (debounced) and dependent views."""
+        """A widget changed ``key``: validate, update statuses (debounced) and dependent views. A new
+        ``dataset.root`` opens that folder like the Open dataset dialog (:meth:`open_dataset`)."""
+        if key == "dataset.root":
+            if not value or not self.open_dataset(str(value)):
+                self.dataset_panel.set_config(self.config)  # the editor shows the dataset still open
+            return
         try:
             self.config.set(key, value)
         except ValueError as exc:
@@ -281,9 +301,7 @@ class MainWindow(QMainWindow):
             self.pipeline_panel.set_config(self.config)
             return
         self.step_states.config_edited()
-        if key == "dataset.root":
-            self._open_pipeline()
-        elif self.pipeline is not None:
+        if self.pipeline is not None:
             self.pipeline.config = self.config.copy()
             if key.startswith("dataset."):
                 try:
@@ -327,22 +345,76 @@ class MainWindow(QMainWindow):
             return ""
         return f"{len(bad)} of {total} images unreadable, left out" if bad else ""
 
-    def open_dataset(self, path: str) -> None:
+    def open_dataset(self, path: str) -> bool:
+        """Open the folder ``path`` as the dataset, in its own workspace (``workspace_for``; its saved runs
+        come with it). A folder that is no dataset is reported and changes nothing: the dataset loaded
+        before stays, or, if there is none, the panels stay empty and Run is disabled."""
+        if self.runner.is_busy():
+            self.status_message.setText("Wait for the running job (or cancel it) before opening a dataset")
+            return False
         path = str(Path(path).expanduser())
-        self.config.set("dataset.root", path)
+        candidate = self.config.copy()
+        candidate.set("dataset.root", path)
         for k in ("dataset.train_list", "dataset.test_list"):
-            self.config.set(k, "")
-        self.config.set("dataset.split", "auto")
+            candidate.set(k, "")
+        candidate.set("dataset.split", "auto")
+        try:
+            ds = open_configured_dataset(candidate)
+        except Exception as exc:  # noqa: BLE001 - any folder can be dropped: what is wrong is shown, not raised
+            log.warning("cannot open %s as a dataset: %s", path, exc)
+            kept = self.pipeline is not None and self.pipeline_error is None
+            self.show_error("Cannot open the dataset", f"{path}: {exc}", "",
+                            f"Still showing {self.config.get('dataset.root')}." if kept else "No dataset is loaded.")
+            return False
+        workspace = Path(self.workspace_for(candidate))
+        if workspace.resolve() != self.workspace.resolve():
+            self._switch_workspace(workspace, candidate, ds)
+        else:
+            self.config = candidate
+            self.step_states.clear()
+            self.dataset_panel.set_config(self.config)
+            self.pipeline_panel.set_config(self.config)
+            self._open_pipeline(ds)
+            self.refresh()
+        self.status_message.setText(f"Opened {path} (workspace {self.workspace})")
+        self.show_panel("dataset")
+        return True
+
+    def _switch_workspace(self, workspace: Path, config: PipelineConfig, ds) -> None:
+        """Leave the current workspace (its session saved) for ``workspace`` with ``config`` on dataset
+        ``ds``; the runs saved there for that dataset come back, its saved config only if on that dataset."""
+        if self.persist:
+            try:
+                self.save_session(quiet=True)
+            except OSError as exc:
+                log.warning("session not saved: %s", exc)
+        problems: List[str] = []
+        try:
+            saved, runs, state = session.load_session(workspace, problems)
+        except Exception as exc:  # noqa: BLE001 - a damaged session file is reported, then ignored
+            self.show_error("Cannot read the saved session", str(exc), "")
+            saved, runs, state = None, [], session.SessionState()
+        same_dataset = saved is not None and saved.get("dataset.root") == config.get("dataset.root")
+        if not same_dataset:
+            saved, runs, state = None, [r for r in runs if r.dataset_root == config.get("dataset.root")], \
+                session.SessionState()
+        self.workspace = workspace
+        self.setWindowTitle(f"fvstudio — {self.workspace}")
+        if self.persist:
+            self.settings.setValue("last_workspace", str(self.workspace))
+        self._show_runs(runs, state)
+        self.diagnostics_panel.clear()
+        self.em_trace.reset()
+        self.pipeline_panel.show_log_likelihood([])
+        self.config = (saved if same_dataset else config).copy()
         self.step_states.clear()
         self.dataset_panel.set_config(self.config)
         self.pipeline_panel.set_config(self.config)
-        self._open_pipeline()
-        if self.pipeline_error:
-            self.show_error("Cannot open the dataset", self.pipeline_error, "")
-        else:
-            self.status_message.setText(f"Opened {path}")
-            self.show_panel("dataset")
+        self._open_pipeline(ds)
         self.refresh()
+        self._report_refused(problems)
+        if self.pipeline_panel.status("gmm") == "cached":
+            self.start_diagnostics()
 
     # ================================================================== pipeline runs
     def run_all(self) -> bool:
@@ -355,6 +427,9 @@ class MainWindow(QMainWindow):
         if self.runner.is_busy():
             self.status_message.setText(f"{self.runner.current} is still running")
             return False
+        if not self.has_dataset():
+            self.status_message.setText(f"No dataset to run on: {self.pipeline_error or 'open one first'}")
+            return False
         self.diagnostics_panel.cancel()  # it reads artifacts this run may replace; it runs again afterwards
         fits_gmm = self.steps.index(step) >= self.steps.index("gmm") and self._pipeline_status("gmm") != "cached"
         self.em_trace.reset([] if fits_gmm else self.em_trace.values)
@@ -366,9 +441,17 @@ class MainWindow(QMainWindow):
         self.runner.start(label, run_pipeline_step, self._pipeline_factory(), step)
         return True
 
+    def has_dataset(self) -> bool:
+        """A dataset is open (Run is possible)."""
+        return self.pipeline is not None and self.pipeline_error is None
+
     def _set_running(self, running: bool) -> None:
-        self.pipeline_panel.set_busy(running)
-        self.run_all_action.setEnabled(not running)
+        can_run = self.has_dataset()
+        self.pipeline_panel.set_busy(running, can_run)
+        if hasattr(self, "run_all_action"):
+            self.run_all_action.setEnabled(not running and can_run)
+            for a in self.run_step_actions:
+                a.setEnabled(not running and can_run)
 
     def is_idle(self) -> bool:
         """No pipeline run and no diagnostics refresh under way."""
@@ -397,7 +480,9 @@ class MainWindow(QMainWindow):
             self._show_em_trace()
 
     def _show_em_trace(self) -> None:
+        """The live EM curve in both panels (how EM stops is not known yet: no note)."""
         self.pipeline_panel.show_log_likelihood(self.em_trace.values)
+        self.pipeline_panel.ll_plot.set_note("")
         self.diagnostics_panel.show_log_likelihood(self.em_trace.values)
 
     def _on_run_succeeded(self, _label: str, outcome: RunOutcome) -> None:
@@ -453,6 +538,10 @@ class MainWindow(QMainWindow):
         if d.log_likelihood is not None and len(d.log_likelihood) and not self.em_trace.values:
             self.em_trace.reset(d.log_likelihood)
             self.pipeline_panel.show_log_likelihood(self.em_trace.values)
+        # the Pipeline panel's curve may be another split's fit (the last one run): its note only if it is this one
+        same_fit = (d.log_likelihood is not None and len(self.em_trace.values) == len(d.log_likelihood)
+                    and np.allclose(self.em_trace.values, d.log_likelihood, rtol=1e-6))
+        self.pipeline_panel.ll_plot.set_note((d.em_stop or "") if same_fit else "")
         self.status_message.setText("Diagnostics updated")
 
     # ================================================================== errors
@@ -485,6 +574,59 @@ class MainWindow(QMainWindow):
         log.info("session saved in %s", folder)
         return folder
 
+    def save_session_as(self, folder) -> Path:
+        """Write the session into ``folder`` (new, empty or a saved session); the workspace keeps its own."""
+        folder = session.save_session_to(folder, self.config, self.runs, self.session_state(),
+                                          workspace=self.workspace)
+        self.status_message.setText(f"Session saved in {folder}")
+        log.info("session saved in %s", folder)
+        return folder
+
+    def choose_save_session_as(self) -> None:
+        folder = choose_folder(self, "Save the session (config, results, run history) in", self.exports.start_folder())
+        if folder:
+            try:
+                self.save_session_as(folder)
+            except (ValueError, OSError) as exc:
+                self.show_error("Cannot save the session there", str(exc), "")
+
+    def open_session(self, folder) -> bool:
+        """Restore a session saved with :meth:`save_session_as` (``folder`` or its ``session.json``): its
+        config, runs and panels; its workspace if that folder still exists, else the current one."""
+        if self.runner.is_busy():
+            self.status_message.setText("Wait for the running job (or cancel it) before opening a session")
+            return False
+        folder = Path(folder)
+        if folder.name == "session.json":
+            folder = folder.parent
+        if not (folder / "session.json").is_file():
+            self.show_error("Cannot open the session", f"{folder} holds no session.json (not a saved session)", "")
+            return False
+        problems: List[str] = []
+        try:
+            config, runs, state = session.load_session_from(folder, problems)
+        except Exception as exc:  # noqa: BLE001 - an unreadable session file is reported, nothing changes
+            self.show_error("Cannot read the session", str(exc), "")
+            return False
+        ws = session.saved_workspace(folder)
+        if ws is not None and ws.is_dir():
+            self.workspace = ws
+            self.setWindowTitle(f"fvstudio — {self.workspace}")
+        self._restore(config, runs, state)
+        self._report_refused(problems)
+        self.status_message.setText(f"Session opened from {folder}")
+        return True
+
+    def choose_open_session(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a saved session folder", str(self.exports.start_folder()))
+        if folder:
+            self.open_session(folder)
+
+    def _report_refused(self, problems: List[str]) -> None:
+        if problems:
+            self.show_error(f"{len(problems)} saved run(s) left out", problems[0], "\n".join(problems),
+                            "The other runs of the session are restored.")
+
     def _on_history_changed(self) -> None:
         self.runs = list(self.results_panel.runs)
         self.save_session(quiet=True)
@@ -495,22 +637,28 @@ class MainWindow(QMainWindow):
             self.status_message.setText("Wait for the running job (or cancel it) before switching workspace")
             return False
         self.workspace = Path(workspace)
+        problems: List[str] = []
         try:
-            config, runs, state = session.load_session(self.workspace)
+            config, runs, state = session.load_session(self.workspace, problems)
         except Exception as exc:  # noqa: BLE001 - a damaged session file is reported, then ignored
             self.show_error("Cannot read the saved session", str(exc), "")
             config, runs, state = None, [], session.SessionState()
+        self._restore(config, runs, state)
+        if self.persist:
+            self.settings.setValue("last_workspace", str(self.workspace))
+        self.setWindowTitle(f"fvstudio — {self.workspace}")
+        self._report_refused(problems)
+        return True
+
+    def _restore(self, config, runs: List[session.RunRecord], state: session.SessionState) -> None:
+        """Show a loaded session: its runs, its config (None: keep the current one), its panel."""
         self._show_runs(runs, state)
         self.diagnostics_panel.clear()
         self.apply_config(config if config is not None else self.config)
         if state.panel in PANELS:
             self.show_panel(state.panel)
-        if self.persist:
-            self.settings.setValue("last_workspace", str(self.workspace))
-        self.setWindowTitle(f"fvstudio — {self.workspace}")
         if self.pipeline is not None and self.pipeline_error is None and self.pipeline_panel.status("gmm") == "cached":
             self.start_diagnostics()
-        return True
 
     def _show_runs(self, runs: List[session.RunRecord], state: session.SessionState) -> None:
         """The restored history in the results panel; each step's time as computed for run A."""

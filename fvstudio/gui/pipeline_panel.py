@@ -203,11 +203,14 @@ class PipelinePanel(QWidget):
         if step in self.sections:
             self.table.item(self.steps.index(step), 2).setText("" if seconds is None else f"{seconds:.2f}")
 
-    def set_busy(self, busy: bool) -> None:
-        self.run_all_button.setEnabled(not busy)
+    def set_busy(self, busy: bool, can_run: bool = True) -> None:
+        """Run buttons enabled when no run is under way and there is a dataset to run on (``can_run``)."""
+        self.run_all_button.setEnabled(not busy and can_run)
+        self.run_all_button.setToolTip("Run every step; cached steps are skipped (F5)" if can_run else
+                                       "No dataset is open: open one in the Dataset panel (Ctrl+O)")
         self.cancel_button.setEnabled(busy)
         for sec in self.sections.values():
-            sec.run_button.setEnabled(not busy)
+            sec.run_button.setEnabled(not busy and can_run)
 
     # ---------------------------------------------------------------- live log-likelihood
     def show_log_likelihood(self, values: Sequence[float]) -> None:

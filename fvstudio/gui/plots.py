@@ -72,7 +72,9 @@ class Figure(pg.PlotWidget):
         self.setBackground(palette_color(QPalette.ColorRole.Base))
         fg = palette_color(QPalette.ColorRole.Text)
         item = self.getPlotItem()
-        item.setTitle(self.question, color=fg, size="10pt")
+        note = getattr(self, "_note", "")
+        item.setTitle(self.question + (f"<br><span style='font-size:9pt'>{note}</span>" if note else ""),
+                      color=fg, size="10pt")
         for ax, (label, units) in self._labels.items():
             item.setLabel(ax, label, units=units, color=fg)
             axis = item.getAxis(ax)
@@ -92,13 +94,26 @@ class Figure(pg.PlotWidget):
         super().changeEvent(event)
 
     def set_placeholder(self, text: str) -> None:
-        """A centred grey note while the figure has nothing to show ('' hides it)."""
+        """A centred grey note while the figure has nothing to show ('' hides it: the figure has data)."""
+        self._empty = bool(text)
         self._placeholder.setText(text)
         self._placeholder.setVisible(bool(text))
         if text:
             vb = self.getPlotItem().getViewBox()
             (x0, x1), (y0, y1) = vb.viewRange()
             self._placeholder.setPos((x0 + x1) / 2, (y0 + y1) / 2)
+
+    def set_note(self, text: str) -> None:
+        """A second title line under the question (e.g. how EM stopped); '' removes it."""
+        self._note = text
+        self.apply_palette()
+
+    def note(self) -> str:
+        return getattr(self, "_note", "")
+
+    def has_data(self) -> bool:
+        """False while the figure shows its "no data" note instead of values (exports skip it then)."""
+        return not getattr(self, "_empty", True)
 
     def curve(self, color: Optional[QColor] = None, width: float = 2.0, name: Optional[str] = None,
               symbol: Optional[str] = None, style=Qt.PenStyle.SolidLine) -> pg.PlotDataItem:
@@ -199,8 +214,8 @@ class Bars(Figure):
             item.addItem(b)
             self._bars.append(b)
         width = 0.8 / max(1, len(series))
-        legend = self.legend() if len(series) > 1 else None
-        if legend is not None:
+        legend = self.legend() if labels or item.legend is not None else None
+        if legend is not None:  # always rebuilt: it names the series drawn now, never earlier ones
             legend.clear()
         for i, b in enumerate(self._bars):
             if i < len(series):

@@ -6,7 +6,10 @@ saved in the session): the overall metrics (``mean_per_class_accuracy``, ``accur
 for single-label data, ``map`` for multi-label data), the per-class values (top-1 accuracy or AP), the
 confusion matrix (rows = true class, summed over splits) and, for multi-label data, the PR curve of each
 class from the test scores and targets through :func:`fvstudio.engine.metrics.precision_recall`.
-Run B ("compare with") adds a second column / bar series and the config keys in which the runs differ.
+Run B ("compare with") adds a second column / bar series and the config keys in which the runs differ;
+only runs of the same dataset, classes and metric kind can be run B (the others are greyed out in its list,
+their tooltip says why: :func:`~fvstudio.gui.session.comparison_refusal`). The bars' legend names the
+runs drawn.
 Tables export as CSV, figures as PNG/SVG (see the main window's Export menu).
 """
 from __future__ import annotations
@@ -20,7 +23,7 @@ from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QHeaderView,
                                QWidget)
 
 from .plots import Bars, Figure, HeatMap, series_colors
-from .session import RunRecord
+from .session import RunRecord, comparison_refusal
 
 _METRIC_NAMES = {
     "mean_per_class_accuracy": "Mean per-class accuracy (%)",
@@ -171,9 +174,10 @@ class ResultsPanel(QWidget):
         self.history_changed.emit()
 
     def add_run(self, record: RunRecord) -> None:
-        prev = self.current_id()
-        self.set_runs(self.runs + [record], current=record.id,
-                      compare=self.compare_id() or (prev if prev != record.id else None))
+        prev = self.record(self.compare_id()) or self.record(self.current_id())
+        if prev is not None and (prev.id == record.id or comparison_refusal(record, prev)):
+            prev = None  # the new run is compared with the previous one only if they are alike
+        self.set_runs(self.runs + [record], current=record.id, compare=prev.id if prev is not None else None)
 
     @staticmethod
     def _run_title(r: RunRecord) -> str:
@@ -195,11 +199,31 @@ class ResultsPanel(QWidget):
         return None
 
     # ---------------------------------------------------------------- drawing
+    def _mark_comparable(self, a: Optional[RunRecord]) -> str:
+        """Grey out the runs B cannot be (another dataset or metric than run A, or A itself), with the
+        reason as tooltip; if the chosen B is one of them, fall back to "(none)" and return the reason."""
+        model = self.run_b.model()
+        refused = ""
+        for i in range(self.run_b.count()):
+            r = self.record(self.run_b.itemData(i))
+            why = ""
+            if r is not None and a is not None:
+                why = "it is run A" if r.id == a.id else comparison_refusal(a, r)
+            item = model.item(i)
+            item.setEnabled(not why)
+            item.setToolTip(f"Not comparable with run A: {why}" if why else "")
+            if why and i == self.run_b.currentIndex():
+                if r.id != a.id:
+                    refused = f"Run {r.label} is not compared with run A: {why}."
+                self.run_b.blockSignals(True)
+                self.run_b.setCurrentIndex(0)
+                self.run_b.blockSignals(False)
+        return refused
+
     def _refresh(self, *_) -> None:
         a = self.record(self.current_id())
+        refused = self._mark_comparable(a)
         b = self.record(self.compare_id())
-        if b is not None and a is not None and b.id == a.id:
-            b = None
         self.empty.setVisible(a is None)
         self.remove_button.setEnabled(a is not None)
         self._fill_metrics(a, b)
@@ -209,7 +233,7 @@ class ResultsPanel(QWidget):
             self.diff_label.setText("<b>Config differences (A → B):</b> " + ("; ".join(diff) if diff else
                                                                              "none (same config)"))
         else:
-            self.diff_label.setText("")
+            self.diff_label.setText(refused)
         self._draw(a, b)
         self.selection_changed.emit()
 

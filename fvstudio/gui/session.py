@@ -10,20 +10,32 @@ Layout inside a workspace folder (the same folder the pipeline caches its steps 
 
 A :class:`RunRecord` is what the results panel shows: built either from a live ``RunResult`` or from these
 files, so a restored session shows exactly what was on screen when it was saved.
+
+The same three files can be written to any folder (:func:`save_session_to`, the File menu's "Save session
+as…") and read back from it (:func:`load_session_from`); ``session.json`` then also names the workspace it
+was saved from. A run id is a plain file name (:func:`check_run_id`: letters, digits, ``. _ -``, no path
+separator, no ``..``) because ``runs/<id>.npz`` is built from it: an entry of a session file whose id is
+not is refused with a message naming the file and the id, and the other runs are kept.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from fvstudio.engine.serialization import atomic_save_npz, atomic_write_bytes
+from fvstudio.engine.serialization import atomic_save_npz, atomic_write_bytes, load_npz
+
+log = logging.getLogger("fvstudio.gui")
 
 SESSION_DIR = "session"
+_RUN_KIND = "fvstudio.gui.run"
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _VERSION = 1
 _METRIC_ORDER = ("mean_per_class_accuracy", "map", "accuracy", "top5_accuracy")
 
@@ -112,6 +124,37 @@ class RunRecord:
     def cached_steps(self) -> List[str]:
         return list(self.summary["cached_steps"])
 
+    @property
+    def dataset_root(self) -> str:
+        """The dataset folder the run was made on, as its config names it ('' if it does not)."""
+        return str((self.config.get("dataset") or {}).get("root") or "")
+
+    @property
+    def metric_kind(self) -> str:
+        """What the run's numbers are: "ap" (multi-label: AP per class, mAP) or "accuracy" (single-label)."""
+        return str(self.summary.get("per_class_metric") or ("ap" if self.multilabel else "accuracy"))
+
+
+def comparison_refusal(a: RunRecord, b: RunRecord) -> str:
+    """Why run ``b`` cannot be shown beside run ``a`` ('' if it can): the runs must be of the same dataset
+    (folder and classes) and report the same kind of metric, so each column holds like numbers."""
+    if a.dataset_root != b.dataset_root:
+        return f"another dataset ({b.dataset_root or 'unknown'}, run A: {a.dataset_root or 'unknown'})"
+    if a.metric_kind != b.metric_kind or a.multilabel != b.multilabel:
+        return f"another metric ({b.metric_kind} per class, run A: {a.metric_kind})"
+    if a.class_names != b.class_names:
+        return "other classes"
+    return ""
+
+
+def check_run_id(rid: Any, source: Any = "the session") -> str:
+    """``rid`` if it is a plain name usable as ``runs/<id>.npz`` (letters, digits, ``. _ -``, at most 100
+    characters, no path separator, no ``..``), else ValueError naming ``source`` and the id."""
+    if not isinstance(rid, str) or not _RUN_ID.match(rid) or ".." in rid:
+        raise ValueError(f"{source}: run id {rid!r} is not a plain name (letters, digits, '.', '_', '-'; no "
+                         f"path separator, no '..'): that run is left out")
+    return rid
+
 
 def new_run_id(existing) -> str:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -152,44 +195,95 @@ def session_dir(workspace) -> Path:
 
 
 def save_session(workspace, config, runs: List[RunRecord], state: Optional[SessionState] = None) -> Path:
-    """Write config.toml, session.json and one npz per run (atomically); returns the session folder."""
-    folder = session_dir(workspace)
+    """Write the session into ``workspace/session/``; returns that folder."""
+    return save_session_to(session_dir(workspace), config, runs, state, workspace=workspace)
+
+
+def save_session_to(folder, config, runs: List[RunRecord], state: Optional[SessionState] = None,
+                    workspace=None) -> Path:
+    """Write config.toml, session.json and one npz per run into ``folder`` (atomically); returns ``folder``.
+
+    ``folder`` must be empty, not exist yet, or hold a session already (its ``runs/`` arrays of runs no
+    longer in ``runs`` are removed): a ValueError naming it otherwise, so no unrelated file is touched."""
+    folder = Path(folder)
+    if folder.is_dir() and any(folder.iterdir()) and not any(
+            (folder / n).exists() for n in ("session.json", "config.toml", "runs")):
+        raise ValueError(f"{folder} is neither empty nor a saved session: choose an empty or a new folder")
+    for r in runs:
+        check_run_id(r.id, f"run {r.label!r}")
     (folder / "runs").mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(folder / "config.toml", config.to_toml_string().encode("utf-8"))
     for r in runs:
         path = folder / "runs" / f"{r.id}.npz"
         if r.arrays and not path.exists():
-            atomic_save_npz(path, r.arrays, {"kind": "fvstudio.gui.run", "id": r.id})
+            atomic_save_npz(path, r.arrays, {"kind": _RUN_KIND, "id": r.id})
     keep = {f"{r.id}.npz" for r in runs}
     for old in (folder / "runs").glob("*.npz"):  # arrays of runs removed from the history
         if old.name not in keep:
             old.unlink()
     doc = {"version": _VERSION, **asdict(state or SessionState()),
+           "workspace": str(Path(workspace).resolve()) if workspace is not None else None,
            "runs": [{"id": r.id, "created": r.created, "label": r.label, "config": r.config,
                      "summary": r.summary, "arrays": sorted(r.arrays)} for r in runs]}
     atomic_write_bytes(folder / "session.json", json.dumps(doc, indent=1).encode("utf-8"))
     return folder
 
 
-def load_session(workspace) -> Tuple[Optional[Any], List[RunRecord], SessionState]:
-    """(config or None, runs, state) of a saved session; (None, [], SessionState()) when there is none."""
+def load_session(workspace, problems: Optional[List[str]] = None
+                 ) -> Tuple[Optional[Any], List[RunRecord], SessionState]:
+    """(config or None, runs, state) of the session saved in ``workspace``; see :func:`load_session_from`."""
+    return load_session_from(session_dir(workspace), problems)
+
+
+def _run_from_entry(entry: Any, folder: Path, where: str) -> RunRecord:
+    """One ``runs[]`` entry of session.json as a record; ValueError naming ``where`` if it is refused."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where}: a run entry is not an object: left out")
+    rid = check_run_id(entry.get("id"), where)
+    missing = [k for k in ("created", "label", "config", "summary") if k not in entry]
+    if missing:
+        raise ValueError(f"{where}: run {rid!r} lacks {', '.join(missing)}: left out")
+    arrays: Dict[str, np.ndarray] = {}
+    path = folder / "runs" / f"{rid}.npz"
+    if entry.get("arrays") and path.exists():
+        arrays, _meta = load_npz(path)  # DamagedFileError (a ValueError) names the file
+    return RunRecord(id=rid, created=entry["created"], label=entry["label"], config=entry["config"],
+                     summary=entry["summary"], arrays=arrays)
+
+
+def load_session_from(folder, problems: Optional[List[str]] = None
+                      ) -> Tuple[Optional[Any], List[RunRecord], SessionState]:
+    """(config or None, runs, state) of the session saved in ``folder``; (None, [], SessionState()) when
+    there is none. A run entry that is refused (an id that is not a plain name, a missing field, damaged
+    arrays) is left out, the others kept; each refusal is logged and appended to ``problems``."""
     from fvstudio.pipeline import PipelineConfig
 
-    folder = session_dir(workspace)
+    folder = Path(folder)
     config = None
     if (folder / "config.toml").exists():
         config = PipelineConfig.from_toml(folder / "config.toml")
     runs: List[RunRecord] = []
     state = SessionState()
-    if (folder / "session.json").exists():
-        doc = json.loads((folder / "session.json").read_text(encoding="utf-8"))
-        for r in doc["runs"]:
-            arrays: Dict[str, np.ndarray] = {}
-            path = folder / "runs" / f"{r['id']}.npz"
-            if r["arrays"] and path.exists():
-                with np.load(path, allow_pickle=False) as data:
-                    arrays = {k: data[k] for k in data.files if not k.startswith("__")}
-            runs.append(RunRecord(id=r["id"], created=r["created"], label=r["label"], config=r["config"],
-                                  summary=r["summary"], arrays=arrays))
+    doc_path = folder / "session.json"
+    if doc_path.exists():
+        doc = json.loads(doc_path.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict) or not isinstance(doc.get("runs", []), list):
+            raise ValueError(f"{doc_path}: not a session file (an object with a 'runs' list expected)")
+        for entry in doc.get("runs", []):
+            try:
+                runs.append(_run_from_entry(entry, folder, str(doc_path)))
+            except ValueError as exc:
+                log.warning("%s", exc)
+                if problems is not None:
+                    problems.append(str(exc))
         state = SessionState(current=doc.get("current"), compare=doc.get("compare"), panel=doc.get("panel"))
     return config, runs, state
+
+
+def saved_workspace(folder) -> Optional[Path]:
+    """The workspace a session saved in ``folder`` was saved from (None if it does not say)."""
+    try:
+        ws = json.loads((Path(folder) / "session.json").read_text(encoding="utf-8")).get("workspace")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(ws) if isinstance(ws, str) and ws else None

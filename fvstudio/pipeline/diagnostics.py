@@ -15,7 +15,8 @@ from a script:
     averaged over the first :data:`ENERGY_IMAGES` encoded images
     (:func:`fvstudio.engine.diagnostics.fv_energy_per_gaussian`);
   * *Has EM converged?*: ``log_likelihood``, the GMM's mean log-likelihood per EM iteration
-    (``DiagonalGMM.log_likelihood_``, nats per descriptor);
+    (``DiagonalGMM.log_likelihood_``, nats per descriptor), and ``em_stop``, why EM stopped
+    (:func:`em_stop_text`: on the tolerance or at the iteration cap);
   * *How much variance does PCA keep?*: ``pca_explained_variance_ratio`` (``PCA.explained_variance_ratio_``,
     Sec. 3.2 / Fig. 1).
 
@@ -35,7 +36,7 @@ import numpy as np
 from ..engine.diagnostics import PosteriorSharpness, fv_energy_per_gaussian, posterior_sharpness
 from ..engine.progress import check_cancel, report
 
-__all__ = ["Diagnostics", "compute_diagnostics", "unreadable_images", "PatchGrid", "patch_grid",
+__all__ = ["Diagnostics", "compute_diagnostics", "em_stop_text", "unreadable_images", "PatchGrid", "patch_grid",
            "POSTERIOR_SAMPLE", "ENERGY_IMAGES"]
 
 #: Descriptors sampled (seed 0) from the first split's training images for the posterior-sharpness figure.
@@ -52,7 +53,19 @@ class Diagnostics:
     log_likelihood: Optional[np.ndarray] = None  # (n_iter,) float64, mean log-likelihood per EM iteration
     posterior_sharpness: Optional[PosteriorSharpness] = None  # sorted max posteriors and their CDF
     fv_energy: Optional[np.ndarray] = None  # (K,) float64, share of the squared FV norm per Gaussian
+    em_stop: Optional[str] = None  # why EM stopped, e.g. "converged (tol 0.0001) after 23 iterations"
     notes: List[str] = field(default_factory=list)  # sentences for the reader (split shown, Fig. 2 summary)
+
+
+def em_stop_text(gmm) -> str:
+    """Why the fit of ``gmm`` (a fitted ``DiagonalGMM``) stopped, in words: "converged (tol T) after N
+    iterations" or "stopped at the iteration cap N (tol T not reached)" (``DiagonalGMM.stop_reason_``)."""
+    reason, n, tol = gmm.stop_reason_, int(gmm.n_iter_), float(gmm.tol)
+    if reason == "tol":
+        return f"converged (tol {tol:g}) after {n} iteration{'s' if n != 1 else ''}"
+    if reason == "max_iter":
+        return f"stopped at the iteration cap {n} (tol {tol:g} not reached)"
+    return "no EM iteration ran (max_iter = 0)"
 
 
 def _sharpness(pipeline, store, pca, gmm, cancel) -> PosteriorSharpness:
@@ -86,6 +99,7 @@ def compute_diagnostics(pipeline, progress=None, cancel=None) -> Diagnostics:
     gmm = pipeline.artifact("gmm")
     if gmm is not None:
         out.log_likelihood = np.asarray(gmm.log_likelihood_, dtype=float)
+        out.em_stop = em_stop_text(gmm)
     report(progress, 1, 4, "diagnostics: posterior sharpness", step="diagnostics")
     store = pipeline.artifact("descriptors")
     if gmm is not None and store is not None:

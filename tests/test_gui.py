@@ -387,3 +387,22 @@ def test_window_geometry_and_panel_are_remembered(qtbot, tmp_path):
     assert abs(w2.width() - 760) <= 30 and abs(w2.height() - 555) <= 40
     assert _settings(tmp_path).value("panel") == "diagnostics"
     assert _settings(tmp_path).value("last_workspace") == str(tmp_path / "ws")
+
+
+def test_a_compressed_knn_run_from_the_gui_shows_bytes_and_hubness(qtbot, tmp_path, shared_workspace):
+    w = _window(qtbot, shared_workspace, _tiny_config(), tmp_path)
+    forms = w.pipeline_panel.sections
+    forms["compress"].form.editors["compression.bits_per_dim"].widget.setValue(0.5)
+    kind = forms["classifier"].form.editors["classifier.kind"].widget
+    kind.setCurrentIndex(kind.findText("knn"))
+    assert w.config.get("compression.bits_per_dim") == 0.5 and w.config.get("classifier.kind") == "knn"
+    _run_all(qtbot, w)
+    rows = {r[0]: r[1] for r in _table_text(w.results_panel.metrics)}
+    assert rows["compression"].startswith("PQ b = 0.5, G = 8")
+    assert int(rows["bytes per image"]) < int(rows["bytes per image as float32"])
+    hub = [k for k in rows if k.startswith("k-NN hubness sift")]
+    assert {k.split()[3] for k in hub} == {"uncompressed", "pq", "pq_renormalised"}
+    _wait_idle(qtbot, w)
+    w.show_panel("results")
+    w.grab().save(str(tmp_path / "results_knn.png"))
+    w.close()

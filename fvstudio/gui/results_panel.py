@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QHeaderView,
                                QStackedWidget, QTableWidget, QTableWidgetItem, QToolButton, QVBoxLayout,
                                QWidget)
 
+from fvstudio.pipeline.results import storage_rows
 from .plots import Bars, Figure, HeatMap, series_colors
 from .session import RunRecord, comparison_refusal
 
@@ -272,6 +273,13 @@ class ResultsPanel(QWidget):
             row = [f"time: {s} (s)", t_text(a, times_a, s)]
             if b:
                 row += [t_text(b, times_b, s), ""]
+            rows.append(row)
+        store_a = dict(storage_rows(a.summary))
+        store_b = dict(storage_rows(b.summary)) if b else {}
+        for label in list(store_a) + [k for k in store_b if k not in store_a]:
+            row = [label, store_a.get(label, "—")]
+            if b:
+                row += [store_b.get(label, "—"), ""]
             rows.append(row)
         self._set_rows(t, rows)
 

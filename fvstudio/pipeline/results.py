@@ -23,13 +23,13 @@ import json
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ..engine.serialization import atomic_save_npz, atomic_write_bytes, load_npz
 
-__all__ = ["RunResult", "write_results", "versions"]
+__all__ = ["RunResult", "write_results", "versions", "storage_rows"]
 
 
 @dataclass
@@ -161,6 +161,30 @@ class RunResult:
             true = ";".join(row["true"]) if self.multilabel else row["true"]
             w.writerow([row["split"], row["id"], true, row["predicted"]] + [f"{v:.6g}" for v in row["scores"]])
         return buf.getvalue()
+
+
+def storage_rows(doc: Dict[str, Any]) -> List[Tuple[str, str]]:
+    """(label, value) rows of a result's ``compression`` and ``hubness`` (a ``to_json_dict()``), for tables:
+    bytes per image with and without the sparsity bit, the test MSE, and the first split's hubness
+    figures per database."""
+    rows: List[Tuple[str, str]] = []
+    c = doc.get("compression")
+    if c:
+        rows.append(("compression", f"PQ b = {c['bits_per_dim']:g}, G = {c['group']}"
+                     + (" + bit" if c.get("sparsity") else "")))
+        rows.append(("bytes per image", f"{c['bytes_per_image']:.0f}"))
+        rows.append(("bytes per image without the sparsity bit", f"{c['bytes_pq']}"))
+        rows.append(("bytes per image as float32", f"{c['bytes_float32']}"))
+        channels = c.get("channels") or {"": c}
+        for ch, v in channels.items():
+            if v.get("mse_test") is not None:
+                rows.append((f"PQ test MSE{' ' + ch if ch else ''}", f"{v['mse_test']:.4g}"))
+    for ch, dbs in ((doc.get("hubness") or [{}])[0] or {}).items():
+        for db, h in dbs.items():
+            rows.append((f"k-NN hubness {ch} {db} (k = {h['k']}): largest N_k / skewness / Robin Hood / never chosen",
+                         f"{h['largest']} / {h['skewness']:.2f} / {h['robin_hood']:.2f} / "
+                         f"{100 * h['never_chosen']:.0f}%"))
+    return rows
 
 
 def _plain(obj: Any) -> Any:

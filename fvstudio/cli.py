@@ -219,27 +219,15 @@ def _print_summary(result, total: float) -> None:
 
 def cmd_sweep(args) -> int:
     from .pipeline import load_config
-    from .pipeline.presets import preset_variants
-    from .pipeline.sweep import grid_variants, parse_set_option, run_sweep
+    from .pipeline.sweep import parse_set_option, run_sweep
+    from .pipeline.sweep_plan import plan_sweep
 
     _writable_folder(args.out, "--out")
     _writable_folder(args.workspace, "--workspace")
     cfg = load_config(args.config)
     sets = [parse_set_option(s) for s in (args.set or [])]
-    if args.preset:
-        variants = preset_variants(args.preset)
-        if sets:  # extra --set values with a preset: a grid of presets (e.g. per channel)
-            variants = [(f"{lab}, {glab}", {**ov, **gov}) for glab, gov in grid_variants(sets)
-                        for lab, ov in variants]
-        style, x_key = "bar", None
-        title = ("Table 1: what do power normalisation (PN), L2 and the spatial pyramid (SP) add?"
-                 if args.preset == "table1" else "")
-        xlabel = "improvements over the plain Fisher kernel" if args.preset == "table1" else ""
-    else:
-        if not sets:
-            raise ValueError("sweep needs --set KEY=V1,V2,... or --preset NAME")
-        variants = grid_variants(sets)
-        style, x_key, title, xlabel = "line", sets[0][0], "", ""
+    plan = plan_sweep(sets, args.preset)
+    variants = plan.variants
     bar = TerminalProgress() if not args.quiet else None
 
     def announce(i, label):
@@ -249,9 +237,9 @@ def cmd_sweep(args) -> int:
             sys.stderr.write(f"variant {i + 1}/{len(variants)}: {label}\n")
 
     try:
-        sweep = _run_interruptible(lambda tok: run_sweep(cfg, variants, args.out, args.workspace, x_key=x_key,
-                                                          title=title, xlabel=xlabel, style=style, progress=bar,
-                                                          cancel=tok, on_variant=announce))
+        sweep = _run_interruptible(lambda tok: run_sweep(cfg, variants, args.out, args.workspace,
+                                                          progress=bar, cancel=tok, on_variant=announce,
+                                                          **plan.run_kwargs()))
     finally:
         if bar is not None:
             bar.close()

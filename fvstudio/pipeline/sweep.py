@@ -201,8 +201,12 @@ def _write_chart(config: PipelineConfig, variants, results: List[RunResult], pat
 
 def run_sweep(config: PipelineConfig, variants: List[Tuple[str, Dict[str, Any]]], out_dir, workspace=None, *,
               x_key: Optional[str] = None, title: str = "", xlabel: str = "", style: str = "line", progress=None,
-              cancel=None, on_variant: Optional[Callable[[int, str], None]] = None) -> SweepResult:
+              cancel=None, on_variant: Optional[Callable[[int, str], None]] = None,
+              on_result: Optional[Callable[[int, str, Dict[str, Any], RunResult], None]] = None) -> SweepResult:
     """Run every variant, write ``sweep.csv``, ``sweep.png`` and per-run results into ``out_dir``.
+
+    ``on_variant(i, label)`` is called before variant ``i`` of the valid ones runs, ``on_result(i, label,
+    row, result)`` after it (its ``sweep.csv`` row and :class:`RunResult`), so a caller can draw as it goes.
 
     A combination of a grid the config refuses (e.g. ``compression.bits_per_dim = 2`` with ``group = 16``:
     32 bits a code) is checked before anything runs, left out and listed in ``SweepResult.skipped``; if
@@ -227,6 +231,8 @@ def run_sweep(config: PipelineConfig, variants: List[Tuple[str, Dict[str, Any]]]
         row, res = _run_variant(config, i, len(variants), label, overrides, out_dir, workspace, progress, cancel)
         sweep.rows.append(row)
         sweep.results.append(res)
+        if on_result is not None:
+            on_result(i, label, row, res)
     sweep.csv_path = _write_table(sweep.rows, out_dir / "sweep.csv")
     if sweep.results:
         sweep.png_path = _write_chart(config, variants, sweep.results, out_dir / "sweep.png", x_key=x_key,

@@ -10,7 +10,11 @@ view, and the run history (:class:`~fvstudio.gui.session.RunRecord`). The rest l
   the config meanwhile is safe. :class:`~fvstudio.gui.runs.StepStates` turns the run's progress into step
   states, :class:`~fvstudio.gui.runs.EMTrace` into the live EM curve.
 - **Panels own their background work**: the diagnostics panel its refresh task (a run cancels it, and
-  starts it again when it has succeeded), the dataset panel its thumbnail queue.
+  starts it again when it has succeeded), the dataset panel its thumbnail queue, the compression panel its
+  distortion and neighbour jobs (a run cancels them; a k-NN run starts the neighbour job again).
+- **Sweeps** (Pipeline panel -> Sweep…, :mod:`fvstudio.gui.sweep_dialog`) go through ``runner`` too, as the
+  task labelled :data:`~fvstudio.gui.sweep_panel.SWEEP_LABEL`: its progress and outcome go to the Sweeps
+  panel, its finished variants also to the compression panel's accuracy-against-bytes figure.
 - The saved session is :mod:`fvstudio.gui.session`, the exports :mod:`fvstudio.gui.export`, the progress
   in the status bar (bar, ETA, Cancel) :class:`~fvstudio.gui.status_bar.TaskProgress`.
 
@@ -40,17 +44,21 @@ from . import session
 from .config_form import ConfigForm, entries_from_schema
 from .dataset_panel import DatasetPanel
 from .diagnostics_panel import DiagnosticsPanel
+from .compression_panel import CompressionPanel
 from .dialogs import choose_folder
 from .export import ExportActions
 from .pipeline_panel import SECTION_STEPS, PipelinePanel
 from .results_panel import ResultsPanel
 from .runs import EMTrace, RunOutcome, StepStates, run_pipeline_step
 from .status_bar import TaskProgress
+from .sweep_dialog import SweepDialog
+from .sweep_panel import SWEEP_LABEL, SweepPanel
+from .window_rooms import SweepsAndCompression
 from .workers import BackgroundTask
 
 log = logging.getLogger("fvstudio.gui")
 
-PANELS = ("dataset", "pipeline", "results", "diagnostics")
+PANELS = ("dataset", "pipeline", "results", "diagnostics", "compression", "sweeps")
 
 
 class _LogBridge(QObject):
@@ -87,7 +95,7 @@ def app_icon() -> QIcon:
     return icon
 
 
-class MainWindow(QMainWindow):
+class MainWindow(SweepsAndCompression, QMainWindow):
     run_recorded = Signal(str)        # run id, after a run's results are in the history
 
     def __init__(self, workspace, config: PipelineConfig, settings: Optional[QSettings] = None, parent=None,
@@ -102,6 +110,8 @@ class MainWindow(QMainWindow):
         self.pipeline: Optional[Pipeline] = None
         self.pipeline_error: Optional[str] = None
         self.runs: List[session.RunRecord] = []
+        self.sweep_runs: List[tuple] = []  # (label, summary, config) of the sweep variants finished here
+        self.sweep_dialog: Optional[SweepDialog] = None
         self.step_states = StepStates(self.steps)
         self.em_trace = EMTrace()
         self.last_error: Optional[tuple] = None
@@ -132,12 +142,16 @@ class MainWindow(QMainWindow):
         self.pipeline_panel = PipelinePanel(self.steps, entries)
         self.results_panel = ResultsPanel()
         self.diagnostics_panel = DiagnosticsPanel()
+        self.compression_panel = CompressionPanel()
+        self.sweep_panel = SweepPanel()
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.dataset_panel, "&Dataset")
         self.tabs.addTab(self.pipeline_panel, "&Pipeline")
         self.tabs.addTab(self.results_panel, "&Results")
         self.tabs.addTab(self.diagnostics_panel, "Dia&gnostics")
+        self.tabs.addTab(self.compression_panel, "&Compression")
+        self.tabs.addTab(self.sweep_panel, "S&weeps")
         self.setCentralWidget(self.tabs)
 
     def _build_log_dock(self) -> None:
@@ -160,6 +174,8 @@ class MainWindow(QMainWindow):
         self.task_progress = TaskProgress()
         self.task_progress.watch(self.runner)
         self.task_progress.watch(self.diagnostics_panel.task)
+        for task in self.compression_panel.tasks():
+            self.task_progress.watch(task)
         self.task_progress.message.connect(self.status_message.setText)
         self.statusBar().addWidget(self.status_message, 1)
         self.statusBar().addPermanentWidget(self.task_progress)
@@ -172,6 +188,13 @@ class MainWindow(QMainWindow):
         pp.run_all_requested.connect(self.run_all)
         pp.run_step_requested.connect(self.run_step)
         pp.cancel_requested.connect(self.cancel_job)
+        pp.sweep_requested.connect(self.open_sweep_dialog)
+        self.sweep_panel.new_button.clicked.connect(self.open_sweep_dialog)
+        self.sweep_panel.variant_done.connect(self._on_sweep_variant)
+        self.compression_panel.open_image.connect(self.open_in_dataset)
+        self.results_panel.open_image.connect(self.open_in_dataset)
+        self.compression_panel.set_pipeline_source(lambda: self._pipeline_factory() if self.has_dataset() else None)
+        self.results_panel.set_image_resolver(self._resolve_image)
         self.results_panel.history_changed.connect(self._on_history_changed)
         self.runner.progressed.connect(self._on_run_progress)
         self.runner.succeeded.connect(self._on_run_succeeded)
@@ -284,6 +307,7 @@ class MainWindow(QMainWindow):
             self.status_message.setText(f"Split: {exc}")
             log.warning("cannot make the split: %s", exc)
         self.dataset_panel.set_dataset(ds, splits)
+        self._update_bytes_figure()
 
     def edit_config(self, key: str, value: Any) -> None:
         """A widget changed ``key``: validate, update statuses (debounced) and dependent views. A new
@@ -431,6 +455,7 @@ class MainWindow(QMainWindow):
             self.status_message.setText(f"No dataset to run on: {self.pipeline_error or 'open one first'}")
             return False
         self.diagnostics_panel.cancel()  # it reads artifacts this run may replace; it runs again afterwards
+        self.compression_panel.cancel()
         fits_gmm = self.steps.index(step) >= self.steps.index("gmm") and self._pipeline_status("gmm") != "cached"
         self.em_trace.reset([] if fits_gmm else self.em_trace.values)
         if fits_gmm:
@@ -455,7 +480,8 @@ class MainWindow(QMainWindow):
 
     def is_idle(self) -> bool:
         """No pipeline run and no diagnostics refresh under way."""
-        return not self.runner.is_busy() and not self.diagnostics_panel.task.is_busy()
+        return (not self.runner.is_busy() and not self.diagnostics_panel.task.is_busy()
+                and not self.compression_panel.is_busy())
 
     def cancel_job(self) -> None:
         """Stop the pipeline run, or else the task the status bar shows, at its next checkpoint."""
@@ -465,7 +491,10 @@ class MainWindow(QMainWindow):
         else:
             self.task_progress.cancel()
 
-    def _on_run_progress(self, _label: str, p: Progress) -> None:
+    def _on_run_progress(self, label: str, p: Progress) -> None:
+        if label == SWEEP_LABEL:
+            self.sweep_panel.on_progress(p)
+            return
         step = p.values.get("step")
         if step not in self.steps:
             return
@@ -485,7 +514,10 @@ class MainWindow(QMainWindow):
         self.pipeline_panel.ll_plot.set_note("")
         self.diagnostics_panel.show_log_likelihood(self.em_trace.values)
 
-    def _on_run_succeeded(self, _label: str, outcome: RunOutcome) -> None:
+    def _on_run_succeeded(self, label: str, outcome: RunOutcome) -> None:
+        if label == SWEEP_LABEL:
+            self._on_sweep_done(outcome)
+            return
         self._renew_pipeline()
         self.step_states.run_succeeded(outcome, same_config=outcome.config == self.config.to_dict())
         for s, t in outcome.timings.items():
@@ -505,17 +537,24 @@ class MainWindow(QMainWindow):
         head = m.get("mean_per_class_accuracy", m.get("map"))
         self.status_message.setText(f"Run {rec.id} done" + (f": {100 * head:.1f} %" if head is not None else ""))
         self.save_session(quiet=True)
+        self._update_bytes_figure()
+        if self.config.get("classifier.kind") == "knn" and outcome.config == self.config.to_dict():
+            self.compression_panel.compute_neighbours(self.config.get("classifier.knn_k"))
         self.run_recorded.emit(rec.id)
         if self.current_panel() == "pipeline":
             self.show_panel("results")
 
     def _on_run_cancelled(self, label: str) -> None:
+        if label == SWEEP_LABEL:
+            self.sweep_panel.ended("cancelled")
         self.step_states.run_cancelled()
         self._renew_pipeline()
         self.status_message.setText(f"{label} cancelled; caches are consistent")
         self.refresh()
 
     def _on_run_failed(self, label: str, message: str, tb: str) -> None:
+        if label == SWEEP_LABEL:
+            self.sweep_panel.ended("failed")
         self.step_states.run_failed(self._single_step)
         self._renew_pipeline()
         self.refresh()
@@ -630,6 +669,7 @@ class MainWindow(QMainWindow):
     def _on_history_changed(self) -> None:
         self.runs = list(self.results_panel.runs)
         self.save_session(quiet=True)
+        self._update_bytes_figure()
 
     def load_workspace(self, workspace) -> bool:
         """Open ``workspace``: its saved config and run history (if any) replace the current ones."""
@@ -668,6 +708,7 @@ class MainWindow(QMainWindow):
         compute = (current.compute_timings or current.timings) if current is not None else {}
         for s in self.steps:
             self.pipeline_panel.set_time(s, compute.get(s))
+        self._update_bytes_figure()
 
     def choose_workspace(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Open a workspace folder", str(self.workspace))
@@ -676,11 +717,13 @@ class MainWindow(QMainWindow):
 
     # ================================================================== exports
     def figures(self) -> List:
-        return [self.pipeline_panel.ll_plot] + self.results_panel.figures() + self.diagnostics_panel.figures()
+        return ([self.pipeline_panel.ll_plot] + self.results_panel.figures() + self.diagnostics_panel.figures()
+                + self.compression_panel.figures() + self.sweep_panel.figures())
 
     def tables(self) -> Dict[str, Any]:
         return {**self.results_panel.tables(), "steps": self.pipeline_panel.table,
-                "classes": self.dataset_panel.classes}
+                "classes": self.dataset_panel.classes, **self.compression_panel.tables(),
+                "sweep": self.sweep_panel.table}
 
     # ================================================================== window
     def _restore_geometry(self) -> None:
@@ -702,9 +745,13 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event) -> None:  # noqa: N802
         self.dataset_panel.stop_loading()  # pending thumbnails: the pool thread leaves at once
         self.diagnostics_panel.cancel()
+        self.compression_panel.cancel()
+        self.compression_panel.hubs.stop_loading()
+        self.results_panel.test_images.strip.stop_loading()
         self.runner.cancel()
         self.runner.wait(10.0)
         self.diagnostics_panel.task.wait(10.0)
+        self.compression_panel.wait(10.0)
         if self.persist:
             self.settings.setValue("geometry", self.saveGeometry())
             self.settings.setValue("window_state", self.saveState())

@@ -5,7 +5,7 @@ section of a key decides the step it belongs to (``encoder.*`` -> ``encode``, ``
 ``evaluate``; the ``dataset`` section is edited in the dataset panel). A step's status is the pipeline's
 own (``not run`` / ``cached`` / ``stale``) overlaid by what the explorer saw (``running`` / ``done`` /
 ``failed``). The panel emits requests; the main window runs them through the shared job runner. On the
-right: the run table (status and time per step) and the live GMM log-likelihood (one point per EM
+right: Run all, Sweep… (the main window opens the sweep dialog), the run table (status and time per step) and the live GMM log-likelihood (one point per EM
 iteration, from the progress values of the running fit). Which section shows a config key follows the
 key's config section (:data:`SECTION_STEPS`).
 """
@@ -94,6 +94,7 @@ class PipelinePanel(QWidget):
     run_step_requested = Signal(str)
     run_all_requested = Signal()
     cancel_requested = Signal()
+    sweep_requested = Signal()
     edited = Signal(str, object)
 
     def __init__(self, steps: Sequence[str], entries: Sequence[SchemaEntry], parent=None) -> None:
@@ -143,10 +144,16 @@ class PipelinePanel(QWidget):
         self.cancel_button.setObjectName("cancel")
         self.cancel_button.setEnabled(False)
         self.cancel_button.setToolTip("Stop the running step at its next checkpoint (Esc)")
+        self.sweep_button = QPushButton("Sweep…")
+        self.sweep_button.setObjectName("sweep")
+        self.sweep_button.setToolTip("Run the pipeline once per value of one or two keys (or the Table 1 preset); "
+                                     "the Sweeps panel draws it live")
         self.run_all_button.clicked.connect(self.run_all_requested)
         self.cancel_button.clicked.connect(self.cancel_requested)
+        self.sweep_button.clicked.connect(self.sweep_requested)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_all_button, 1)
+        buttons.addWidget(self.sweep_button)
         buttons.addWidget(self.cancel_button)
         self.ll_plot = Figure("gmm_log_likelihood", "Has EM converged? GMM log-likelihood per iteration",
                               "EM iteration", None, "mean log-likelihood", "nats/descriptor")
@@ -209,6 +216,7 @@ class PipelinePanel(QWidget):
         self.run_all_button.setToolTip("Run every step; cached steps are skipped (F5)" if can_run else
                                        "No dataset is open: open one in the Dataset panel (Ctrl+O)")
         self.cancel_button.setEnabled(busy)
+        self.sweep_button.setEnabled(not busy and can_run)
         for sec in self.sections.values():
             sec.run_button.setEnabled(not busy and can_run)
 

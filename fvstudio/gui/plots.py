@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QFont, QPalette
 from PySide6.QtWidgets import QApplication
 
@@ -143,7 +143,10 @@ def set_category_ticks(axis: pg.AxisItem, names: Sequence[str], max_chars: int =
 
 
 class HeatMap(Figure):
-    """A matrix as an image with category ticks on both axes and the value written in each cell."""
+    """A matrix as an image with category ticks on both axes and the value written in each cell;
+    ``cell_clicked(row, column)`` when a cell is clicked."""
+
+    cell_clicked = Signal(int, int)
 
     def __init__(self, name, question, xlabel, ylabel, parent=None) -> None:
         super().__init__(name, question, xlabel, None, ylabel, None, parent)
@@ -157,27 +160,56 @@ class HeatMap(Figure):
         self._texts: List[pg.TextItem] = []
         self._font = QFont()
         self._font.setPointSizeF(7.5)
+        self._shape = (0, 0)
+        self.getPlotItem().scene().sigMouseClicked.connect(self._on_click)
+
+    def cell_at(self, x: float, y: float) -> Optional[Tuple[int, int]]:
+        """(row, column) of the cell at view coordinates (x, y), or None outside the matrix."""
+        r, c = int(round(y)), int(round(x))
+        if 0 <= r < self._shape[0] and 0 <= c < self._shape[1]:
+            return r, c
+        return None
+
+    def _on_click(self, event) -> None:
+        vb = self.getPlotItem().getViewBox()
+        if not vb.sceneBoundingRect().contains(event.scenePos()):
+            return
+        p = vb.mapSceneToView(event.scenePos())
+        cell = self.cell_at(p.x(), p.y())
+        if cell is not None:
+            self.cell_clicked.emit(*cell)
 
     def set_matrix(self, values: np.ndarray, names: Sequence[str], fmt: str = "{:.0f}",
-                   levels=None) -> None:
+                   levels=None, col_names: Optional[Sequence[str]] = None,
+                   texts: Optional[Sequence[Sequence[str]]] = None) -> None:
+        """``values`` (rows x columns; NaN cells left blank) with ``names`` on the rows (and the columns
+        unless ``col_names``); each cell shows ``fmt`` of its value, or ``texts[r][c]`` when given."""
         values = np.asarray(values, dtype=float)
         n_rows, n_cols = values.shape
-        self.image.setImage(values, levels=levels or (0.0, max(1e-12, float(np.nanmax(values)))))
+        self._shape = (n_rows, n_cols)
+        finite = values[np.isfinite(values)]
+        top = float(finite.max()) if finite.size else 1.0
+        self.image.setImage(values, levels=levels or (0.0, max(1e-12, top)))
         self.image.setRect(-0.5, -0.5, n_cols, n_rows)
         item = self.getPlotItem()
-        set_category_ticks(item.getAxis("bottom"), names)
+        set_category_ticks(item.getAxis("bottom"), names if col_names is None else col_names)
         set_category_ticks(item.getAxis("left"), names)
         item.getAxis("bottom").setStyle(tickTextOffset=2)
         for t in self._texts:
             item.removeItem(t)
         self._texts = []
         if n_rows * n_cols <= 400:
-            hi = float(np.nanmax(values)) if values.size else 1.0
+            lo, hi = levels or (0.0, top)
             for r in range(n_rows):
                 for c in range(n_cols):
                     v = values[r, c]
-                    color = QColor("black") if hi > 0 and v > 0.6 * hi else QColor("white")
-                    t = pg.TextItem(fmt.format(v), color=color, anchor=(0.5, 0.5))
+                    text = texts[r][c] if texts is not None else ("" if not np.isfinite(v) else fmt.format(v))
+                    if not text:
+                        continue
+                    bright = np.isfinite(v) and hi > lo and (v - lo) > 0.6 * (hi - lo)
+                    color = QColor("black") if bright else (QColor("white") if np.isfinite(v) else
+                                                             palette_color(QPalette.ColorRole.Text))
+                    t = pg.TextItem(text, color=color, anchor=(0.5, 0.5))
                     t.setFont(self._font)
                     t.setPos(c, r)
                     item.addItem(t)
@@ -188,6 +220,7 @@ class HeatMap(Figure):
     def clear_matrix(self, placeholder: str = "no data yet") -> None:
         """Back to the empty state: no cells, no category ticks, a centred note."""
         item = self.getPlotItem()
+        self._shape = (0, 0)
         self.image.clear()
         for t in self._texts:
             item.removeItem(t)

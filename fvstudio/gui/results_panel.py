@@ -10,6 +10,9 @@ Run B ("compare with") adds a second column / bar series and the config keys in 
 only runs of the same dataset, classes and metric kind can be run B (the others are greyed out in its list,
 their tooltip says why: :func:`~fvstudio.gui.session.comparison_refusal`). The bars' legend names the
 runs drawn.
+Clicking a confusion-matrix cell, or a class in the per-class table, lists the test images it holds as
+thumbnails with their top-5 predictions (:class:`~fvstudio.gui.test_images_view.TestImagesView`);
+double-clicking one emits ``open_image`` (the window shows it in the Dataset panel).
 Tables export as CSV, figures as PNG/SVG (see the main window's Export menu).
 """
 from __future__ import annotations
@@ -18,13 +21,14 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QHeaderView, QLabel, QSplitter,
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QSplitter,
                                QStackedWidget, QTableWidget, QTableWidgetItem, QToolButton, QVBoxLayout,
                                QWidget)
 
 from fvstudio.pipeline.results import storage_rows
 from .plots import Bars, Figure, HeatMap, series_colors
 from .session import RunRecord, comparison_refusal
+from .test_images_view import TestImagesView
 
 _METRIC_NAMES = {
     "mean_per_class_accuracy": "Mean per-class accuracy (%)",
@@ -62,6 +66,7 @@ def config_diff(a: Dict, b: Dict) -> List[str]:
 class ResultsPanel(QWidget):
     selection_changed = Signal()
     history_changed = Signal()
+    open_image = Signal(int)  # a dataset index to show in the Dataset panel
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -141,12 +146,27 @@ class ResultsPanel(QWidget):
         self.stack = QStackedWidget()
         self.stack.addWidget(self.confusion)
         self.stack.addWidget(self.pr)
-        figs = QWidget()
-        fl = QGridLayout(figs)
-        fl.setContentsMargins(0, 0, 0, 0)
-        fl.addWidget(self.bars, 0, 0)
-        fl.addWidget(self.stack, 1, 0)
+        self.test_images = TestImagesView()
+        self.test_images.open_image.connect(self.open_image)
+        self.confusion.cell_clicked.connect(lambda r, c: self.show_test_images(r, c))
+        self.per_class.cellClicked.connect(lambda r, _c: self.show_test_images(r, None))
+        figs = QSplitter(Qt.Orientation.Vertical)
+        figs.addWidget(self.bars)
+        figs.addWidget(self.stack)
+        figs.addWidget(self.test_images)
+        figs.setSizes([260, 340, 220])
         return figs
+
+    def show_test_images(self, true: Optional[int], predicted: Optional[int]) -> bool:
+        """Thumbnails of run A's test images of class ``true`` predicted as ``predicted`` (None: any)."""
+        a = self.record(self.current_id())
+        if a is None or a.multilabel:
+            return False
+        return self.test_images.show_selection(a, true, predicted)
+
+    def set_image_resolver(self, resolve) -> None:
+        """``resolve(image id) -> (dataset index, path)`` or None, for the test-image thumbnails."""
+        self.test_images.resolve = resolve
 
     # ---------------------------------------------------------------- history
     def set_runs(self, runs: Sequence[RunRecord], current: Optional[str] = None,
@@ -229,6 +249,7 @@ class ResultsPanel(QWidget):
         self.remove_button.setEnabled(a is not None)
         self._fill_metrics(a, b)
         self._fill_per_class(a, b)
+        self.test_images.clear()
         if a is not None and b is not None:
             diff = config_diff(a.config, b.config)
             self.diff_label.setText("<b>Config differences (A → B):</b> " + ("; ".join(diff) if diff else

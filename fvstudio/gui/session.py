@@ -57,8 +57,9 @@ def _jsonable(value: Any) -> Any:
 @dataclass
 class RunRecord:
     """One run of the history. ``summary`` is the run's ``RunResult.to_json_dict()`` (without the config,
-    kept once as ``config``, and without the confusion matrix when it is in ``arrays``); ``arrays`` holds
-    the first split's ``confusion`` (single-label), test ``scores``, ``targets`` and ``labels``."""
+    kept once as ``config``, and without the confusion matrix when it is in ``arrays``) plus ``test_ids``, the
+    ids of the first split's test images; ``arrays`` holds the first split's ``confusion`` (single-label),
+    test ``scores``, ``targets`` and ``labels`` (in the order of ``test_ids``)."""
 
     id: str
     created: str
@@ -176,6 +177,7 @@ def record_from_result(result, config_dict: Dict[str, Any], existing, label: str
     if "confusion" in arrays:
         summary.pop("confusion", None)
     summary.pop("config", None)  # kept once, as the record's config
+    summary["test_ids"] = [str(i) for i in result.test_ids[0]] if result.test_ids else []  # of arrays["labels"]
     rid = new_run_id(existing)
     return RunRecord(id=rid, created=_dt.datetime.now().isoformat(timespec="seconds"),
                      label=label or rid, config=_jsonable(config_dict), summary=summary, arrays=arrays)

@@ -103,6 +103,7 @@ def test_a_confusion_cell_shows_its_test_images_with_top5_and_opens_one(qtbot, t
     off = np.argwhere((conf > 0) & ~np.eye(len(conf), dtype=bool))
     r, c = (off[0] if len(off) else np.argwhere(conf > 0)[0]).tolist()
     _click_view(qtbot, rp.confusion, c, r)
+    assert rp.confusion.marked() == (r, c)
     strip = rp.test_images.strip
     assert strip.count() == conf[r, c]
     ds = w.pipeline.dataset
@@ -191,7 +192,7 @@ def test_compressed_knn_run_neighbour_frequency_and_distortion_views(qtbot, tmp_
         assert shown[r, c] == pytest.approx(p.mse, rel=1e-9)
         assert grid.bytes_per_image[r, c] == p.bytes_per_vector
     assert np.isnan(shown[2, 1]) and set(grid.refused) == {(3.0, 8)}  # 24 bits a code: refused
-    assert cp._chosen_box.isVisible() and cp._chosen_box.rect().center().x() == grid.cell(0.5, 8)[1]
+    assert cp.distortion.marked() == grid.cell(0.5, 8)  # the config's setting is framed
     # the run is a PQ point and a PQ + sparsity bit point of the accuracy-against-bytes figure
     mine = [p for p in cp.points if p.label == w.runs[-1].label]
     assert {p.series for p in mine} == {"PQ", "PQ + sparsity bit"}

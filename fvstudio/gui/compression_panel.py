@@ -23,14 +23,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (QGridLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPushButton,
                                QSpinBox, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from fvstudio.pipeline.compression_views import (DATABASES, DEFAULT_BITS, DEFAULT_GROUPS, SERIES, DistortionGrid,
                                                  NeighbourView, bytes_points, distortion_grid, neighbour_view)
 
-from .plots import Figure, HeatMap, palette_color, series_colors
+from .plots import Figure, HeatMap, series_colors, set_log_ticks
 from .thumbs import ThumbItem, ThumbStrip
 from .workers import BackgroundTask
 
@@ -88,11 +87,6 @@ class CompressionPanel(QWidget):
         self.distortion = HeatMap("pq_distortion", "How much does PQ distort the FVs? Test MSE per (b, G)",
                                   "G, dimensions per sub-quantiser", "b, bits per dimension")
         self.distortion.clear_matrix("press Compute (needs the encode step cached)")
-        self._chosen_box = pg.QtWidgets.QGraphicsRectItem(0, 0, 1, 1)
-        self._chosen_box.setPen(pg.mkPen(palette_color(QPalette.ColorRole.Highlight), width=4))
-        self._chosen_box.setVisible(False)
-        self._chosen_box.setZValue(5)
-        self.distortion.getPlotItem().addItem(self._chosen_box, ignoreBounds=True)
         self.bits_edit = QLineEdit(", ".join(f"{b:g}" for b in DEFAULT_BITS))
         self.bits_edit.setToolTip("Bits per dimension b to try (Sec. 4.1: b = 1 is x32 below float32)")
         self.groups_edit = QLineEdit(", ".join(str(g) for g in DEFAULT_GROUPS))
@@ -111,6 +105,7 @@ class CompressionPanel(QWidget):
         self.distortion_note = QLabel("Each cell: test MSE (eq. 42) and the bytes per image of its code. "
                                       "The framed cell is the config's setting.")
         self.distortion_note.setWordWrap(True)
+        self.distortion_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         box = QWidget()
         lay = QVBoxLayout(box)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -128,11 +123,11 @@ class CompressionPanel(QWidget):
         self.bytes_series: Dict[str, pg.ScatterPlotItem] = {}
         legend = self.bytes_fig.legend()
         for name, color in zip(SERIES, colors):
-            sc = pg.ScatterPlotItem(size=10, symbol=symbols[name], brush=color, pen=pg.mkPen(None))
+            sc = pg.ScatterPlotItem(size=11, symbol=symbols[name], brush=color, pen=pg.mkPen(None), hoverable=True,
+                                    tip=lambda x, y, data: f"{data}: {y:.2f}% at {10 ** x:,.0f} bytes per image")
             self.bytes_fig.getPlotItem().addItem(sc)
             legend.addItem(sc, name)
             self.bytes_series[name] = sc
-        self._bytes_labels: List[pg.TextItem] = []
         self.bytes_fig.set_placeholder("no run of this dataset yet")
         return self.bytes_fig
 
@@ -260,17 +255,14 @@ class CompressionPanel(QWidget):
             texts.append(row)
         self.distortion.set_matrix(grid.mse, [f"b = {b:g}" for b in grid.bits], texts=texts,
                                    col_names=[f"G = {g}" for g in grid.groups])
-        self._chosen_box.setVisible(False)
         chosen = ""
         if grid.chosen is not None and grid.chosen[0] in grid.bits and grid.chosen[1] in grid.groups:
-            r, c = grid.cell(*grid.chosen)
-            self._chosen_box.setRect(c - 0.5, r - 0.5, 1, 1)
-            self._chosen_box.setVisible(True)
+            self.distortion.mark(grid.cell(*grid.chosen))
             chosen = f" Framed: the config's b = {grid.chosen[0]:g}, G = {grid.chosen[1]}."
         elif grid.chosen is None:
             chosen = " Compression is off in the config (no cell framed)."
-        refused = f" {len(grid.refused)} setting(s) refused (b x G must be 1..16 whole bits, G must divide a " \
-                  f"Gaussian's block)." if grid.refused else ""
+        refused = " Refused: " + "; ".join(f"b = {b:g}, G = {g}: {why}" for (b, g), why in grid.refused.items()) \
+            if grid.refused else ""
         self.distortion_note.setText(
             f"PQ fitted on {grid.n_train} training FVs, MSE on {grid.n_test} test FVs ({grid.channel}, split "
             f"{grid.split + 1}); float32 FV = {grid.float32_bytes:,} B.{chosen}{refused}")
@@ -280,22 +272,18 @@ class CompressionPanel(QWidget):
         """(label, summary, config) of the runs and sweep variants to place (only ``dataset_root``'s)."""
         self.points = bytes_points(runs, dataset_root)
         item = self.bytes_fig.getPlotItem()
-        for t in self._bytes_labels:
-            item.removeItem(t)
-        self._bytes_labels = []
         for name, sc in self.bytes_series.items():
             pts = [p for p in self.points if p.series == name]
             sc.setData([np.log10(p.bytes_per_image) for p in pts], [100 * p.score for p in pts],
                        data=[p.label for p in pts])
-        if len(self.points) <= 16:
-            fg = palette_color(QPalette.ColorRole.Text)
-            for p in self.points:
-                if p.series == "PQ + sparsity bit":
-                    continue  # same run, same label as its PQ point
-                t = pg.TextItem(p.label, color=fg, anchor=(0, 1))
-                t.setPos(np.log10(p.bytes_per_image), 100 * p.score)
-                item.addItem(t)
-                self._bytes_labels.append(t)
+        if self.points:
+            b = [p.bytes_per_image for p in self.points]
+            lo, hi = min(b) / 1.6, max(b) * 1.6
+            set_log_ticks(item.getAxis("bottom"), lo, hi)
+            item.setXRange(np.log10(lo), np.log10(hi), padding=0)
+            y = [100 * p.score for p in self.points]
+            pad = max(2.0, 0.15 * (max(y) - min(y)))
+            item.setYRange(max(0.0, min(y) - pad), min(100.0, max(y) + pad), padding=0)
         self.bytes_fig.set_placeholder("" if self.points else "no run of this dataset yet")
 
     # ---------------------------------------------------------------- neighbour frequency
@@ -310,6 +298,13 @@ class CompressionPanel(QWidget):
             y = d.sorted_k_occurrence
             y = y[y > 0]
             curve.setData(np.arange(1, len(y) + 1), y.astype(float))
+        item = self.nfreq.getPlotItem()
+        n_max = max(int(np.count_nonzero(d.k_occurrence)) for d in view.databases.values())
+        top = max(int(d.summary["largest"]) for d in view.databases.values())
+        set_log_ticks(item.getAxis("bottom"), 1, max(2, n_max))
+        set_log_ticks(item.getAxis("left"), 1, max(2, top))
+        item.setXRange(-0.05, np.log10(max(2, n_max)) + 0.05, padding=0)
+        item.setYRange(-0.05, np.log10(max(2, top)) + 0.1, padding=0)
         self.nfreq.set_placeholder("")
         self.nfreq.set_note(f"k = {view.k}, {len(view.test_indices)} test queries, {len(view.train_indices)} "
                             f"training images")

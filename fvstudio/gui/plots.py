@@ -142,6 +142,26 @@ def set_category_ticks(axis: pg.AxisItem, names: Sequence[str], max_chars: int =
     axis.setTicks([short, []])
 
 
+def _plain_number(v: float) -> str:
+    if v >= 1e6:
+        return f"{v / 1e6:g}M"
+    if v >= 1e3:
+        return f"{v / 1e3:g}k"
+    return f"{v:g}"
+
+
+def set_log_ticks(axis: pg.AxisItem, lo: float, hi: float) -> None:
+    """Ticks of a log-mode axis over data values [lo, hi]: 1, 2, 5 x 10^e (only 10^e beyond three decades),
+    labelled as plain numbers (200, 5k) instead of pyqtgraph's crowded minor-tick exponents."""
+    lo, hi = max(float(lo), 1e-12), max(float(hi), float(lo) * 1.0001)
+    e0, e1 = int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi)))
+    mantissas = (1, 2, 5) if e1 - e0 <= 3 else (1,)
+    vals = [m * 10.0 ** e for e in range(e0, e1 + 1) for m in mantissas if lo <= m * 10.0 ** e <= hi]
+    if len(vals) < 2:
+        vals = sorted({lo, hi})
+    axis.setTicks([[(float(np.log10(v)), _plain_number(v)) for v in vals], []])
+
+
 class HeatMap(Figure):
     """A matrix as an image with category ticks on both axes and the value written in each cell;
     ``cell_clicked(row, column)`` when a cell is clicked."""
@@ -161,7 +181,23 @@ class HeatMap(Figure):
         self._font = QFont()
         self._font.setPointSizeF(7.5)
         self._shape = (0, 0)
+        self._mark = pg.QtWidgets.QGraphicsRectItem(0, 0, 1, 1)
+        self._mark.setZValue(5)
+        self._mark.setVisible(False)
+        item.addItem(self._mark, ignoreBounds=True)
+        self._marked: Optional[Tuple[int, int]] = None
         self.getPlotItem().scene().sigMouseClicked.connect(self._on_click)
+
+    def mark(self, cell: Optional[Tuple[int, int]]) -> None:
+        """Frame cell (row, column) in the highlight colour (None: no frame)."""
+        self._marked = None if cell is None else (int(cell[0]), int(cell[1]))
+        if cell is not None:
+            self._mark.setPen(pg.mkPen(palette_color(QPalette.ColorRole.Highlight), width=4))
+            self._mark.setRect(cell[1] - 0.5, cell[0] - 0.5, 1, 1)
+        self._mark.setVisible(cell is not None)
+
+    def marked(self) -> Optional[Tuple[int, int]]:
+        return self._marked
 
     def cell_at(self, x: float, y: float) -> Optional[Tuple[int, int]]:
         """(row, column) of the cell at view coordinates (x, y), or None outside the matrix."""
@@ -187,6 +223,7 @@ class HeatMap(Figure):
         values = np.asarray(values, dtype=float)
         n_rows, n_cols = values.shape
         self._shape = (n_rows, n_cols)
+        self.mark(None)
         finite = values[np.isfinite(values)]
         top = float(finite.max()) if finite.size else 1.0
         self.image.setImage(values, levels=levels or (0.0, max(1e-12, top)))
@@ -221,6 +258,7 @@ class HeatMap(Figure):
         """Back to the empty state: no cells, no category ticks, a centred note."""
         item = self.getPlotItem()
         self._shape = (0, 0)
+        self.mark(None)
         self.image.clear()
         for t in self._texts:
             item.removeItem(t)

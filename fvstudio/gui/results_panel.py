@@ -162,6 +162,7 @@ class ResultsPanel(QWidget):
         a = self.record(self.current_id())
         if a is None or a.multilabel:
             return False
+        self.confusion.mark((true, predicted) if true is not None and predicted is not None else None)
         return self.test_images.show_selection(a, true, predicted)
 
     def set_image_resolver(self, resolve) -> None:

@@ -22,14 +22,16 @@ from .dialogs import choose_folder
 __all__ = ["SweepDialog"]
 
 
-def _hint(key: str) -> str:
+def _hint(key: str, config) -> str:
     p = SCHEMA[key]
+    now = f"; now {format_value(config.get(key))} (default {format_value(p.default)})"
     if p.choices:
-        return "choices: " + ", ".join(format_value(c) for c in p.choices)
+        return "one of " + ", ".join(format_value(c) for c in p.choices) + now
     if p.type == "bool":
-        return "true, false"
-    rng = [f">= {p.min:g}" if p.min is not None else "", f"<= {p.max:g}" if p.max is not None else ""]
-    return f"{p.type} {' '.join(r for r in rng if r)} (now {format_value(p.default)} by default)".strip()
+        return "true or false" + now
+    lo = f"{p.min:g}" if p.min is not None else "-inf"
+    hi = f"{p.max:g}" if p.max is not None else "inf"
+    return f"{'integers' if p.type == 'int' else 'numbers'} in [{lo}, {hi}]{now}"
 
 
 class SweepDialog(QDialog):
@@ -112,8 +114,8 @@ class SweepDialog(QDialog):
             w.setEnabled(not preset)
         for w in (self.key2, self.values2):
             w.setEnabled(not preset and self.second.isChecked())
-        self.key_hint.setText(_hint(self.key.currentText()))
-        self.key2_hint.setText(_hint(self.key2.currentText()))
+        self.key_hint.setText(_hint(self.key.currentText(), self.config))
+        self.key2_hint.setText(_hint(self.key2.currentText(), self.config))
 
     def build_plan(self) -> SweepPlan:
         """The plan the fields describe (ConfigError / ValueError naming what is wrong)."""

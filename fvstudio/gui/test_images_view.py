@@ -9,6 +9,7 @@ top-5 predictions and scores.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
 from PySide6.QtCore import Signal
@@ -61,7 +62,7 @@ class TestImagesView(QWidget):
             where = self.resolve(im.id)
             top = "\n".join(f"{name[:11]} {score:+.2f}" for name, score in im.top)
             items.append(ThumbItem(where[0] if where else -1, where[1] if where else "",
-                                   f"{'✔' if im.correct else '✖'} {im.id.split('/')[-1][:14]}\n{top}",
+                                   f"{'✔' if im.correct else '✖'} {Path(im.id).stem[:16]}\n{top}",
                                    f"{im.id}\ntrue: {im.true}, predicted: {im.predicted}\ntop-5 scores:\n"
                                    + "\n".join(f"  {n}: {s:.4f}" for n, s in im.top)
                                    + ("\ndouble-click: open in the Dataset panel" if where else

@@ -4,7 +4,8 @@
   (b = bits per dimension, G = group) settings, each fitted on the split's cached *training* FVs and
   measured on its *test* FVs through :func:`fvstudio.engine.hubness.distortion_sweep`, with the bytes per
   image each setting costs and the config's own setting; settings the PQ refuses (bG not a whole number of
-  bits in 1..16, or G not dividing a Gaussian's block) are kept as NaN cells with the reason.
+  bits in 1..16, or G not dividing a Gaussian's block) or whose codebooks would exceed
+  :data:`CODEBOOK_BUDGET` are kept as NaN cells with the reason.
 - :func:`bytes_points` -> :class:`BytesPoint` list: accuracy against bytes per image, one point per run
   (uncompressed float32 FVs, PQ codes, PQ codes + the per-Gaussian sparsity bit), from run summaries
   (``RunResult.to_json_dict()``) and their configs; :func:`fv_bytes` is the float32 size of a config's FVs.
@@ -37,6 +38,8 @@ __all__ = ["DistortionGrid", "distortion_grid", "BytesPoint", "bytes_points", "f
 
 DEFAULT_BITS = (0.25, 0.5, 1.0, 2.0)
 DEFAULT_GROUPS = (4, 8, 16)
+#: Largest codebooks (bytes) a setting of the distortion grid may need; larger ones are refused.
+CODEBOOK_BUDGET = 2 ** 30
 #: Fig. 10's three databases, in drawing order.
 DATABASES = ("uncompressed", "pq", "pq_renormalised")
 
@@ -74,6 +77,10 @@ def _refusal(b: float, g: int, dim: int, layout) -> str:
         ProductQuantizer(b, g, layout=layout)._structure(dim)
     except ValueError as exc:
         return str(exc)
+    size = dim * 2 ** int(round(bits)) * 4  # M = dim / G codebooks of 2^(bG) centroids of G float32
+    if size > CODEBOOK_BUDGET:
+        return (f"its codebooks would take {size / 2 ** 30:.1f} GiB ({dim} dimensions x 2^{int(round(bits))} "
+                f"centroids x 4 bytes; at most {CODEBOOK_BUDGET / 2 ** 30:g} GiB here)")
     return ""
 
 
@@ -282,6 +289,10 @@ def neighbour_view(pipeline, k: int, *, split: int = 0, channel: Optional[str] =
         else:
             dbs["pq"] = SubsetRows(comp.rows(False), tr)
             dbs["pq_renormalised"] = SubsetRows(comp.rows(True), tr)
+            if comp.quantizer.ksub >= len(tr):
+                notes.append(f"each codebook has {comp.quantizer.ksub} centroids for {len(tr)} training FVs, so PQ "
+                             f"codes the training FVs (almost) exactly and the three curves nearly coincide; "
+                             f"lower compression.bits_per_dim x group to see PQ's effect")
     else:
         notes.append("compression is off (compression.bits_per_dim = 0): uncompressed FVs only")
     labels = np.asarray(ds.labels)

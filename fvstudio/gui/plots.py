@@ -136,10 +136,13 @@ class Figure(pg.PlotWidget):
         return item.legend
 
 
-def set_category_ticks(axis: pg.AxisItem, names: Sequence[str], max_chars: int = 14) -> None:
-    """Label integer positions 0..n-1 of ``axis`` with category names (shortened if long)."""
-    short = [(i, n if len(n) <= max_chars else n[: max_chars - 1] + "…") for i, n in enumerate(names)]
-    axis.setTicks([short, []])
+def set_category_ticks(axis: pg.AxisItem, names: Sequence[str], max_chars: int = 14, max_labels: int = 30) -> None:
+    """Label integer positions 0..n-1 of ``axis`` with category names (shortened if long); beyond
+    ``max_labels`` categories only every k-th is labelled (the others keep a tick), so labels never pile up."""
+    every = max(1, -(-len(names) // max_labels))
+    short = [(i, n if len(n) <= max_chars else n[: max_chars - 1] + "…") for i, n in enumerate(names) if i % every == 0]
+    minor = [(i, "") for i in range(len(names)) if i % every] if every > 1 else []
+    axis.setTicks([short, minor])
 
 
 def _plain_number(v: float) -> str:

@@ -363,7 +363,7 @@ class CompressionPanel(QWidget):
         self.hub_database = database
         hubs = self.view.hubs(database, min(HUBS_MAX, max(HUBS_MIN, rank)))
         self.hubs.set_items([ThumbItem(h.dataset_index, h.path,
-                                       f"#{h.rank} {h.label}\nchosen {h.chosen}×\n{h.disagree} by other classes",
+                                       f"#{h.rank} {h.label}\nchosen {h.chosen}×\n{h.disagree}× other class",
                                        f"{h.id} ({h.label})\nrank {h.rank}: among the {self.view.k} nearest of "
                                        f"{h.chosen} test images, {h.disagree} of them of another class\n"
                                        f"double-click: open in the Dataset panel")

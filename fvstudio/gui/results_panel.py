@@ -150,6 +150,8 @@ class ResultsPanel(QWidget):
         self.test_images.open_image.connect(self.open_image)
         self.confusion.cell_clicked.connect(lambda r, c: self.show_test_images(r, c))
         self.per_class.cellClicked.connect(lambda r, _c: self.show_test_images(r, None))
+        for fig in (self.bars, self.confusion, self.pr):
+            fig.setMinimumHeight(130)  # three rows must fit a small window
         figs = QSplitter(Qt.Orientation.Vertical)
         figs.addWidget(self.bars)
         figs.addWidget(self.stack)

@@ -68,7 +68,7 @@ class SweepPanel(QWidget):
         self.scores: Dict[str, float] = {}
         self.rows: Dict[str, Dict[str, Any]] = {}
         self.result: Optional[SweepResult] = None
-        self.metric = "mean_per_class_accuracy"
+        self.metric_name = "mean_per_class_accuracy"
         self.line = Figure("sweep", "How does accuracy change with the swept value?", "value", None,
                            "accuracy", "%")
         self._curves: List = []
@@ -138,8 +138,8 @@ class SweepPanel(QWidget):
             self.state.setText(f"Variant {i + 1}: {p.values['variant_label']} — {p.message}")
 
     def add_result(self, label: str, row: Dict[str, Any], summary: Dict[str, Any]) -> None:
-        self.metric = summary.get("primary_metric") or self.metric
-        self.scores[label] = float(summary["metrics"][self.metric])
+        self.metric_name = summary.get("primary_metric") or self.metric_name
+        self.scores[label] = float(summary["metrics"][self.metric_name])
         self.rows[label] = row
         labels = [lab for lab, _ in self.plan.variants]
         if label in labels:
@@ -177,7 +177,7 @@ class SweepPanel(QWidget):
 
     # ---------------------------------------------------------------- chart
     def _draw(self) -> None:
-        metric = _METRIC_NAMES.get(self.metric, self.metric)
+        metric = _METRIC_NAMES.get(self.metric_name, self.metric_name)
         if self.plan is None:
             self.line.set_placeholder("no sweep yet")
             return
@@ -187,6 +187,8 @@ class SweepPanel(QWidget):
             self.bars.set_series(groups, [100 * np.array([np.nan if v is None else v for v in s], float)
                                           for s in series.values()], list(series))
             self.bars.getPlotItem().setLabel("left", metric, units="%")
+            top = max([100 * v for v in self.scores.values()] or [100.0])
+            self.bars.getPlotItem().setYRange(0, top * 1.25, padding=0)  # headroom for the legend
             self.bars.set_placeholder("" if self.scores else "running the first variant…")
             return
         self.stack.setCurrentWidget(self.line)

@@ -31,26 +31,27 @@ MIN_VARIANCE = 1e-24
 
 
 def as_float32_matrix(X, name: str = "X", *, n_features: Optional[int] = None,
-                      min_rows: int = 0, allow_empty: bool = True) -> np.ndarray:
+                      min_rows: int = 0, allow_empty: bool = True, owner: str = "the model") -> np.ndarray:
     """Return ``X`` as a C-contiguous float32 (N, D) array, or raise a ValueError naming ``name``.
 
-    Rejects non-numeric dtypes, wrong rank, no feature column, a feature count other than
-    ``n_features``, fewer than ``min_rows`` rows, NaN or infinite values (reporting how many and the
-    first row holding one) and finite values beyond float32's range.
+    Rejects sparse matrices, non-numeric dtypes (an object array of numbers is converted), wrong rank,
+    no feature column, a feature count other than ``n_features`` (the message names ``owner``, the
+    estimator expecting them), fewer than ``min_rows`` rows, NaN or infinite values (reporting how many
+    and the first row holding one) and finite values beyond float32's range. The messages carry the
+    phrases scikit-learn's estimator checks look for ("Reshape your data", "1 sample(s)", ...).
     """
-    arr = np.asarray(X)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise ValueError(f"{name} must be a numeric array, got dtype {arr.dtype}")
-    if np.iscomplexobj(arr):
-        raise ValueError(f"{name} must be real-valued, got complex dtype {arr.dtype}")
+    check_not_sparse(X, name)
+    arr = _numeric_array(X, name)
     if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (n_samples, n_features), got shape {arr.shape}")
+        raise ValueError(f"{name} must be a 2-D array (n_samples, n_features), got shape {arr.shape}; Reshape your "
+                         f"data: {name}.reshape(-1, 1) if it holds one feature, {name}.reshape(1, -1) if one sample")
     if n_features is not None and arr.shape[1] != n_features:
-        raise ValueError(f"{name} has {arr.shape[1]} features per row, expected {n_features}")
+        raise feature_count_error(name, arr.shape[1], n_features, owner)
     if arr.shape[1] == 0:
-        raise ValueError(f"{name} has shape {arr.shape}: no feature column, at least 1 needed")
+        raise ValueError(f"{name} has shape {arr.shape}: no feature column (0 feature(s) (shape={arr.shape}) while "
+                         "a minimum of 1 is required)")
     if arr.shape[0] < min_rows or (not allow_empty and arr.shape[0] == 0):
-        raise ValueError(f"{name} has {arr.shape[0]} rows, at least {max(min_rows, 1)} needed")
+        raise ValueError(f"{name} has {arr.shape[0]} sample(s) (rows), at least {max(min_rows, 1)} needed")
     _check_finite(arr, name)
     with np.errstate(over="ignore"):  # reported below, naming the argument
         out = np.ascontiguousarray(arr, dtype=np.float32)
@@ -59,6 +60,36 @@ def as_float32_matrix(X, name: str = "X", *, n_features: Optional[int] = None,
         raise ValueError(f"{name} has values up to {big:.3g}, beyond float32's range ({FLOAT32_MAX:.3g}); "
                          "rescale it")
     return out
+
+
+def _numeric_array(X, name: str) -> np.ndarray:
+    """``X`` as a real numeric (or bool) array; an object array is converted to float64 if it can be."""
+    arr = np.asarray(X)
+    if arr.dtype == object:
+        try:
+            arr = arr.astype(np.float64)
+        except TypeError as exc:  # e.g. a dict inside: numpy's "float() argument must be a string or a real number"
+            raise TypeError(f"{name} must hold numbers: {exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"{name} must hold numbers: {exc}") from None
+    if np.iscomplexobj(arr):
+        raise ValueError(f"{name} must be real-valued (Complex data not supported), got dtype {arr.dtype}")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise ValueError(f"{name} must be a numeric array, got dtype {arr.dtype}")
+    return arr
+
+
+def feature_count_error(name: str, got: int, expected: int, owner: str) -> ValueError:
+    """The error for rows of the wrong width, worded as scikit-learn words it (its checks match it)."""
+    return ValueError(f"{name} has {got} features, but {owner} is expecting {expected} features as input "
+                      "(one per column)")
+
+
+def check_not_sparse(X, name: str = "X") -> None:
+    """A ValueError naming ``name`` if ``X`` is a scipy sparse matrix or array (the engine is dense)."""
+    if type(X).__module__.startswith("scipy.sparse"):
+        raise ValueError(f"{name} is a scipy sparse {type(X).__name__}: sparse input is not supported, "
+                         f"pass a dense array ({name}.toarray())")
 
 
 def _check_finite(arr: np.ndarray, name: str) -> None:

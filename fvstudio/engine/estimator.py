@@ -34,7 +34,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-__all__ = ["Estimator", "NotFittedError", "sklearn_available"]
+__all__ = ["Estimator", "Classifier", "NotFittedError", "sklearn_available"]
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -55,6 +55,16 @@ def _not_fitted_class() -> type:
         _SKLEARN_ERROR = type("NotFittedError", (NotFittedError, SkNotFittedError),
                               {"__module__": __name__, "__doc__": NotFittedError.__doc__})
     return _SKLEARN_ERROR
+
+
+def data_conversion_warning() -> type:
+    """The warning category for input converted to another shape: scikit-learn's
+    ``DataConversionWarning`` when scikit-learn is imported, else ``UserWarning`` (its base)."""
+    if "sklearn" not in sys.modules:
+        return UserWarning
+    from sklearn.exceptions import DataConversionWarning
+
+    return DataConversionWarning
 
 
 def sklearn_available() -> bool:
@@ -131,6 +141,13 @@ class Estimator:
         """The parameters as JSON for ``save`` (``cls(**params)`` rebuilds the estimator)."""
         return {k: _json(v) for k, v in self.get_params(deep=False).items()}
 
+    @classmethod
+    def _params_from_json(cls, params: dict) -> dict:
+        """Inverse of :meth:`_json_params` for ``load``: a list whose default is a tuple becomes a tuple again."""
+        sig = inspect.signature(cls.__init__).parameters
+        return {k: tuple(v) if isinstance(v, list) and k in sig and isinstance(sig[k].default, tuple) else v
+                for k, v in params.items()}
+
     def __repr__(self) -> str:
         sig = inspect.signature(type(self).__init__).parameters
         args = []
@@ -175,3 +192,43 @@ def _equal(a, b) -> bool:
         return bool(type(a) is type(b) and a == b) or (a is b)
     except (ValueError, TypeError):  # arrays and other non-scalar comparisons
         return a is b
+
+
+class Classifier(Estimator):
+    """Base of the engine's classifiers: accuracy ``score`` and class labels of any kind.
+
+    The engine's kernels work on integer labels (a label < 0 = a negative for every class) or (N, C)
+    {+1, -1, 0} targets. scikit-learn passes labels of any type (strings, ...): :meth:`_label_codes`
+    maps non-numeric labels to their index among the sorted distinct labels, and the subclass's ``fit``
+    stores the original labels in ``classes_`` (``predict`` then returns them).
+    """
+
+    _estimator_kind = "classifier"
+
+    @staticmethod
+    def _label_codes(y, classes=None):
+        """(y as engine labels, ``classes`` as engine labels, the original labels (C,) or None).
+
+        Numeric ``y`` (and (N, C) targets) pass through unchanged; non-numeric 1-D labels (strings,
+        objects) become indices into the sorted distinct labels of ``y`` and ``classes``."""
+        arr = np.asarray(y)
+        if arr.ndim != 1 or arr.dtype.kind not in "USO":
+            return y, classes, None
+        pool = arr if classes is None else np.concatenate([arr, np.asarray(classes, dtype=arr.dtype)])
+        try:
+            names = np.unique(pool)
+        except TypeError as exc:  # mixed types that do not sort
+            raise ValueError(f"y labels must be all numbers or all strings (sortable): {exc}") from None
+        codes = np.searchsorted(names, arr)
+        cls = None if classes is None else np.searchsorted(names, np.asarray(classes, dtype=arr.dtype))
+        return codes, cls, names
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Mean accuracy of ``predict(X)`` against ``y`` (weighted by ``sample_weight`` if given), as
+        scikit-learn's classifiers score; for (N, C) targets, the share of rows predicted exactly."""
+        pred = self.predict(X)
+        truth = np.asarray(y)
+        if truth.shape[:1] != pred.shape[:1]:
+            raise ValueError(f"y has {truth.shape[0] if truth.ndim else 0} labels, X has {pred.shape[0]} rows")
+        hit = (pred == truth) if pred.ndim == 1 else np.all(pred == truth, axis=1)
+        return float(np.average(hit, weights=sample_weight))

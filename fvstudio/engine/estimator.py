@@ -34,7 +34,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-__all__ = ["Estimator", "Classifier", "NotFittedError", "sklearn_available"]
+__all__ = ["Estimator", "Classifier", "NotFittedError", "data_conversion_warning"]
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -47,7 +47,7 @@ _SKLEARN_ERROR: Optional[type] = None
 def _not_fitted_class() -> type:
     """:class:`NotFittedError`, or a subclass that is also scikit-learn's when scikit-learn is imported."""
     global _SKLEARN_ERROR
-    if "sklearn" not in sys.modules:
+    if sys.modules.get("sklearn") is None:  # not imported (or import blocked)
         return NotFittedError
     if _SKLEARN_ERROR is None:
         from sklearn.exceptions import NotFittedError as SkNotFittedError
@@ -60,18 +60,11 @@ def _not_fitted_class() -> type:
 def data_conversion_warning() -> type:
     """The warning category for input converted to another shape: scikit-learn's
     ``DataConversionWarning`` when scikit-learn is imported, else ``UserWarning`` (its base)."""
-    if "sklearn" not in sys.modules:
+    if sys.modules.get("sklearn") is None:  # not imported (or import blocked)
         return UserWarning
     from sklearn.exceptions import DataConversionWarning
 
     return DataConversionWarning
-
-
-def sklearn_available() -> bool:
-    """Whether scikit-learn can be imported (without importing it)."""
-    import importlib.util
-
-    return "sklearn" in sys.modules or importlib.util.find_spec("sklearn") is not None
 
 
 def _json(value):

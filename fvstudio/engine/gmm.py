@@ -47,7 +47,8 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from .defaults import GMM_INIT, GMM_MAX_ITER, GMM_N_INIT, GMM_TOL, GMM_VAR_FLOOR, POSTERIOR_THRESHOLD
+from .defaults import GMM_COMPONENTS, GMM_INIT, GMM_MAX_ITER, GMM_N_INIT, GMM_TOL, GMM_VAR_FLOOR, POSTERIOR_THRESHOLD
+from .estimator import Estimator
 from .posteriors import GaussianTerms, Statistics, _accumulate_statistics, _dense_posteriors
 from .progress import CancelLike, ProgressCallback, check_cancel, report
 from .serialization import atomic_save_npz, load_npz
@@ -65,11 +66,14 @@ _KMEANS_ITERS = 30
 _ABS_VAR_FLOOR = 1e-6
 
 
-class DiagonalGMM:
+class DiagonalGMM(Estimator):
     """Diagonal GMM fitted by EM (see the module docstring for the equations and practices).
 
     ``n_jobs`` > 1 splits each E-step over that many threads (BLAS pinned to one thread meanwhile).
     """
+
+    _estimator_kind = "density_estimator"
+    _terms: Optional[GaussianTerms] = None  # E-step quantities of the fitted parameters (cached)
 
     # learned state (None until fit / from_params / load)
     weights_: Optional[np.ndarray] = None
@@ -79,7 +83,7 @@ class DiagonalGMM:
     variance_floor_: Optional[np.ndarray] = None
     global_variance_: Optional[np.ndarray] = None
 
-    def __init__(self, n_components: int, *, max_iter: int = GMM_MAX_ITER, tol: float = GMM_TOL,
+    def __init__(self, n_components: int = GMM_COMPONENTS, *, max_iter: int = GMM_MAX_ITER, tol: float = GMM_TOL,
                  init: str = GMM_INIT, var_floor: float = GMM_VAR_FLOOR,
                  posterior_threshold: float = POSTERIOR_THRESHOLD, n_init: int = GMM_N_INIT, seed=0,
                  n_jobs: int = 1):
@@ -92,17 +96,9 @@ class DiagonalGMM:
         self.n_init = n_init
         self.seed = seed
         self.n_jobs = n_jobs
-        self._terms: Optional[GaussianTerms] = None
 
     # ------------------------------------------------------------------------------------------
     # parameters
-
-    def get_params(self) -> dict:
-        return {"n_components": self.n_components, "max_iter": self.max_iter, "tol": self.tol,
-                "init": self.init, "var_floor": self.var_floor,
-                "posterior_threshold": self.posterior_threshold, "n_init": self.n_init,
-                "seed": self.seed if self.seed is None or isinstance(self.seed, (int, np.integer)) else None,
-                "n_jobs": self.n_jobs}
 
     def _check_params(self) -> None:
         check_positive_int(self.n_components, "n_components")
@@ -118,23 +114,22 @@ class DiagonalGMM:
     def is_fitted(self) -> bool:
         return self.means_ is not None
 
-    def _require_fitted(self) -> None:
-        if not self.is_fitted:
-            raise ValueError("this DiagonalGMM is not fitted yet: call fit() or from_params() first")
+    def _is_fitted(self) -> bool:
+        return self.means_ is not None
 
     @property
     def terms(self) -> GaussianTerms:
-        """The E-step quantities of the fitted parameters (computed once, cached)."""
+        """The E-step quantities of the fitted parameters (computed once, when the parameters are set)."""
         self._require_fitted()
-        if self._terms is None:
-            self._terms = GaussianTerms(self.weights_, self.means_, self.variances_)
         return self._terms
 
     def _set_params(self, w, mu, var) -> None:
         self.weights_ = np.asarray(w, dtype=np.float32)
         self.means_ = np.ascontiguousarray(mu, dtype=np.float32)
         self.variances_ = np.ascontiguousarray(var, dtype=np.float32)
-        self._terms = None
+        self.n_features_in_ = int(self.means_.shape[1])
+        # computed here, not on first use, so that predicting leaves the estimator's __dict__ unchanged
+        self._terms = GaussianTerms(self.weights_, self.means_, self.variances_)
 
     @classmethod
     def from_params(cls, weights, means, variances, **params) -> "DiagonalGMM":
@@ -162,9 +157,10 @@ class DiagonalGMM:
     # ------------------------------------------------------------------------------------------
     # fitting
 
-    def fit(self, X, progress: Optional[ProgressCallback] = None, cancel: CancelLike = None, *,
+    def fit(self, X, y=None, *, progress: Optional[ProgressCallback] = None, cancel: CancelLike = None,
             init_params: Optional[Tuple] = None) -> "DiagonalGMM":
-        """Learn the mixture from X (N, D) float32 (other real dtypes are converted).
+        """Learn the mixture from X (N, D) float32 (other real dtypes are converted); ``y`` is ignored
+        (scikit-learn's signature), ``progress`` and ``cancel`` are keyword-only.
 
         ``init_params=(weights, means, variances)`` starts EM from those parameters instead of
         ``init`` (a warm start, e.g. to continue training; a single run whatever ``n_init``).
@@ -215,7 +211,7 @@ class DiagonalGMM:
 
     def _check_X(self, X) -> np.ndarray:
         self._require_fitted()
-        return as_float32_matrix(X, "X", n_features=self.means_.shape[1])
+        return as_float32_matrix(X, "X", n_features=self.means_.shape[1], owner="DiagonalGMM")
 
     def predict_proba(self, X, threshold: float = 0.0) -> np.ndarray:
         """Posteriors gamma_t(k) (N, K) float32 (eq. 15); ``threshold`` > 0 thresholds + renormalises."""
@@ -231,7 +227,7 @@ class DiagonalGMM:
         X = self._check_X(X)
         return _accumulate_statistics(X, self.terms, 0.0, moments=False).log_likelihood
 
-    def score(self, X) -> float:
+    def score(self, X, y=None) -> float:
         """Mean log-likelihood per row."""
         return float(self.score_samples(X).mean())
 
@@ -240,7 +236,7 @@ class DiagonalGMM:
 
     def save(self, path):
         self._require_fitted()
-        meta = {"kind": KIND, "version": 1, "params": self.get_params(), "n_iter": int(self.n_iter_),
+        meta = {"kind": KIND, "version": 1, "params": self._json_params(), "n_iter": int(self.n_iter_),
                 "converged": bool(self.converged_), "n_components": int(self.means_.shape[0]),
                 "n_features": int(self.means_.shape[1])}
         arrays = {"weights": self.weights_, "means": self.means_, "variances": self.variances_,
@@ -276,10 +272,6 @@ class DiagonalGMM:
         if self.converged_:
             return "tol"
         return "max_iter" if self.n_iter_ > 0 else "none"
-
-    def __repr__(self) -> str:
-        state = f"fitted, D={self.means_.shape[1]}" if self.is_fitted else "not fitted"
-        return f"DiagonalGMM(n_components={self.n_components}, init={self.init!r}, {state})"
 
 
 def check_fitted_gmm(gmm, name: str = "gmm") -> DiagonalGMM:

@@ -67,7 +67,8 @@ from .progress import CancelLike, check_cancel, report, scaled
 from .rows import RowProvider, as_row_provider, chunk_rows, dense_source, iter_chunks
 from .serialization import atomic_save_npz, load_npz
 from .sgd_kernels import sgd_pass
-from .validation import Targets, check_choice, check_number, check_positive_int, check_targets, rng_from_seed
+from .estimator import Classifier
+from .validation import Targets, check_choice, feature_count_error, check_number, check_positive_int, check_targets, rng_from_seed
 
 LOSSES = ("hinge", "log", "squared")
 SCHEDULES = ("optimal", "asgd", "constant")
@@ -168,7 +169,7 @@ class _Plan:
     dense: Optional[tuple]  # (float32 array, index map) when rows are read in place
 
 
-class OneVsRestSGD:
+class OneVsRestSGD(Classifier):
     """One-vs-rest linear classifiers (hinge / log / squared loss) trained jointly by SGD.
 
     ``lam`` is a float or ``"cv"`` (chosen by :func:`~.model_selection.select_lambda` over ``lam_grid``
@@ -202,14 +203,6 @@ class OneVsRestSGD:
         self.seed = seed
 
     # -- parameters --------------------------------------------------------------------------------
-    def get_params(self) -> dict:
-        return {"loss": self.loss, "lam": self.lam, "epochs": self.epochs, "bias": self.bias,
-                "averaging": self.averaging, "balance": self.balance, "neg_ratio": self.neg_ratio,
-                "learning_rate": self.learning_rate, "eta0": self.eta0,
-                "lam_grid": [float(v) for v in self.lam_grid], "cv_folds": self.cv_folds,
-                "n_jobs": self.n_jobs,
-                "seed": self.seed if isinstance(self.seed, (int, np.integer, type(None))) else None}
-
     def _check_params(self):
         check_choice(self.loss, "loss", LOSSES)
         check_choice(self.learning_rate, "learning_rate", SCHEDULES)
@@ -238,7 +231,11 @@ class OneVsRestSGD:
         """
         self._check_params()
         provider = _check_rows(X)
-        return self._fit(provider, check_targets(y, len(provider), classes), progress, cancel)
+        y, classes, names = self._label_codes(y, classes)
+        self._fit(provider, check_targets(y, len(provider), classes), progress, cancel)
+        if names is not None:  # non-numeric labels (scikit-learn's convention): predict returns them
+            self.classes_ = names[self.classes_]
+        return self
 
     def _fit(self, provider: RowProvider, targets: Targets, progress, cancel: CancelLike) -> "OneVsRestSGD":
         """:meth:`fit` on checked input (parameters, rows and targets); model_selection's entry too."""
@@ -381,9 +378,11 @@ class OneVsRestSGD:
         return Xc, rows
 
     # -- prediction --------------------------------------------------------------------------------
+    def _is_fitted(self) -> bool:
+        return self.coef_ is not None
+
     def _check_fitted(self):
-        if self.coef_ is None:
-            raise ValueError("this OneVsRestSGD is not fitted yet; call fit first")
+        self._require_fitted()
 
     def decision_function(self, X) -> np.ndarray:
         """(N, C) float32 scores w_c' x + b_c, computed chunk by chunk with BLAS; a ValueError if rows of ``X``
@@ -391,8 +390,7 @@ class OneVsRestSGD:
         self._check_fitted()
         provider = as_row_provider(X)
         if provider.dim != self.n_features_in_:
-            raise ValueError(f"X has {provider.dim} features per row, the model expects "
-                             f"{self.n_features_in_}")
+            raise feature_count_error("X", provider.dim, self.n_features_in_, "OneVsRestSGD")
         scores = self._decision(provider)
         bad = ~np.isfinite(scores).all(axis=1)
         if bad.any():
@@ -431,7 +429,7 @@ class OneVsRestSGD:
     # -- persistence -------------------------------------------------------------------------------
     def save(self, path):
         self._check_fitted()
-        meta = {"kind": "OneVsRestSGD", "params": self.get_params(), "multilabel": self.multilabel_,
+        meta = {"kind": "OneVsRestSGD", "params": self._json_params(), "multilabel": self.multilabel_,
                 "lam_": self.lam_, "eta0_": self.eta0_, "loss_history": self.loss_history_}
         return atomic_save_npz(path, {"coef": self.coef_, "intercept": self.intercept_,
                                       "classes": self.classes_, "n_steps": self.n_steps_}, meta)
@@ -439,10 +437,10 @@ class OneVsRestSGD:
     @classmethod
     def load(cls, path) -> "OneVsRestSGD":
         arrays, meta = load_npz(path, kind="OneVsRestSGD")
-        model = cls(**meta["params"])
+        model = cls(**cls._params_from_json(meta["params"]))
         model.coef_ = arrays["coef"].astype(np.float32)
         model.intercept_ = arrays["intercept"].astype(np.float32)
-        model.classes_ = arrays["classes"].astype(np.int64)
+        model.classes_ = arrays["classes"]  # int64 labels, or the strings fit was given
         model.n_steps_ = arrays["n_steps"]
         model.multilabel_ = bool(meta["multilabel"])
         model.lam_ = float(meta["lam_"])

@@ -32,7 +32,7 @@ import numpy as np
 from .data.images import load_image, target_size
 from .engine import defaults as D
 from .engine.descriptors import DenseDescriptors, extract_channel
-from .engine.estimator import Estimator
+from .engine.estimator import ArrayOutput, Estimator
 from .engine.fisher import FisherEncoder
 from .engine.gmm import DiagonalGMM
 from .engine.pca import PCA
@@ -116,6 +116,14 @@ class DenseSIFT(Estimator):
     def fit_transform(self, X, y=None) -> list:
         return self.fit(X).transform(X)
 
+    def set_output(self, *, transform=None) -> "DenseSIFT":
+        """Only the default output: descriptor sets are a list of (T_i, 128) arrays, one per image, which
+        no DataFrame holds (a Pipeline's later steps, e.g. FisherVectorEncoder, can give DataFrames)."""
+        if transform not in (None, "default"):
+            raise ValueError(f"DenseSIFT outputs a list of per-image descriptor arrays; set_output(transform="
+                             f"{transform!r}) cannot apply (set it on the steps after DenseSIFT)")
+        return self
+
     def _load(self, image, i: int) -> np.ndarray:
         """(H, W, 3) float32 RGB in [0, 1] of a path or an array, shrunk to ``max_pixels``."""
         if isinstance(image, (str, Path)):
@@ -181,7 +189,7 @@ def sample_descriptors(sets: List[np.ndarray], n: int, seed=0) -> np.ndarray:
                                 np.float32)
 
 
-class FisherVectorEncoder(Estimator):
+class FisherVectorEncoder(ArrayOutput, Estimator):
     """Descriptor sets -> Fisher Vectors, with the PCA and GMM learned in ``fit`` (module docstring).
 
     ``n_components`` K, ``pca_dims`` (None: no PCA), ``sample`` descriptors drawn for PCA and GMM, the GMM's
@@ -263,11 +271,23 @@ class FisherVectorEncoder(Estimator):
                              f"expecting {self.descriptor_dim_} features as input (the dimension it was fitted on)")
         if self.pyramid is not None and positions is None:
             raise ValueError("this FisherVectorEncoder uses a spatial pyramid: pass DenseDescriptors, not arrays")
-        return self.encoder_.encode_batch(self._project(self.pca_, sets), positions, shapes, n_jobs=self.n_jobs,
-                                          progress=progress, cancel=cancel)
+        return self._wrap_output(self.encoder_.encode_batch(self._project(self.pca_, sets), positions, shapes,
+                                                            n_jobs=self.n_jobs, progress=progress, cancel=cancel))
 
     def fit_transform(self, X, y=None) -> np.ndarray:
         return self.fit(X).transform(X)
+
+    def _feature_names(self):
+        """``<block>_r<region>_k<Gaussian>[_d<dim>]``: e.g. ``mu_r0_k3_d5``, the mean gradient of Gaussian 3 in
+        PCA dimension 5 of the whole image (region 0)."""
+        names = []
+        for b in self.encoder_.block_layout():
+            for k in range(b.n_components):
+                if b.per_component == 1:
+                    names.append(f"{b.name}_r{b.region}_k{k}")
+                else:
+                    names += [f"{b.name}_r{b.region}_k{k}_d{d}" for d in range(b.per_component)]
+        return names
 
     @property
     def dim(self) -> int:

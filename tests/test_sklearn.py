@@ -256,3 +256,37 @@ def test_engine_and_cli_work_without_sklearn():
                          cwd=str(REPO))
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["fvstudio.engine.estimator", "float32"]
+
+
+def test_set_output_and_feature_names(images):
+    train_sets = _native_sets(images[0][:8])
+    enc = FisherVectorEncoder(3, pyramid=None, **FV).fit(train_sets)
+    names = enc.get_feature_names_out()
+    assert names.shape == (enc.dim,) and len(set(names)) == enc.dim
+    layout = enc.encoder_.block_layout()
+    first = layout[1]  # the second block: its first name says which block, region and Gaussian it is
+    assert names[first.offset].startswith(f"{first.name}_r{first.region}_k0")
+    base = enc.transform(train_sets[:2])
+    assert enc.set_output(transform="default") is enc
+    np.testing.assert_array_equal(enc.transform(train_sets[:2]), base)
+    assert clone(enc)._sklearn_output_config == {"transform": "default"}
+    assert list(PCA(4).fit(np.random.default_rng(0).random((50, 6))).get_feature_names_out()) == \
+        ["pca0", "pca1", "pca2", "pca3"]
+    with pytest.raises(ValueError, match="must be one of"):
+        enc.set_output(transform="xml")
+    with pytest.raises(ValueError, match="list of per-image descriptor arrays"):
+        DenseSIFT().set_output(transform="pandas")
+    # a whole Pipeline can be configured (default output) and still trains from paths
+    pipe = make_pipeline(DenseSIFT(**SIFT), FisherVectorEncoder(2, **FV), OneVsRestSGD()).set_output(
+        transform="default")
+    pick = [0, 1, 9, 10, 18, 19, 27, 28]  # two training images of each class
+    assert pipe.fit([images[0][i] for i in pick], images[1][pick]) is pipe
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="needs pandas"):
+            enc.set_output(transform="pandas")
+    else:
+        frame = enc.set_output(transform="pandas").transform(train_sets[:2])
+        assert list(frame.columns) == list(names)
+        np.testing.assert_array_equal(frame.to_numpy(), base)

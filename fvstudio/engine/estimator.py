@@ -1,7 +1,7 @@
 """scikit-learn's estimator protocol for the engine's estimators, without importing scikit-learn.
 
 Every engine estimator (PCA, DiagonalGMM, OneVsRestSGD, OneVsRestDualSVM, ProductQuantizer,
-KNNClassifier, and the transformers of :mod:`fvstudio.engine.sklearn`) derives from :class:`Estimator`,
+KNNClassifier, and the transformers of :mod:`fvstudio.transformers`) derives from :class:`Estimator`,
 which gives, once for all of them, what scikit-learn's ``BaseEstimator`` gives:
 
 - ``get_params(deep=True)`` / ``set_params(**params)`` read the parameter names off ``__init__``'s
@@ -13,6 +13,10 @@ which gives, once for all of them, what scikit-learn's ``BaseEstimator`` gives:
   lets each class adjust them in ``_adjust_tags``;
 - ``__sklearn_is_fitted__`` and :meth:`Estimator._require_fitted`, which raises :class:`NotFittedError`
   before ``fit``; ``fit`` returns ``self`` and learned state ends with ``_``;
+- for transformers whose output is an (N, k) array, :class:`ArrayOutput`: ``get_feature_names_out`` and
+  ``set_output(transform="default" | "pandas" | "polars")`` (the container is built only when asked for,
+  so pandas and polars stay optional; the choice is kept in ``_sklearn_output_config``, which
+  ``sklearn.base.clone`` carries over);
 - :meth:`Estimator._json_params`: the parameters as JSON for ``save`` (tuples as lists, numpy scalars
   as Python numbers, a Generator seed as None).
 
@@ -34,7 +38,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-__all__ = ["Estimator", "Classifier", "NotFittedError", "data_conversion_warning"]
+__all__ = ["Estimator", "Classifier", "ArrayOutput", "NotFittedError", "data_conversion_warning"]
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -185,6 +189,51 @@ def _equal(a, b) -> bool:
         return bool(type(a) is type(b) and a == b) or (a is b)
     except (ValueError, TypeError):  # arrays and other non-scalar comparisons
         return a is b
+
+
+class ArrayOutput:
+    """``set_output`` / ``get_feature_names_out`` of a transformer with (N, k) array output.
+
+    Subclasses implement ``_feature_names()`` (k names) and return ``self._wrap_output(Z)`` from
+    ``transform``; with the default output nothing changes (the array itself is returned)."""
+
+    _OUTPUTS = (None, "default", "pandas", "polars")
+
+    def set_output(self, *, transform=None):
+        """Output container of ``transform`` / ``fit_transform``: "default" (numpy), "pandas" or "polars"
+        (named columns, :meth:`get_feature_names_out`); None leaves it unchanged."""
+        if transform not in self._OUTPUTS:
+            raise ValueError(f"set_output(transform=...) must be one of {list(self._OUTPUTS)}, got {transform!r}")
+        if transform in ("pandas", "polars"):
+            try:
+                __import__(transform)
+            except ImportError:
+                raise ImportError(f"set_output(transform={transform!r}) needs {transform}, which is not installed "
+                                  f"(pip install {transform})") from None
+        if transform is not None:
+            self._sklearn_output_config = {"transform": transform}
+        return self
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """(k,) object array of the output columns' names."""
+        self._require_fitted()
+        return np.asarray(self._feature_names(), dtype=object)
+
+    def _feature_names(self) -> List[str]:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def _wrap_output(self, Z):
+        kind = getattr(self, "_sklearn_output_config", {}).get("transform", "default")
+        if kind == "default":
+            return Z
+        names = [str(n) for n in self.get_feature_names_out()]
+        if kind == "pandas":
+            import pandas
+
+            return pandas.DataFrame(Z, columns=names)
+        import polars
+
+        return polars.DataFrame(Z, schema=names)
 
 
 class Classifier(Estimator):

@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 
 from .defaults import PCA_COMPONENTS
-from .estimator import Estimator
+from .estimator import ArrayOutput, Estimator
 from .serialization import atomic_save_npz, load_npz
 from .validation import (_check_n_components, as_float32_matrix, check_choice, check_float32_scale, check_number,
                          check_positive_int, column_spread, rng_from_seed)
@@ -41,7 +41,7 @@ _POWER_ITERS = 4
 _ROWS_PER_CHUNK = 65536
 
 
-class PCA(Estimator):
+class PCA(ArrayOutput, Estimator):
     """Principal component analysis with optional regularised whitening (see module docstring)."""
 
     _estimator_kind = "transformer"
@@ -125,7 +125,10 @@ class PCA(Estimator):
         X = as_float32_matrix(X, "X", n_features=self.n_features_in_, owner="PCA")
         out = X @ self._W
         out -= self._offset
-        return out
+        return self._wrap_output(out)
+
+    def _feature_names(self):
+        return [f"pca{i}" for i in range(len(self.components_))]
 
     def fit_transform(self, X, y=None) -> np.ndarray:
         return self.fit(X).transform(X)

@@ -72,7 +72,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from numba import njit
 
-from .estimator import Estimator
+from .estimator import ArrayOutput, Estimator
 from .progress import CancelLike, ProgressCallback, check_cancel, report
 from .serialization import atomic_save_npz, load_npz
 from .validation import as_numeric_matrix, check_positive_int, feature_count_error, rng_from_seed
@@ -568,7 +568,7 @@ class StorageReport:
 # --------------------------------------------------------------------------------------------------
 # The estimator
 # --------------------------------------------------------------------------------------------------
-class ProductQuantizer(Estimator):
+class ProductQuantizer(ArrayOutput, Estimator):
     """Product quantiser of E-dim vectors (see the module docstring for the maths and layouts).
 
     ``bits_per_dim`` b and ``group`` G give M = E / G sub-quantisers of 2^(bG) centroids each.
@@ -770,10 +770,13 @@ class ProductQuantizer(Estimator):
     # -- scikit-learn transformer ------------------------------------------------------------------
     def transform(self, X) -> np.ndarray:
         """:meth:`encode`: (N, code_size_) uint8 codes."""
-        return self.encode(X)
+        return self._wrap_output(self.encode(X))
 
     def fit_transform(self, X, y=None) -> np.ndarray:
-        return self.fit(X).encode(X)
+        return self.fit(X).transform(X)
+
+    def _feature_names(self):
+        return [f"code_byte{i}" for i in range(self.code_size_)]
 
     def inverse_transform(self, codes) -> np.ndarray:
         """:meth:`decode`: (N, E) float32 reconstructions."""

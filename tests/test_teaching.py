@@ -131,3 +131,9 @@ def test_same_histogram_pair(fitted_toy):
     raw = T.same_histogram_pair(fitted_toy.gmm(), 80, seed=0, power=False, l2=False)
     np.testing.assert_array_equal(raw.a.soft_bow, raw.b.soft_bow)
     assert not np.allclose(raw.a.fv, raw.b.fv)
+
+
+def test_arrow_heads():
+    heads = T.arrow_heads(np.array([[[0.0, 0.0], [2.0, 0.0]], [[1.0, 1.0], [1.0, 1.0]]]), size=0.5)
+    np.testing.assert_allclose(heads[0], [[1.5, 0.25], [2.0, 0.0], [1.5, -0.25]])
+    assert np.isnan(heads[1]).all()  # a zero-length arrow has no head

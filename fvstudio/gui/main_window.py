@@ -46,11 +46,12 @@ from .pipeline_panel import SECTION_STEPS, PipelinePanel
 from .results_panel import ResultsPanel
 from .runs import EMTrace, RunOutcome, StepStates, run_pipeline_step
 from .status_bar import TaskProgress
+from .teaching_panel import TeachingPanel
 from .workers import BackgroundTask
 
 log = logging.getLogger("fvstudio.gui")
 
-PANELS = ("dataset", "pipeline", "results", "diagnostics")
+PANELS = ("dataset", "pipeline", "results", "diagnostics", "teaching")
 
 
 class _LogBridge(QObject):
@@ -138,6 +139,8 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.pipeline_panel, "&Pipeline")
         self.tabs.addTab(self.results_panel, "&Results")
         self.tabs.addTab(self.diagnostics_panel, "Dia&gnostics")
+        self.teaching_panel = TeachingPanel()
+        self.tabs.addTab(self.teaching_panel, "&Teaching")
         self.setCentralWidget(self.tabs)
 
     def _build_log_dock(self) -> None:

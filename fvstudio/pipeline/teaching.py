@@ -29,8 +29,8 @@ only holds the state machine, the data and the geometry the Teaching panel draws
   more spread than the Gaussian (+) or less (-).
 - :func:`same_histogram_pair` -> :class:`HistogramPair` (Sec. 2.5): two images with exactly the same soft-BoV
   and different FVs. Each point of either image is placed where one Gaussian takes it whole: every other
-  posterior is below theta / 10, so thresholding at theta (the engine's default 1e-4) leaves a posterior of
-  exactly 1. Both images put the same number of points on each Gaussian (so the histograms A_k / T are
+  posterior is below theta / 10, so thresholding at theta (:data:`PAIR_THRESHOLD` = 0.01; the engine's
+  default 1e-4 leaves few such places where Gaussians overlap) leaves a posterior of exactly 1. Both images put the same number of points on each Gaussian (so the histograms A_k / T are
   equal to the last bit), image A tight and off-centre, image B spread on a ring round the mean: the
   bag-of-words cannot tell them apart, the mean and sigma gradients can.
 """
@@ -45,15 +45,18 @@ from ..engine.defaults import POSTERIOR_THRESHOLD
 from ..engine.fisher import FisherEncoder, SoftBoWEncoder
 from ..engine.gmm import INITS, DiagonalGMM
 
-__all__ = ["PRESETS", "INITS", "BOX", "ARROW_SCALE", "preset_points", "image_points", "ToyState", "EMToy",
-           "ellipse", "gaussian_ellipses", "posterior_colours", "ImageEncoding", "encode_image",
-           "HistogramPair", "same_histogram_pair", "fv_distance", "colours_for"]
+__all__ = ["PRESETS", "INITS", "BOX", "ARROW_SCALE", "PAIR_THRESHOLD", "preset_points", "image_points", "ToyState", "EMToy",
+           "ellipse", "gaussian_ellipses", "arrow_heads", "posterior_colours", "ImageEncoding", "encode_image",
+           "HistogramPair", "same_histogram_pair", "reencode_pair", "fv_distance", "colours_for"]
 
 PRESETS = ("blobs", "anisotropic", "rings", "uniform")
 #: the toy's points lie in [-BOX, BOX]^2
 BOX = 5.0
+#: the posterior threshold of the same-histogram pair: a point is taken whole by a Gaussian when every other
+#: posterior is below PAIR_THRESHOLD / 10 (1e-3: room for points on overlapping Gaussians)
+PAIR_THRESHOLD = 1e-2
 #: glyph length per unit of gradient, in sigmas
-ARROW_SCALE = 2.0
+ARROW_SCALE = 3.0
 
 
 # ------------------------------------------------------------------------------------------ points
@@ -93,12 +96,14 @@ def preset_points(preset: str, n: int = 300, seed: int = 0) -> np.ndarray:
 
 
 def image_points(points: np.ndarray, n: int = 60, seed: int = 0, places: int = 2) -> np.ndarray:
-    """An "image": ``n`` points around ``places`` data points drawn at random (spread 0.6), float32."""
+    """An "image": ``n`` points around ``places`` data points drawn at random, each place with its own spread
+    (0.2-0.9: tighter or wider than the Gaussians it falls in), float32."""
     P = np.asarray(points, dtype=np.float64)
     rng = np.random.default_rng([int(seed), 77])
     centres = P[rng.choice(len(P), size=min(places, len(P)), replace=False)]
+    spread = rng.uniform(0.2, 0.9, size=len(centres))
     which = rng.integers(0, len(centres), size=int(n))
-    X = centres[which] + rng.normal(0, 0.6, size=(int(n), 2))
+    X = centres[which] + rng.normal(size=(int(n), 2)) * spread[which, None]
     return np.clip(X, -BOX, BOX).astype(np.float32)
 
 
@@ -234,6 +239,24 @@ def gaussian_ellipses(state: ToyState, n: int = 72) -> List[Tuple[np.ndarray, np
     return [(ellipse(m, v, 1.0, n), ellipse(m, v, 2.0, n)) for m, v in zip(state.means, state.variances)]
 
 
+def arrow_heads(arrows: np.ndarray, size: float = 0.25, min_length: float = 1e-9) -> np.ndarray:
+    """(K, 3, 2) polylines of the arrowheads of ``arrows`` (K, 2, 2) (start, end): left barb, tip, right barb,
+    ``size`` data units long (at most half the arrow); NaN for arrows shorter than ``min_length``."""
+    A = np.asarray(arrows, dtype=np.float64)
+    d = A[:, 1] - A[:, 0]
+    L = np.linalg.norm(d, axis=1)
+    out = np.full((len(A), 3, 2), np.nan)
+    ok = L > min_length
+    u = d[ok] / L[ok, None]
+    s = np.minimum(size, 0.5 * L[ok])[:, None]
+    n = np.stack([-u[:, 1], u[:, 0]], 1)
+    tip = A[ok, 1]
+    out[ok, 0] = tip - s * u + 0.5 * s * n
+    out[ok, 1] = tip
+    out[ok, 2] = tip - s * u - 0.5 * s * n
+    return out
+
+
 def posterior_colours(responsibilities: Optional[np.ndarray], colours: np.ndarray, n_points: int) -> np.ndarray:
     """(N, 3) colour per point: sum_k gamma_t(k) colour_k (grey before the first E-step). ``colours`` (K, 3)."""
     if responsibilities is None:
@@ -304,19 +327,19 @@ def _place(gmm, k, n, rng, threshold, draw) -> Optional[np.ndarray]:
     sd = np.sqrt(gmm.variances_[k].astype(np.float64))
     out: List[np.ndarray] = []
     shrink = 1.0
-    for _ in range(60):
-        Z = draw(rng, 4 * n, shrink)
+    for _ in range(30):
+        Z = draw(rng, 16 * n, shrink)
         X = (mu + sd * Z).astype(np.float32)
         ok = X[_one_hot_ok(gmm, X, k, threshold)]
         out.extend(ok[: n - len(out)])
         if len(out) >= n:
             return np.asarray(out[:n], dtype=np.float32)
-        shrink *= 0.9
+        shrink *= 0.85
     return None
 
 
 def same_histogram_pair(gmm: DiagonalGMM, n_points: int = 80, seed: int = 0, *, power: bool = True,
-                        l2: bool = True, threshold: float = POSTERIOR_THRESHOLD) -> HistogramPair:
+                        l2: bool = True, threshold: float = PAIR_THRESHOLD) -> HistogramPair:
     """Image A (tight, off-centre) and image B (a ring round each mean) with the same number of points on
     each Gaussian that can take points whole; equal soft-BoV, different FVs (module docstring)."""
     if not threshold > 0:
@@ -351,6 +374,14 @@ def same_histogram_pair(gmm: DiagonalGMM, n_points: int = 80, seed: int = 0, *, 
     ea = encode_image(gmm, np.vstack(A), power=power, l2=l2, threshold=threshold)
     eb = encode_image(gmm, np.vstack(B), power=power, l2=l2, threshold=threshold)
     return HistogramPair(ea, eb, used, used_counts)
+
+
+def reencode_pair(gmm: DiagonalGMM, pair: HistogramPair, *, power: bool, l2: bool,
+                  threshold: float = PAIR_THRESHOLD) -> HistogramPair:
+    """The same two point sets encoded with other normalisations (the power / L2 toggles)."""
+    return HistogramPair(encode_image(gmm, pair.a.points, power=power, l2=l2, threshold=threshold),
+                         encode_image(gmm, pair.b.points, power=power, l2=l2, threshold=threshold),
+                         pair.gaussians, pair.counts)
 
 
 def fv_distance(pair: HistogramPair) -> Tuple[float, float]:

@@ -314,7 +314,7 @@ class TeachingPanel(QWidget):
                                               "(circles)")
         self.fv_bars = FVBars("teaching_fv_bars", "The image's Fisher vector (means, then sigmas)")
         self.fv_legend = QLabel("Yellow triangles: the image's points. Arrow at Gaussian k: G_μ,k (in σ units, drawn "
-                                "×2σ). Circle: |mean G_σ,k|, red solid = more spread than the Gaussian, blue dotted "
+                                f"×{T.ARROW_SCALE:g}σ). Circle: |mean G_σ,k|, red solid = more spread than the Gaussian, blue dotted "
                                 "= less.")
         self.fv_legend.setWordWrap(True)
         page = QWidget()

@@ -129,6 +129,7 @@ class MainWindow(QMainWindow):
     def _build_panels(self) -> None:
         entries = entries_from_schema(PipelineConfig.schema())
         self.dataset_panel = DatasetPanel()
+        self.dataset_panel.set_pipeline_factory(self._pipeline_factory)
         self.dataset_panel.set_split_form(ConfigForm([e for e in entries if SECTION_STEPS[e.section] is None]))
         self.pipeline_panel = PipelinePanel(self.steps, entries)
         self.results_panel = ResultsPanel()

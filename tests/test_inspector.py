@@ -115,3 +115,8 @@ def test_without_a_gmm_only_the_descriptor(tmp_path):
     ins = I.inspect_patch(p, 0, 40.0, 40.0)
     assert ins.sift is not None and ins.cell_colours is not None and ins.posteriors is None
     assert any("GMM" in n for n in ins.notes)
+
+
+def test_image_share_is_the_product(pipe):
+    ins = I.inspect_patch(pipe, int(pipe.splits[0].test[2]), 50.0, 50.0, claimed=0)
+    np.testing.assert_allclose(ins.image_share, ins.block_share * ins.gaussian_energy, rtol=1e-9, atol=1e-15)

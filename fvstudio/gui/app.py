@@ -132,9 +132,9 @@ def make_window(workspace=None, settings=None, persist: bool = True):
     return window
 
 
-def wait_until_drawn(app, window, timeout: float = 30.0) -> None:
+def wait_until_drawn(app, window, timeout: float = 90.0) -> None:
     """Process events until the window is exposed, thumbnails in view are loaded and tasks are idle (at most
-    ``timeout`` s: the diagnostics refresh of a K = 256 workspace takes ~3.5 s alone, and its niced worker
+    ``timeout`` s: a patch inspection scans up to 120 images; the diagnostics refresh of a K = 256 workspace takes ~3.5 s alone, and its niced worker
     thread needed more than 8 s on a busy two-core machine)."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:

@@ -334,7 +334,7 @@ class ImageView(QGraphicsView):
 
 
 def _heat_image(values: np.ndarray) -> QImage:
-    """Signed values (H, W) as an RGBA image: blue (against) - transparent (0) - red (for), NaN transparent."""
+    """Signed values (H, W) as an RGBA image: red (for), blue (against), opacity (|v| / max |v|)^2; NaN transparent."""
     v = np.asarray(values, dtype=np.float64)
     top = float(np.nanmax(np.abs(v))) if np.isfinite(v).any() else 0.0
     u = np.nan_to_num(v / top if top > 0 else v * 0.0)
@@ -342,7 +342,7 @@ def _heat_image(values: np.ndarray) -> QImage:
     pos, neg = u > 0, u < 0
     rgba[pos] = [220, 30, 30, 0]
     rgba[neg] = [30, 80, 230, 0]
-    rgba[..., 3] = (np.clip(np.abs(u), 0, 1) * 230).astype(np.uint8)
+    rgba[..., 3] = (np.clip(np.abs(u), 0, 1) ** 2 * 230).astype(np.uint8)  # squared: the strongest stand out
     rgba[~np.isfinite(v)] = 0
     h, w = v.shape
     return QImage(np.ascontiguousarray(rgba).data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
@@ -562,7 +562,7 @@ class DatasetPanel(QWidget):
             self.inspector.show()
             sizes = self.splitter.sizes()
             total = sum(sizes)
-            self.splitter.setSizes([int(total * f) for f in (0.16, 0.24, 0.32, 0.28)])
+            self.splitter.setSizes([int(total * f) for f in (0.13, 0.19, 0.32, 0.36)])
         self.inspector.inspect(self._pipeline_factory(), self._view_index, x, y, self.scale_spin.value() - 1)
         return True
 
@@ -573,7 +573,9 @@ class DatasetPanel(QWidget):
             self.view.clear_inspection()
             return
         mode = self.inspector.overlay_mode()
-        marks = ins.positions[ins.same_word] if mode == "same visual word" and ins.same_word is not None else None
+        marks = None
+        if mode == "same visual word" and ins.same_word is not None:
+            marks = ins.positions[ins.same_word & np.isclose(ins.sizes, ins.side, rtol=1e-4)]
         heat = None
         if mode == "class evidence" and ins.evidence is not None:
             heat = _heat_image(ins.evidence.heat_map)

@@ -44,11 +44,11 @@ class GlyphView(QWidget):
         super().__init__(parent)
         self.sift: Optional[np.ndarray] = None
         self.colours: Optional[np.ndarray] = None
-        self.setMinimumSize(250, 128)
+        self.setMinimumSize(250, 150)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
     def sizeHint(self) -> QSize:  # noqa: N802
-        return QSize(300, 140)
+        return QSize(300, 150)
 
     def set_data(self, sift: Optional[np.ndarray], colours: Optional[np.ndarray]) -> None:
         self.sift, self.colours = sift, colours
@@ -63,8 +63,8 @@ class GlyphView(QWidget):
         cell = box / 4
         top = 16
         p.setPen(text)
-        p.drawText(QRectF(0, 0, box, 14), Qt.AlignmentFlag.AlignCenter, "LCS: cell mean colours")
-        p.drawText(QRectF(box + 20, 0, box, 14), Qt.AlignmentFlag.AlignCenter, "SIFT: 4×4 cells × 8 bins")
+        p.drawText(QRectF(0, 0, box, 14), Qt.AlignmentFlag.AlignCenter, "LCS cell colours")
+        p.drawText(QRectF(box + 20, 0, box, 14), Qt.AlignmentFlag.AlignCenter, "SIFT 4×4 × 8 bins")
         grid = QPen(pal.color(QPalette.ColorRole.Mid), 1)
         if self.colours is not None:
             for by in range(4):
@@ -100,12 +100,12 @@ class PatchInspector(QWidget):
         self.header = QLabel("Turn on Patch grid and click a patch of the image to inspect it.")
         self.header.setWordWrap(True)
         self.glyph = GlyphView()
-        self.posterior_bars = Bars("patch_posteriors", "Which Gaussians take this patch? Top posteriors",
+        self.posterior_bars = Bars("patch_posteriors", "Which Gaussians take it? Top posteriors",
                                    "Gaussian", "posterior γ_t(k)", None)
-        self.energy_bars = Bars("patch_fv_energy", "Its share of the image's FV energy, per Gaussian it touches",
-                                "Gaussian", "share", "%")
+        self.energy_bars = Bars("patch_fv_energy", "Its share of the image's FV energy, per Gaussian",
+                                "Gaussian (its own share of the image's FV energy)", "share", "%")
         for f in (self.posterior_bars, self.energy_bars):
-            f.setMinimumHeight(170)
+            f.setMinimumHeight(120)
         self.overlay = QComboBox()
         self.overlay.addItems(list(OVERLAYS))
         self.overlay.setToolTip("What the image shows over its patches: the patches of the same visual word, or "
@@ -117,7 +117,7 @@ class PatchInspector(QWidget):
         self.claimed_labels = []
         for k in range(12):
             lab = QLabel()
-            lab.setFixedSize(58, 58)
+            lab.setFixedSize(50, 50)
             self.claimed_labels.append(lab)
             self.claimed_grid.addWidget(lab, k // 6, k % 6)
         self.evidence = QLabel("")
@@ -159,7 +159,8 @@ class PatchInspector(QWidget):
         if ins.posteriors is not None:
             head += (f"<br>visual word <b>G{ins.word + 1}</b>; {ins.n_nonzero} of {len(ins.posteriors)} posteriors "
                      f"non-zero after thresholding at θ = {ins.threshold:g}; "
-                     f"{int(ins.same_word.sum())} of {len(ins.same_word)} patches share the word")
+                     f"{int(ins.same_word.sum())} of {len(ins.same_word)} patches (all scales) share the word "
+                     f"(yellow: those of this scale)")
         self.header.setText(head)
         self.glyph.set_data(ins.sift, ins.cell_colours)
         if ins.posteriors is not None:
@@ -167,9 +168,8 @@ class PatchInspector(QWidget):
             self.posterior_bars.getPlotItem().setYRange(0, 1, padding=0.02)
             order = np.argsort(-ins.gaussian_energy)[:10] if ins.gaussian_energy is not None else []
             if len(order):
-                self.energy_bars.set_series([f"G{ins.touched[k] + 1}" for k in order],
-                                            [100 * ins.gaussian_energy[order], 100 * ins.block_share[order]],
-                                            ["Gaussian's share of the image", "patch's share of that Gaussian"])
+                self.energy_bars.set_series([f"G{ins.touched[k] + 1} ({100 * ins.gaussian_energy[k]:.0f}%)"
+                                             for k in order], [100 * ins.image_share[order]])
         else:
             for f in (self.posterior_bars, self.energy_bars):
                 f.set_series([], [])
@@ -179,7 +179,8 @@ class PatchInspector(QWidget):
                 c = ins.claimed[k]
                 from .dataset_panel import rgb_to_qimage
 
-                lab.setPixmap(QPixmap.fromImage(rgb_to_qimage(c.crop)))
+                lab.setPixmap(QPixmap.fromImage(rgb_to_qimage(c.crop)).scaled(
+                    48, 48, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation))
                 lab.setToolTip(f"{c.image_id}\nat ({c.position[0]:.0f}, {c.position[1]:.0f}), {c.side:.0f} px\n"
                                f"posterior {c.posterior:.3f}")
             else:
@@ -194,7 +195,8 @@ class PatchInspector(QWidget):
             self.evidence.setText(
                 f"Classifier: predicted <b>{ev.class_name}</b>, score {ev.score:+.3f} (bias {ev.intercept:+.3f}). "
                 f"Pushing most: {', '.join(f'G{k + 1} ({ev.per_gaussian[k]:+.3f})' for k in top)}; against: "
-                f"{', '.join(f'G{k + 1} ({ev.per_gaussian[k]:+.3f})' for k in low)}.")
+                f"{', '.join(f'G{k + 1} ({ev.per_gaussian[k]:+.3f})' for k in low)}. Heat map (Overlay: class "
+                f"evidence): red pushes {ev.class_name}, blue against.")
         else:
             self.evidence.setText("")
         self.notes.setText("<br>".join(ins.notes))

@@ -20,10 +20,12 @@ at one scale of the dense grid:
   single descriptor, which is linear in its per-descriptor terms). ``gaussian_energy[k]`` =
   ||G_k||^2 / ||G||^2 is Gaussian k's share of the image's FV energy and ``block_share[k]`` =
   <c_tk, G_k> / ||G_k||^2 the patch's share of that Gaussian's block (over all patches these shares sum to
-  1; a negative share pulls the block towards zero).
+  1; a negative share pulls the block towards zero); ``image_share[k]`` = <c_tk, G_k> / ||G||^2 (their
+  product) the patch's share of the whole image's FV energy through Gaussian k.
 - "same visual word": ``same_word`` (T,) marks every patch of the image whose largest posterior is on
-  ``word``; ``claimed``: patches of other images of the split that ``word`` claims most strongly (largest
-  posterior, ties broken by log w_k u_k(x), the most typical), one per image, with their pixels
+  ``word``; ``claimed``: patches of other images of the split that ``word`` claims most strongly (among their
+  patches whose largest posterior is on ``word``: the largest posterior, ties broken by log w_k u_k(x), the
+  most typical), one per image, from at most :data:`CLAIMED_IMAGES` images, with their pixels
   (:func:`claimed_patches`).
 - once a linear classifier exists: ``evidence`` (:class:`ClassEvidence`): for the predicted class c,
   S_k = sum over Gaussian k's dimensions of coef_c * z (z the image's normalised FV from the encode step),
@@ -51,7 +53,7 @@ TOP = 10
 #: patches of other images in the "claimed most strongly" grid
 CLAIMED = 12
 #: images of the split scanned for them (evenly spaced over the split's images)
-CLAIMED_IMAGES = 200
+CLAIMED_IMAGES = 120
 #: side of a claimed patch's crop, pixels
 CROP = 56
 
@@ -100,6 +102,7 @@ class PatchInspection:
     touched: Optional[np.ndarray] = None  # Gaussians with posterior > 0
     gaussian_energy: Optional[np.ndarray] = None  # (len(touched),)
     block_share: Optional[np.ndarray] = None  # (len(touched),)
+    image_share: Optional[np.ndarray] = None  # (len(touched),) block_share * gaussian_energy
     same_word: Optional[np.ndarray] = None  # (T,) bool
     claimed: List[ClaimedPatch] = field(default_factory=list)
     evidence: Optional[ClassEvidence] = None
@@ -239,6 +242,7 @@ def _energy(inspection: PatchInspection, X: np.ndarray, t: int, gmm, encoder) ->
     k = inspection.touched
     inspection.gaussian_energy = Gk2[k] / total if total > 0 else np.zeros(len(k))
     inspection.block_share = np.where(Gk2[k] > 0, cG[k] / np.maximum(Gk2[k], 1e-300), 0.0)
+    inspection.image_share = cG[k] / total if total > 0 else np.zeros(len(k))
 
 
 def _evidence(pipeline, inspection: PatchInspection, post: np.ndarray, channel: str) -> None:
@@ -301,10 +305,14 @@ def claimed_patches(pipeline, k: int, exclude: int, channel: str, pca, gmm, thre
         if d is None or not len(d.descriptors):
             continue
         X = PcaStep.project(pca, d.descriptors)
-        p = gmm.predict_proba(X, threshold=threshold)[:, k]
-        t = int(np.lexsort((-gmm.terms.log_joint(X)[:, k], -p))[0])
-        if p[t] > 0:
-            best.append((float(p[t]), float(gmm.terms.log_joint(X[t:t + 1])[0, k]), i, d.positions[t], float(d.scales[t])))
+        lj = gmm.terms.log_joint(X)
+        cand = np.flatnonzero(lj.argmax(1) == k)  # the patches whose largest posterior is on k
+        if not len(cand):
+            continue
+        p = gmm.predict_proba(X[cand], threshold=threshold)[:, k]  # the engine's posteriors, for those only
+        r = int(np.lexsort((-lj[cand, k], -p))[0])
+        t = int(cand[r])
+        best.append((float(p[r]), float(lj[t, k]), i, d.positions[t], float(d.scales[t])))
     best.sort(key=lambda r: (-r[0], -r[1]))
     out = []
     max_pixels = pipeline.config.get("dataset.max_pixels")

@@ -282,8 +282,8 @@ def cmd_gui(args) -> int:
         sys.stderr.write(f"fvstudio: the explorer is not available ({exc}).\n"
                          f"Headless commands still work: fvstudio run CONFIG.toml --out DIR\n")
         return 1
-    return int(run_gui(workspace=args.workspace, screenshot=args.screenshot, panel=args.panel,
-                       select=getattr(args, "select", None), patch=getattr(args, "patch", None)) or 0)
+    extra = {k: getattr(args, k) for k in ("select", "patch") if getattr(args, k, None) is not None}
+    return int(run_gui(workspace=args.workspace, screenshot=args.screenshot, panel=args.panel, **extra) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:

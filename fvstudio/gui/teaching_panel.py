@@ -26,8 +26,8 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QGroupBox,
-                               QHBoxLayout, QLabel, QPushButton, QSlider, QSpinBox, QTabWidget, QVBoxLayout,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QFrame, QGridLayout, QGroupBox,
+                               QHBoxLayout, QLabel, QPushButton, QScrollArea, QSlider, QSpinBox, QTabWidget, QVBoxLayout,
                                QWidget)
 
 from fvstudio.pipeline import teaching as T
@@ -193,6 +193,9 @@ class TeachingPanel(QWidget):
         self.pages.addTab(self._build_em_page(), "1. EM on a GMM")
         self.pages.addTab(self._build_fv_page(), "2. Fisher vector of an image")
         self.pages.addTab(self._build_pair_page(), "3. Same histogram, different FVs")
+        for f in (self.em_plot, self.ll_plot, self.fv_plot, self.fv_bars, *self.pair_plots, self.bow_bars,
+                  self.pair_fv_bars):
+            f.setMinimumSize(180, 150)  # the window keeps its small minimum size (the other panels')
         self.pages.currentChanged.connect(self._redraw_encodings)
         self._pair_key = (None, None)
         layout = QHBoxLayout(self)
@@ -278,7 +281,12 @@ class TeachingPanel(QWidget):
             v.addWidget(w)
         v.addWidget(self.status)
         v.addStretch(1)
-        box.setFixedWidth(270)
+        scroll = QScrollArea()  # the controls scroll on a small window rather than raise its minimum height
+        scroll.setWidget(box)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setFixedWidth(275)
         self.new_button.clicked.connect(self.new_points)
         for w in (self.preset, self.n_points, self.seed):
             (w.currentIndexChanged if isinstance(w, QComboBox) else w.valueChanged).connect(self.new_points)
@@ -295,7 +303,7 @@ class TeachingPanel(QWidget):
         self.l2_box.toggled.connect(self._redraw_encodings)
         self.image_seed.valueChanged.connect(self._redraw_encodings)
         self._speed_changed()
-        return box
+        return scroll
 
     def _build_em_page(self) -> QWidget:
         self.em_plot = ToyPlot("teaching_em", "Where are the Gaussians? 1σ and 2σ ellipses; points coloured by posteriors")

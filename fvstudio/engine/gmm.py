@@ -32,6 +32,12 @@ Convergence: stop when the mean log-likelihood per descriptor changes by less th
 by EM, ``max_iter`` = 0 or parameters given). ``log_likelihood_[i]`` is the mean log-likelihood of the
 parameters at the start of iteration i (the value the E-step of iteration i computes).
 
+One step at a time (for teaching, :mod:`fvstudio.pipeline.teaching`): ``initialise(X)`` sets the parameters
+EM starts from, ``e_step(X)`` returns the posteriors, the mean log-likelihood and the statistics A, B, C
+(:class:`EStep`), ``m_step(X, estep)`` updates w, mu, sigma^2 from them. They call the same E-step, M-step,
+floor and re-seeding code as ``fit``'s loop (the parameters are stored as float32 between the calls, where
+``fit`` keeps float64: the two paths agree to float32 rounding).
+
 Progress: one :func:`~fvstudio.engine.progress.report` per EM iteration with values
 ``log_likelihood``, ``stage`` ("init" during split/k-means initialisation, "em" after), ``restart``,
 ``iteration`` and ``n_components``; the cancel token is checked between iterations and raises
@@ -42,6 +48,7 @@ Learned arrays are float32; EM itself runs its parameter updates in float64.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional, Tuple
 
@@ -64,6 +71,17 @@ _SPLIT_STEP = 0.2
 _SPLIT_EM_ITERS = 5
 _KMEANS_ITERS = 30
 _ABS_VAR_FLOOR = 1e-6
+
+
+@dataclass
+class EStep:
+    """What :meth:`DiagonalGMM.e_step` returns: ``responsibilities`` (N, K) float32 posteriors gamma_t(k),
+    ``log_likelihood`` the mean log u(x_t) of the parameters the step used (nats per row), and the
+    ``statistics`` (A, B, C, :class:`~fvstudio.engine.posteriors.Statistics`) of the M-step."""
+
+    responsibilities: np.ndarray
+    log_likelihood: float
+    statistics: Statistics
 
 
 class DiagonalGMM(Estimator):
@@ -165,14 +183,9 @@ class DiagonalGMM(Estimator):
         ``init_params=(weights, means, variances)`` starts EM from those parameters instead of
         ``init`` (a warm start, e.g. to continue training; a single run whatever ``n_init``).
         """
-        self._check_params()
-        X = as_float32_matrix(X, "X", min_rows=1)
-        N, D = X.shape
+        X, fit_state = self._fit_state(X, progress, cancel)
+        D = X.shape[1]
         K = int(self.n_components)
-        _check_n_components(K, N)
-        global_mean, sq, max_dev = column_spread(X)
-        global_var = sq / N
-        check_float32_scale(max_dev, float(global_var.mean()))
         start = None
         if init_params is not None:
             ref = DiagonalGMM.from_params(*init_params)
@@ -180,12 +193,9 @@ class DiagonalGMM(Estimator):
                 raise ValueError(f"init_params means have shape {ref.means_.shape}, expected {(K, D)}")
             start = (ref.weights_.astype(np.float64), ref.means_.astype(np.float64),
                      ref.variances_.astype(np.float64))
-        scale = float(global_var.mean())
-        abs_floor = _ABS_VAR_FLOOR * (scale if scale > 0 else 1.0)
-        floor = np.maximum(float(self.var_floor) * global_var, abs_floor)
-        self.global_variance_ = global_var.astype(np.float32)
-        self.variance_floor_ = floor.astype(np.float32)
-        fit_state = _Fit(self, X, floor, progress, cancel, start, global_mean, global_var)
+        fit_state.start = start
+        self.global_variance_ = fit_state.global_var.astype(np.float32)
+        self.variance_floor_ = fit_state.floor.astype(np.float32)
 
         base = rng_from_seed(self.seed)
         rngs = base.spawn(1 if start is not None else self.n_init)
@@ -205,6 +215,67 @@ class DiagonalGMM(Estimator):
         self.n_reseeded_ = int(reseeded)
         self.restart_log_likelihoods_ = [float(v) for v in restart_ll]
         return self
+
+    def _fit_state(self, X, progress=None, cancel=None) -> Tuple[np.ndarray, "_Fit"]:
+        """Checked float32 X and the EM machinery on it: global variance and the variance floor of the
+        module docstring (what :meth:`fit`, :meth:`initialise` and :meth:`m_step` share)."""
+        self._check_params()
+        X = as_float32_matrix(X, "X", min_rows=1)
+        N = X.shape[0]
+        _check_n_components(int(self.n_components), N)
+        global_mean, sq, max_dev = column_spread(X)
+        global_var = sq / N
+        check_float32_scale(max_dev, float(global_var.mean()))
+        scale = float(global_var.mean())
+        abs_floor = _ABS_VAR_FLOOR * (scale if scale > 0 else 1.0)
+        floor = np.maximum(float(self.var_floor) * global_var, abs_floor)
+        return X, _Fit(self, X, floor, progress, cancel, None, global_mean, global_var)
+
+    # ------------------------------------------------------------------------------------------
+    # EM one step at a time (the teaching room steps through the same code fit() loops over)
+
+    def initialise(self, X) -> "DiagonalGMM":
+        """Set the parameters ``init`` gives on X, before any EM iteration: exactly where :meth:`fit` with
+        ``n_init = 1`` and the same ``seed`` starts its EM loop ("split" runs its intermediate levels'
+        EM iterations; the last level's EM is left to the caller)."""
+        X, fit_state = self._fit_state(X)
+        rng = rng_from_seed(self.seed).spawn(1)[0]
+        w, mu, var = fit_state.initial(0, rng)
+        self._set_params(w, mu, var)
+        self.global_variance_ = fit_state.global_var.astype(np.float32)
+        self.variance_floor_ = fit_state.floor.astype(np.float32)
+        self.log_likelihood_, self.n_iter_, self.converged_, self.n_reseeded_ = [], 0, False, 0
+        return self
+
+    def e_step(self, X) -> "EStep":
+        """One E-step on X under the current parameters: the posteriors gamma_t(k) (thresholded at
+        ``posterior_threshold`` and renormalised), the mean log-likelihood, and the Gaussian-centred
+        statistics A, B, C that :meth:`m_step` consumes (the E-step of :meth:`fit`'s loop)."""
+        self._require_fitted()
+        X, fit_state = self._fit_state(X)
+        if X.shape[1] != self.means_.shape[1]:
+            raise ValueError(f"X has {X.shape[1]} features, the model {self.means_.shape[1]}")
+        st = fit_state.e_step(*self._params64())
+        resp = self.predict_proba(X, threshold=float(self.posterior_threshold))
+        return EStep(resp, float(st.log_likelihood.mean()), st)
+
+    def m_step(self, X, estep: "EStep") -> "DiagonalGMM":
+        """One M-step from ``estep`` (:meth:`e_step` on the same X): w, mu, sigma^2 from A, B, C with the
+        variance floor of X and the re-seeding of empty components (the M-step of :meth:`fit`'s loop)."""
+        self._require_fitted()
+        X, fit_state = self._fit_state(X)
+        if estep.statistics.A.shape[1] != self.means_.shape[0]:
+            raise ValueError("estep was computed for another number of Gaussians")
+        _, mu, var = self._params64()
+        w, mu, var = fit_state.m_step(estep.statistics, mu, var)
+        self._set_params(w, mu, var)
+        self.n_iter_ = int(getattr(self, "n_iter_", 0)) + 1
+        self.n_reseeded_ = int(getattr(self, "n_reseeded_", 0)) + fit_state.reseeded
+        return self
+
+    def _params64(self):
+        return (self.weights_.astype(np.float64), self.means_.astype(np.float64),
+                self.variances_.astype(np.float64))
 
     # ------------------------------------------------------------------------------------------
     # inference
@@ -385,6 +456,14 @@ class _Fit:
 
     def run(self, restart: int, rng: np.random.Generator):
         self.reseeded = 0
+        w, mu, var = self.initial(restart, rng)
+        history: List[float] = []
+        w, mu, var, n_iter, converged = self.em(w, mu, var, int(self.gmm.max_iter), float(self.gmm.tol),
+                                                restart, "em", history)
+        return w, mu, var, history, n_iter, converged, self.reseeded
+
+    def initial(self, restart: int, rng: np.random.Generator):
+        """The parameters EM starts from (warm start, or ``init``), float64."""
         check_cancel(self.cancel, "GMM fit")
         init = self.gmm.init
         if self.start is not None:
@@ -396,10 +475,7 @@ class _Fit:
             w, mu, var = self.init_kmeans(rng)
         else:
             w, mu, var = self.init_split(restart)
-        history: List[float] = []
-        w, mu, var, n_iter, converged = self.em(w, mu, var, int(self.gmm.max_iter), float(self.gmm.tol),
-                                                restart, "em", history)
-        return w, mu, var, history, n_iter, converged, self.reseeded
+        return w, mu, var
 
     # initialisations -----------------------------------------------------------------------
     def init_random(self, rng):

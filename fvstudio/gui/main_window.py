@@ -46,11 +46,12 @@ from .pipeline_panel import SECTION_STEPS, PipelinePanel
 from .results_panel import ResultsPanel
 from .runs import EMTrace, RunOutcome, StepStates, run_pipeline_step
 from .status_bar import TaskProgress
+from .teaching_panel import TeachingPanel
 from .workers import BackgroundTask
 
 log = logging.getLogger("fvstudio.gui")
 
-PANELS = ("dataset", "pipeline", "results", "diagnostics")
+PANELS = ("dataset", "pipeline", "results", "diagnostics", "teaching")
 
 
 class _LogBridge(QObject):
@@ -128,6 +129,7 @@ class MainWindow(QMainWindow):
     def _build_panels(self) -> None:
         entries = entries_from_schema(PipelineConfig.schema())
         self.dataset_panel = DatasetPanel()
+        self.dataset_panel.set_pipeline_factory(self._pipeline_factory)
         self.dataset_panel.set_split_form(ConfigForm([e for e in entries if SECTION_STEPS[e.section] is None]))
         self.pipeline_panel = PipelinePanel(self.steps, entries)
         self.results_panel = ResultsPanel()
@@ -138,6 +140,8 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.pipeline_panel, "&Pipeline")
         self.tabs.addTab(self.results_panel, "&Results")
         self.tabs.addTab(self.diagnostics_panel, "Dia&gnostics")
+        self.teaching_panel = TeachingPanel()
+        self.tabs.addTab(self.teaching_panel, "&Teaching")
         self.setCentralWidget(self.tabs)
 
     def _build_log_dock(self) -> None:

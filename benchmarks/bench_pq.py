@@ -358,7 +358,7 @@ def bench_sgd(data, K, args):
 
 
 # --------------------------------------------------------------------------------------------------
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--caltech", default="", help="folder holding caltech101/ and caltech101_splits/")
     ap.add_argument("--workspace", default="", help="fvstudio workspace (descriptor and step cache)")
@@ -374,7 +374,7 @@ def main():
     ap.add_argument("--sgd-worker", choices=("dense", "codes"), help=argparse.SUPPRESS)
     ap.add_argument("--sgd-worker-dir", help=argparse.SUPPRESS)
     ap.add_argument("--sgd-params", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.sgd_worker:
         sgd_worker(args)
         return

@@ -107,6 +107,7 @@ def _check_rows(X, name: str = "X") -> RowProvider:
             raise ValueError(f"{name} row {s + i} has a squared L2 norm of {float(sq[i]):.3g} (> {MAX_SQ_NORM:g}): the "
                              "SGD's float32 dot products w'x would overflow; rescale the features (e.g. "
                              "L2-normalise each row, as the Fisher Vector pipeline does)")
+        del rows  # before the next chunk is read: a decoding provider (PQRows) then reuses one buffer
     return provider
 
 

@@ -238,7 +238,7 @@ def bench_codecs(data, K, args):
                      f"{enc:9.3f} {enc / min(ours['encode']):7.2f} {dec:9.3f} {dec / min(ours['decode']):7.2f} "
                      f"{r['mse']:9.5f} {100 * (r['mse'] / ours['mse'] - 1):+7.2f}% {r['mse_train']:10.5f}")
     lines.append(f"(x ours = time / fvstudio's time; vs ours = MSE relative to fvstudio's; encode/decode: best of "
-                 f"{args.repeats}; fvstudio: <= 25 Lloyd iterations, stopping early when no assignment changes)")
+                 f"{args.repeats}; fvstudio: <= 25 Lloyd iterations, stopping once <= 1 % of the training points change centroid)")
     return lines, rows
 
 

@@ -24,7 +24,8 @@ of float32 rows, and each block meets every query block (<= 32 MB) in one BLAS p
 top-k per query is merged after each block, so memory stays O(blocks + n_queries k). ``algorithm =
 "tables"`` instead scans the codes with per-query inner-product tables (sum_m T[m, code_m], per
 re-normalisation part), which needs a PQ database; ``benchmarks/bench_knn.py`` measured
-decode-then-GEMM faster at every size tried (see its report), hence the default ``"gemm"``.
+decode-then-GEMM faster at every size tried (Caltech-101, 64 queries x 3,060 codes, b = 1, G = 8: tables
+x3.6 slower at E = 8,192, x4.7 at E = 32,768), hence the default ``"gemm"``.
 Constants: weight floor 1e-12; 32 MB blocks; tables built for <= 64 MB of queries at a time.
 """
 from __future__ import annotations

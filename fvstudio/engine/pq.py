@@ -465,21 +465,40 @@ def _tables(Q, CT, l2, out):
 
 
 @njit(cache=True, nogil=True)
-def _adc_scan(tables, codes, nbits, group_part, out):
-    """out[q, i, p] <- sum over the groups m of part p of tables[q, m, code_m(codes[i])]."""
-    nq, M, K = tables.shape
+def _adc_scan(tt, codes, nbits, group_part, out):
+    """out[q, i, p] <- sum over the groups m of part p of tt[m, code_m(codes[i]), q], in order m = 0..M-1.
+
+    tt (M, k, nq) are the tables transposed, so that a look-up reads the nq queries' values as one
+    contiguous run; database rows go in blocks of 256, group-major inside a block, so one group's table
+    (k nq floats) stays in cache while the block's codes are scanned (row-major, every row would stream
+    through all M tables); the block's codes are unpacked group-major first (rows of packed codes are
+    code_size bytes apart, often a multiple of 4 KB: read down a column they thrash the cache).
+    """
+    M, K, nq = tt.shape
     n, size = codes.shape
     P = out.shape[2]
     flat = codes.reshape(-1)
-    for i in range(n):
-        for q in range(nq):
+    B = 256
+    acc = np.empty((min(n, B), P, nq), np.float32)
+    cm = np.empty((M, min(n, B)), np.int64)  # the block's codes, group-major
+    for i0 in range(0, n, B):
+        i1 = min(n, i0 + B)
+        for i in range(i0, i1):
+            for m in range(M):
+                cm[m, i - i0] = _get_code(flat, i * size, m, nbits)
             for p in range(P):
-                out[q, i, p] = 0.0
+                for q in range(nq):
+                    acc[i - i0, p, q] = 0.0
         for m in range(M):
-            c = _get_code(flat, i * size, m, nbits)
             p = group_part[m]
-            for q in range(nq):
-                out[q, i, p] += tables[q, m, c]
+            for i in range(i1 - i0):
+                c = cm[m, i]
+                for q in range(nq):
+                    acc[i, p, q] += tt[m, c, q]
+        for i in range(i0, i1):
+            for p in range(P):
+                for q in range(nq):
+                    out[q, i, p] = acc[i - i0, p, q]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -954,7 +973,7 @@ class ProductQuantizer(ArrayOutput, Estimator):
             np.ascontiguousarray(group_part, dtype=np.int64)
         P = int(gp.max()) + 1 if gp.size else 1
         out = np.empty((tables.shape[0], len(codes), P), dtype=np.float32)
-        _adc_scan(tables, codes, self.n_bits, gp, out)
+        _adc_scan(np.ascontiguousarray(tables.transpose(1, 2, 0)), codes, self.n_bits, gp, out)
         return out[:, :, 0] if group_part is None else out
 
     def group_parts(self) -> np.ndarray:

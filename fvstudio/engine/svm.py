@@ -108,6 +108,7 @@ def _check_rows(X, name: str = "X") -> RowProvider:
             raise ValueError(f"{name} row {s + i} has a squared L2 norm of {float(sq[i]):.3g} (> {MAX_SQ_NORM:g}): the "
                              "SGD's float32 dot products w'x would overflow; rescale the features (e.g. "
                              "L2-normalise each row, as the Fisher Vector pipeline does)")
+        del rows  # before the next chunk is read: a decoding provider (PQRows) then reuses one buffer
     return provider
 
 
@@ -152,8 +153,17 @@ class _SGDState:
     def model(self, averaging: bool):
         """(coef (C, D), intercept (C,)): the average when averaging started for every class, else w."""
         if averaging and np.isfinite(self.avg_start).all():
-            return (self.U + self.wfrac[:, None] * self.V) / self.adiv[:, None], self.ab
-        return self.V / self.wdiv[:, None], self.b
+            # class by class: the same float64 arithmetic as on whole (C, D) arrays, without (C, D) float64
+            # temporaries (three of them, twice the model each, were the peak of a fit on PQ codes)
+            # (1-element slices keep numpy's array promotion: float64 arithmetic, then float32)
+            coef = np.empty(self.V.shape, dtype=np.float32)
+            for c in range(coef.shape[0]):
+                coef[c] = (self.U[c] + self.wfrac[c:c + 1] * self.V[c]) / self.adiv[c:c + 1]
+            return coef, self.ab
+        coef = np.empty(self.V.shape, dtype=np.float32)
+        for c in range(coef.shape[0]):
+            coef[c] = self.V[c] / self.wdiv[c:c + 1]
+        return coef, self.b
 
 
 @dataclass
@@ -361,6 +371,9 @@ class OneVsRestSGD(Classifier):
                                     *state.kernel_args(g), stats[g]) for g in groups]
                 for job in jobs:
                     job.result()
+            # let go of the rows before the next chunk is read: a provider that decodes into a reused
+            # buffer (PQRows) then needs one chunk of memory, not two
+            del Xc
         return last_report
 
     @staticmethod

@@ -18,7 +18,8 @@ gradients "ms", power + L2, no pyramid: 2 x 64 x K dims), 30 train / 50 test ima
    bytes per image without / with the bit.
 3. ``--sgd``: OneVsRestSGD (hinge, fixed lambda, few epochs, balance="sample": all positives + 5x
    sampled negatives per class and epoch, Sec. 4.3) trained on the uncompressed FVs vs on the codes
-   (PQRows, decoded block by block), each in a fresh subprocess: fit time, mean per-class accuracy
+   (PQRows, decoded block by block; also re-normalised, ``PQRows(..., renormalise=True)``: decoded
+   rows back at unit norm, Sec. 5.1), each in a fresh subprocess: fit time, mean per-class accuracy
    on the test set (test FVs uncompressed, and test FVs as codes), peak RSS during fit
    (VmHWM after resetting it, Linux) and the RSS the data add.
 
@@ -237,7 +238,7 @@ def bench_codecs(data, K, args):
                      f"{enc:9.3f} {enc / min(ours['encode']):7.2f} {dec:9.3f} {dec / min(ours['decode']):7.2f} "
                      f"{r['mse']:9.5f} {100 * (r['mse'] / ours['mse'] - 1):+7.2f}% {r['mse_train']:10.5f}")
     lines.append(f"(x ours = time / fvstudio's time; vs ours = MSE relative to fvstudio's; encode/decode: best of "
-                 f"{args.repeats}; fvstudio: <= 25 Lloyd iterations, stopping early when no assignment changes)")
+                 f"{args.repeats}; fvstudio: <= 25 Lloyd iterations, stopping once <= 1 % of the training points change centroid)")
     return lines, rows
 
 
@@ -289,7 +290,8 @@ def sgd_worker(args):
         X = np.load(os.path.join(folder, "Xtr.npy"))  # in RAM
         data_mb = X.nbytes / 2 ** 20
     else:
-        X = PQRows(pq, pq.load_codes(os.path.join(folder, "codes_train.npz")))
+        renorm = args.sgd_worker == "renorm"
+        X = PQRows(pq, pq.load_codes(os.path.join(folder, "codes_train.npz")), renormalise=renorm)
         data_mb = X.codes.nbytes / 2 ** 20
     rss1 = _rss_kb()
     try:
@@ -303,21 +305,23 @@ def sgd_worker(args):
     Xte = np.load(os.path.join(folder, "Xte.npy"), mmap_mode="r")
     acc = mean_per_class_accuracy(yte, model.predict(Xte))
     acc_codes = mean_per_class_accuracy(yte, model.predict(PQRows(pq, pq.load_codes(
-        os.path.join(folder, "codes_test.npz")))))
+        os.path.join(folder, "codes_test.npz")), renormalise=args.sgd_worker == "renorm")))
     model_mb = (model.coef_.nbytes * (2 if params.get("averaging", True) else 1)) / 2 ** 20
     print(json.dumps({"kind": args.sgd_worker, "fit_s": wall, "fit_cpu_s": cpu, "acc": acc, "acc_test_codes": acc_codes,
                       "rss_base_mb": rss0 / 1024, "rss_data_mb": rss1 / 1024, "peak_mb": peak / 1024,
-                      "peak_reset": reset, "data_mb": data_mb, "model_mb": model_mb}))
+                      "peak_reset": reset, "data_mb": data_mb, "model_mb": model_mb,
+                      "quantizer_mb": (pq.codebooks_.nbytes + pq.codebooks_t_.nbytes) / 2 ** 20}))
 
 
-def bench_sgd(data, K, args):
+def bench_sgd(data, K, args, pq=None):
     with tempfile.TemporaryDirectory(prefix="bench_pq_sgd_") as folder:
         Xtr = np.ascontiguousarray(data["Xtr"], dtype=np.float32)
         np.save(os.path.join(folder, "Xtr.npy"), Xtr)
         np.save(os.path.join(folder, "Xte.npy"), np.ascontiguousarray(data["Xte"], dtype=np.float32))
         np.save(os.path.join(folder, "ytr.npy"), data["ytr"])
         np.save(os.path.join(folder, "yte.npy"), data["yte"])
-        pq = ProductQuantizer(1.0, 8, layout=data["layout"], seed=0, n_jobs=args.threads).fit(Xtr)
+        if pq is None:  # main's quantiser has these parameters (codebooks do not depend on n_jobs)
+            pq = ProductQuantizer(1.0, 8, layout=data["layout"], seed=0, n_jobs=args.threads).fit(Xtr)
         pq.save(os.path.join(folder, "pq.npz"))
         pq.save_codes(os.path.join(folder, "codes_train.npz"), pq.encode(Xtr))
         pq.save_codes(os.path.join(folder, "codes_test.npz"), pq.encode(data["Xte"]))
@@ -333,7 +337,7 @@ def bench_sgd(data, K, args):
             params = {"loss": "hinge", "lam": lam, "epochs": args.sgd_epochs, "balance": "sample",
                       "neg_ratio": 5.0, "averaging": True, "seed": 0}
             res = {}
-            for kind in ("dense", "codes"):
+            for kind in ("dense", "codes", "renorm"):
                 print(f"K={K}: SGD lambda={lam:g} on {kind} ... load {os.getloadavg()[0]:.1f}", flush=True)
                 out = subprocess.run([sys.executable, __file__, "--sgd-worker", kind, "--sgd-worker-dir", folder,
                                       "--sgd-params", json.dumps(params)], capture_output=True, text=True,
@@ -343,22 +347,24 @@ def bench_sgd(data, K, args):
                 if out.returncode:
                     raise RuntimeError(out.stderr)
                 res[kind] = json.loads(out.stdout.strip().splitlines()[-1])
-            d, c = res["dense"], res["codes"]
-            for name, r in (("uncompressed FVs", d), ("PQ codes (PQRows)", c)):
+            d, c, cr = res["dense"], res["codes"], res["renorm"]
+            for name, r in (("uncompressed FVs", d), ("PQ codes (PQRows)", c), ("PQ codes + re-norm", cr)):
                 lines.append(f"{lam:7.0e} {name:18s} {r['fit_s']:6.1f} {r['fit_cpu_s']:6.1f} {100 * r['acc']:10.2f}% "
                              f"{100 * r['acc_test_codes']:13.2f}% {r['data_mb']:8.1f} {r['model_mb']:8.1f} "
                              f"{r['rss_base_mb']:8.0f} {r['peak_mb']:8.0f} {r['peak_mb'] - r['rss_base_mb']:9.0f}")
             budget = c["data_mb"] + c["model_mb"] + 64
             notes.append(f"lambda={lam:g}: codes - uncompressed accuracy (test FVs uncompressed) "
                          f"{100 * (c['acc'] - d['acc']):+.2f} points; fit time x{c['fit_s'] / d['fit_s']:.2f}; codes "
-                         f"peak - base {c['peak_mb'] - c['rss_base_mb']:.0f} MB vs codes + model + 64 MB = {budget:.0f} MB")
+                         f"peak - base {c['peak_mb'] - c['rss_base_mb']:.0f} MB vs codes + model + 64 MB = {budget:.0f} MB; "
+                         f"re-normalised codes (Sec. 5.1) - uncompressed {100 * (cr['acc'] - d['acc']):+.2f} points")
     return lines + notes + [
-        "(base RSS: interpreter + numpy + numba kernels loaded, before the data; peak: VmHWM during fit, reset "
-        f"before it: {c['peak_reset']}; model MB = the weights + the ASGD average)"]
+        "(base RSS: interpreter + numpy + numba kernels loaded, before the data; it holds the quantiser too "
+        f"(codebooks + their transposed copy, {c['quantizer_mb']:.0f} MB), loaded in both workers; peak: VmHWM during "
+        f"fit, reset before it: {c['peak_reset']}; model MB = the weights + the ASGD average)"]
 
 
 # --------------------------------------------------------------------------------------------------
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--caltech", default="", help="folder holding caltech101/ and caltech101_splits/")
     ap.add_argument("--workspace", default="", help="fvstudio workspace (descriptor and step cache)")
@@ -371,10 +377,10 @@ def main():
     ap.add_argument("--sgd", action="store_true", help="also SGD on codes vs uncompressed")
     ap.add_argument("--sgd-lam", type=float, nargs="+", default=[1e-4, 1e-5])
     ap.add_argument("--sgd-epochs", type=int, default=10)
-    ap.add_argument("--sgd-worker", choices=("dense", "codes"), help=argparse.SUPPRESS)
+    ap.add_argument("--sgd-worker", choices=("dense", "codes", "renorm"), help=argparse.SUPPRESS)
     ap.add_argument("--sgd-worker-dir", help=argparse.SUPPRESS)
     ap.add_argument("--sgd-params", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.sgd_worker:
         sgd_worker(args)
         return
@@ -394,7 +400,7 @@ def main():
         pq = ProductQuantizer(1.0, 8, layout=data["layout"], seed=0, n_jobs=args.threads).fit(data["Xtr"])
         sparsity += bench_sparsity(data, K, pq)
         if args.sgd:
-            print("\n".join(bench_sgd(data, K, args)) + "\n", flush=True)
+            print("\n".join(bench_sgd(data, K, args, pq)) + "\n", flush=True)
     print("Sparsity bit (Sec. 4.2), b=1, G=8: bytes per image")
     print(SPARSITY_HEADER)
     print("\n".join(sparsity))

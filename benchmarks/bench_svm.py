@@ -17,6 +17,13 @@ it is the fairer single-thread comparison. Run:
 
     python benchmarks/bench_svm.py                        # full size: 3.3 GB of rows, a few minutes
     python benchmarks/bench_svm.py --n-train 4000 --n-test 2000 --repeats 1   # quick look
+
+SGD on PQ codes (issue 10, Sec. 4.3) on real Caltech-101 FVs: ``--codes`` runs ``bench_pq.py``'s SGD
+comparison (uncompressed FVs vs PQ codes b = 1, G = 8 read through ``PQRows``, each fit in a fresh
+subprocess: fit time, accuracy, peak RSS against codes + model + 64 MB); same table as
+``bench_pq.py --sgd --skip-codecs``:
+
+    python benchmarks/bench_svm.py --codes --caltech /work/data/caltech101 --workspace /work/data/ws_caltech
 """
 from __future__ import annotations
 
@@ -98,6 +105,26 @@ def load_avg():
         return "load average n/a"
 
 
+def run_codes(args):
+    """``--codes``: bench_pq.py's SGD-on-codes comparison (one code path, two entry points)."""
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench_pq
+
+    argv = ["--skip-codecs", "--sgd", "--threads", str(args.threads), "--K", *map(str, args.K)]
+    if args.caltech:
+        argv += ["--caltech", args.caltech]
+    if args.workspace:
+        argv += ["--workspace", args.workspace]
+    if args.codes_lam:
+        argv += ["--sgd-lam", *map(str, args.codes_lam)]
+    if args.codes_epochs:
+        argv += ["--sgd-epochs", str(args.codes_epochs)]
+    print(f"# bench_svm --codes: bench_pq.py {' '.join(argv)}", flush=True)
+    bench_pq.main(argv)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-train", type=int, default=20000)
@@ -112,7 +139,19 @@ def main():
     ap.add_argument("--no-sklearn", action="store_true")
     ap.add_argument("--minibatch", action="store_true",
                     help="also time the mini-batch + BLAS design alternative (numpy)")
+    ap.add_argument("--codes", action="store_true",
+                    help="SGD on PQ codes vs uncompressed on Caltech-101 FVs (bench_pq.py's --sgd table)")
+    ap.add_argument("--caltech", default="", help="with --codes: folder holding caltech101/ and caltech101_splits/")
+    ap.add_argument("--workspace", default="", help="with --codes: fvstudio workspace (descriptor and step cache)")
+    ap.add_argument("--K", type=int, nargs="+", default=[256], help="with --codes: GMM sizes")
+    ap.add_argument("--codes-lam", type=float, nargs="+", default=None,
+                    help="with --codes: lambdas (default: bench_pq's)")
+    ap.add_argument("--codes-epochs", type=int, default=None, help="with --codes: epochs (default: bench_pq's)")
+    ap.add_argument("--threads", type=int, default=1, help="with --codes: threads")
     args = ap.parse_args()
+    if args.codes:
+        run_codes(args)
+        return
 
     from fvstudio.engine import metrics
     from fvstudio.engine.svm import OneVsRestSGD

@@ -1,7 +1,7 @@
 """The ``fvstudio`` command: no arguments opens the explorer; subcommands run the engine headless.
 
     fvstudio                                   open the explorer (same as ``fvstudio gui``)
-    fvstudio gui [--workspace DIR] [--screenshot PATH] [--panel NAME]
+    fvstudio gui [--workspace DIR] [--screenshot PATH] [--panel NAME] [--select CLASS/FILE] [--patch X,Y]
     fvstudio run CONFIG.toml --out DIR [--workspace DIR] [--set KEY=VALUE ...]
     fvstudio sweep CONFIG.toml --set KEY=V1,V2,... [--set ...] --out DIR [--workspace DIR]
     fvstudio sweep CONFIG.toml --preset table1 --out DIR
@@ -270,7 +270,8 @@ def cmd_gui(args) -> int:
         sys.stderr.write(f"fvstudio: the explorer is not available ({exc}).\n"
                          f"Headless commands still work: fvstudio run CONFIG.toml --out DIR\n")
         return 1
-    return int(run_gui(workspace=args.workspace, screenshot=args.screenshot, panel=args.panel) or 0)
+    extra = {k: getattr(args, k) for k in ("select", "patch") if getattr(args, k, None) is not None}
+    return int(run_gui(workspace=args.workspace, screenshot=args.screenshot, panel=args.panel, **extra) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -287,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workspace", type=Path, help="workspace folder to open")
     g.add_argument("--screenshot", type=Path, help="render offscreen, save a PNG to this path and exit")
     g.add_argument("--panel", help="panel to show (for --screenshot)")
+    g.add_argument("--select", metavar="CLASS/FILE", help="show this image in the Dataset panel")
+    g.add_argument("--patch", metavar="X,Y", help="inspect the patch nearest to X,Y (pixels of the shown image; "
+                                                  "turns the patch grid on)")
     g.set_defaults(func=cmd_gui)
 
     r = sub.add_parser("run", help="run the pipeline of a TOML config; write results.json and predictions.csv")

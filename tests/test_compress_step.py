@@ -19,7 +19,7 @@ from test_pipeline import folder_dataset, tiny_config  # noqa: F401  (fixture re
 
 # b = 0.5, G = 8: 16 centroids per group, fewer than the 20 training FVs, so codes are lossy even here
 PQ = {"compression.bits_per_dim": 0.5, "compression.group": 8, "classifier.select_lambda": False,
-      "classifier.lam": 1e-3}
+      "classifier.lam": 1e-3, "classifier.solver": "sgd"}
 
 
 def _lists(root):

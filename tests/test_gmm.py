@@ -251,3 +251,53 @@ def test_stop_reason_tells_tolerance_from_iteration_cap(blobs, tmp_path):
     assert DiagonalGMM.load(capped.save(tmp_path / "capped.npz")).stop_reason_ == "max_iter"
     assert DiagonalGMM.load(loose.save(tmp_path / "loose.npz")).stop_reason_ == "tol"
     assert DiagonalGMM(5, max_iter=0, seed=0).fit(X).stop_reason_ == "none"
+
+
+# ---------------------------------------------------------------------------------------------------
+# EM one step at a time (initialise / e_step / m_step): the same code as fit's loop
+
+
+@pytest.mark.parametrize("init", ["kmeans++", "split", "random"])
+def test_stepping_reproduces_fit(blobs, init):
+    X, *_ = blobs
+    params = dict(var_floor=0.01, init=init, seed=3, tol=0.0)
+    fitted = DiagonalGMM(5, max_iter=6, **params).fit(X)
+    g = DiagonalGMM(5, **params).initialise(X)
+    lls = []
+    for _ in range(6):
+        est = g.e_step(X)
+        lls.append(est.log_likelihood)
+        g.m_step(X, est)
+    np.testing.assert_allclose(lls, fitted.log_likelihood_, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(g.means_, fitted.means_, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(g.variances_, fitted.variances_, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(g.weights_, fitted.weights_, atol=1e-4)
+
+
+def test_initialise_is_fits_starting_point(blobs):
+    X, *_ = blobs
+    a = DiagonalGMM(5, init="kmeans++", seed=7, max_iter=0).fit(X)
+    b = DiagonalGMM(5, init="kmeans++", seed=7).initialise(X)
+    np.testing.assert_array_equal(a.means_, b.means_)
+    np.testing.assert_array_equal(a.variances_, b.variances_)
+    assert b.log_likelihood_ == [] and b.n_iter_ == 0
+
+
+def test_e_step_posteriors_and_log_likelihood(blobs):
+    X, *_ = blobs
+    g = DiagonalGMM(5, seed=0, max_iter=3).fit(X)
+    est = g.e_step(X)
+    np.testing.assert_allclose(est.responsibilities, g.predict_proba(X, threshold=g.posterior_threshold))
+    np.testing.assert_allclose(est.responsibilities.sum(1), 1.0, atol=1e-5)
+    assert est.log_likelihood == pytest.approx(g.score(X), rel=1e-5)
+    np.testing.assert_allclose(est.statistics.A[0], est.responsibilities.sum(0), rtol=1e-4)
+
+
+def test_m_step_needs_a_matching_e_step(blobs):
+    X, *_ = blobs
+    g = DiagonalGMM(5, seed=0).initialise(X)
+    other = DiagonalGMM(3, seed=0).initialise(X)
+    with pytest.raises(ValueError, match="another number of Gaussians"):
+        g.m_step(X, other.e_step(X))
+    with pytest.raises(ValueError, match="not fitted"):
+        DiagonalGMM(5).e_step(X)

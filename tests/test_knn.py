@@ -111,7 +111,7 @@ def test_bad_input_names_the_argument(db):
     model = KNNClassifier(k=3).fit(X, y)
     with pytest.raises(ValueError, match="k=301 is larger than the database"):
         model.kneighbors(Q, k=301)
-    with pytest.raises(ValueError, match="X has 32 features per row, the database has 64"):
+    with pytest.raises(ValueError, match="X has 32 features, but KNNClassifier is expecting 64 features"):
         model.predict(Q[:, :32])
     bad = Q.copy()
     bad[2, 0] = np.nan

@@ -329,7 +329,7 @@ def test_bad_inputs_name_the_argument(fitted, data):
     bad[17, 3] = np.inf
     with pytest.raises(ValueError, match="X contains NaN or infinite"):
         fitted.encode(bad)
-    with pytest.raises(ValueError, match="X has 64 features per row, the quantiser expects 128"):
+    with pytest.raises(ValueError, match="X has 64 features, but ProductQuantizer is expecting 128 features"):
         fitted.encode(Xte[:, :64])
     with pytest.raises(ValueError, match="X must be a 2-D array"):
         fitted.encode(Xte[0])

@@ -40,7 +40,11 @@ PYRAMID = "1x1+3x1"           # whole image + 3 horizontal stripes
 
 # -- classifier (Sec. 3.1, 4.3) --------------------------------------------------------------------------
 LOSS = "hinge"                # linear SVM
-SOLVER = "sgd"                # the pipeline's classifier.solver (see engine/dual_svm.py for "dual")
+# Not in the paper: the pipeline's classifier.solver. "auto" = the dual on one Gram matrix while there are
+# fewer training images than dimensions (engine/dual_svm.py), else SGD. Same hinge objective; 3-fold lambda CV
+# on the training FVs only, textures (2 splits x SIFT/LCS): best CV score dual >= SGD in all 4 (78.8 vs 77.9,
+# 58.8 vs 58.8, 75.8 vs 73.8, 59.2 vs 57.1) in 1/2 to 1/6 of the time; Caltech-101 classifier step 28 s vs 3,075 s.
+SOLVER = "auto"
 LAM = 1e-5                    # lambda when it is not cross-validated
 LAMBDA_GRID = (1e-6, 1e-5, 1e-4, 1e-3)
 CV_FOLDS = 3

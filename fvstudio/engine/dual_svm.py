@@ -51,7 +51,8 @@ from .serialization import atomic_save_npz, load_npz
 from .jit import kernel
 from .model_selection import LambdaSearch, _cv_metric, make_folds
 from .rows import as_row_provider, iter_chunks
-from .validation import check_positive_int, check_targets, rng_from_seed
+from .estimator import Classifier
+from .validation import check_positive_int, check_targets, feature_count_error, rng_from_seed
 
 __all__ = ["OneVsRestDualSVM", "gram_matrix", "select_lambda_gram", "cross_val_decision_gram"]
 
@@ -225,7 +226,7 @@ def cross_val_decision_gram(K, y, lam: float, folds: int = D.CV_FOLDS, seed=0, *
     return out
 
 
-class OneVsRestDualSVM:
+class OneVsRestDualSVM(Classifier):
     """One-vs-rest linear SVMs (hinge loss) by dual coordinate descent on one Gram matrix.
 
     ``lam`` is a float or ``"cv"`` (chosen by :func:`select_lambda_gram` over ``lam_grid``). ``tol`` is the
@@ -245,12 +246,6 @@ class OneVsRestDualSVM:
         self.max_epochs = max_epochs
         self.n_jobs = n_jobs
         self.seed = seed
-
-    def get_params(self) -> dict:
-        return {"lam": self.lam, "lam_grid": [float(v) for v in self.lam_grid], "cv_folds": self.cv_folds,
-                "balance": self.balance, "bias": self.bias, "tol": self.tol, "max_epochs": self.max_epochs,
-                "n_jobs": self.n_jobs,
-                "seed": self.seed if isinstance(self.seed, (int, np.integer, type(None))) else None}
 
     def _check_params(self) -> None:
         if self.balance not in (None, "weight"):
@@ -273,6 +268,7 @@ class OneVsRestDualSVM:
         n, dim = len(provider), int(provider.dim)
         if n < 1 or dim < 1:
             raise ValueError(f"X must have rows and columns, got shape ({n}, {dim})")
+        y, classes, names = self._label_codes(y, classes)
         targets = check_targets(y, n, classes)
         Y, cls, multilabel = targets.Y, targets.classes, targets.multilabel
         K = gram_matrix(provider, cancel=cancel) if gram is None else np.asarray(gram, np.float32)
@@ -298,23 +294,25 @@ class OneVsRestDualSVM:
         self.coef_ = coef
         self.intercept_ = (dual.sum(axis=1) * BIAS_FEATURE if self.bias else np.zeros(cls.size)).astype(np.float32)
         self.dual_coef_ = dual
-        self.classes_ = cls
+        self.classes_ = cls if names is None else names[cls]  # non-numeric labels: predict returns them
         self.multilabel_ = bool(multilabel)
         self.lam_ = float(lam)
         self.n_iter_ = epochs
         self.n_features_in_ = dim
         return self
 
+    def _is_fitted(self) -> bool:
+        return vars(self).get("coef_") is not None
+
     def _check_fitted(self) -> None:
-        if vars(self).get("coef_") is None:
-            raise ValueError("this OneVsRestDualSVM is not fitted yet: call fit() first")
+        self._require_fitted()
 
     def decision_function(self, X) -> np.ndarray:
         """(N, C) float32 scores w_c' x + b_c, chunk by chunk with BLAS."""
         self._check_fitted()
         provider = as_row_provider(X)
         if provider.dim != self.n_features_in_:
-            raise ValueError(f"X has {provider.dim} features per row, the model expects {self.n_features_in_}")
+            raise feature_count_error("X", provider.dim, self.n_features_in_, "OneVsRestDualSVM")
         out = np.empty((len(provider), self.coef_.shape[0]), np.float32)
         for s, stop, rows in iter_chunks(provider, len(provider), provider.dim):
             np.matmul(rows, self.coef_.T, out=out[s:stop])
@@ -328,7 +326,7 @@ class OneVsRestDualSVM:
 
     def save(self, path):
         self._check_fitted()
-        meta = {"kind": "OneVsRestDualSVM", "params": self.get_params(), "multilabel": self.multilabel_,
+        meta = {"kind": "OneVsRestDualSVM", "params": self._json_params(), "multilabel": self.multilabel_,
                 "lam_": self.lam_, "n_iter_": self.n_iter_}
         return atomic_save_npz(path, {"coef": self.coef_, "intercept": self.intercept_, "classes": self.classes_,
                                       "dual_coef": self.dual_coef_}, meta)
@@ -336,10 +334,10 @@ class OneVsRestDualSVM:
     @classmethod
     def load(cls, path) -> "OneVsRestDualSVM":
         arrays, meta = load_npz(path, kind="OneVsRestDualSVM")
-        model = cls(**meta["params"])
+        model = cls(**cls._params_from_json(meta["params"]))
         model.coef_ = arrays["coef"].astype(np.float32)
         model.intercept_ = arrays["intercept"].astype(np.float32)
-        model.classes_ = arrays["classes"].astype(np.int64)
+        model.classes_ = arrays["classes"]  # int64 labels, or the strings fit was given
         model.dual_coef_ = arrays["dual_coef"].astype(np.float32)
         model.multilabel_ = bool(meta["multilabel"])
         model.lam_ = float(meta["lam_"])

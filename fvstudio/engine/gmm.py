@@ -32,6 +32,12 @@ Convergence: stop when the mean log-likelihood per descriptor changes by less th
 by EM, ``max_iter`` = 0 or parameters given). ``log_likelihood_[i]`` is the mean log-likelihood of the
 parameters at the start of iteration i (the value the E-step of iteration i computes).
 
+One step at a time (for teaching, :mod:`fvstudio.pipeline.teaching`): ``initialise(X)`` sets the parameters
+EM starts from, ``e_step(X)`` returns the posteriors, the mean log-likelihood and the statistics A, B, C
+(:class:`EStep`), ``m_step(X, estep)`` updates w, mu, sigma^2 from them. They call the same E-step, M-step,
+floor and re-seeding code as ``fit``'s loop (the parameters are stored as float32 between the calls, where
+``fit`` keeps float64: the two paths agree to float32 rounding).
+
 Progress: one :func:`~fvstudio.engine.progress.report` per EM iteration with values
 ``log_likelihood``, ``stage`` ("init" during split/k-means initialisation, "em" after), ``restart``,
 ``iteration`` and ``n_components``; the cancel token is checked between iterations and raises
@@ -42,12 +48,14 @@ Learned arrays are float32; EM itself runs its parameter updates in float64.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional, Tuple
 
 import numpy as np
 
-from .defaults import GMM_INIT, GMM_MAX_ITER, GMM_N_INIT, GMM_TOL, GMM_VAR_FLOOR, POSTERIOR_THRESHOLD
+from .defaults import GMM_COMPONENTS, GMM_INIT, GMM_MAX_ITER, GMM_N_INIT, GMM_TOL, GMM_VAR_FLOOR, POSTERIOR_THRESHOLD
+from .estimator import Estimator
 from .posteriors import GaussianTerms, Statistics, _accumulate_statistics, _dense_posteriors
 from .progress import CancelLike, ProgressCallback, check_cancel, report
 from .serialization import atomic_save_npz, load_npz
@@ -65,11 +73,25 @@ _KMEANS_ITERS = 30
 _ABS_VAR_FLOOR = 1e-6
 
 
-class DiagonalGMM:
+@dataclass
+class EStep:
+    """What :meth:`DiagonalGMM.e_step` returns: ``responsibilities`` (N, K) float32 posteriors gamma_t(k),
+    ``log_likelihood`` the mean log u(x_t) of the parameters the step used (nats per row), and the
+    ``statistics`` (A, B, C, :class:`~fvstudio.engine.posteriors.Statistics`) of the M-step."""
+
+    responsibilities: np.ndarray
+    log_likelihood: float
+    statistics: Statistics
+
+
+class DiagonalGMM(Estimator):
     """Diagonal GMM fitted by EM (see the module docstring for the equations and practices).
 
     ``n_jobs`` > 1 splits each E-step over that many threads (BLAS pinned to one thread meanwhile).
     """
+
+    _estimator_kind = "density_estimator"
+    _terms: Optional[GaussianTerms] = None  # E-step quantities of the fitted parameters (cached)
 
     # learned state (None until fit / from_params / load)
     weights_: Optional[np.ndarray] = None
@@ -79,7 +101,7 @@ class DiagonalGMM:
     variance_floor_: Optional[np.ndarray] = None
     global_variance_: Optional[np.ndarray] = None
 
-    def __init__(self, n_components: int, *, max_iter: int = GMM_MAX_ITER, tol: float = GMM_TOL,
+    def __init__(self, n_components: int = GMM_COMPONENTS, *, max_iter: int = GMM_MAX_ITER, tol: float = GMM_TOL,
                  init: str = GMM_INIT, var_floor: float = GMM_VAR_FLOOR,
                  posterior_threshold: float = POSTERIOR_THRESHOLD, n_init: int = GMM_N_INIT, seed=0,
                  n_jobs: int = 1):
@@ -92,17 +114,9 @@ class DiagonalGMM:
         self.n_init = n_init
         self.seed = seed
         self.n_jobs = n_jobs
-        self._terms: Optional[GaussianTerms] = None
 
     # ------------------------------------------------------------------------------------------
     # parameters
-
-    def get_params(self) -> dict:
-        return {"n_components": self.n_components, "max_iter": self.max_iter, "tol": self.tol,
-                "init": self.init, "var_floor": self.var_floor,
-                "posterior_threshold": self.posterior_threshold, "n_init": self.n_init,
-                "seed": self.seed if self.seed is None or isinstance(self.seed, (int, np.integer)) else None,
-                "n_jobs": self.n_jobs}
 
     def _check_params(self) -> None:
         check_positive_int(self.n_components, "n_components")
@@ -118,23 +132,22 @@ class DiagonalGMM:
     def is_fitted(self) -> bool:
         return self.means_ is not None
 
-    def _require_fitted(self) -> None:
-        if not self.is_fitted:
-            raise ValueError("this DiagonalGMM is not fitted yet: call fit() or from_params() first")
+    def _is_fitted(self) -> bool:
+        return self.means_ is not None
 
     @property
     def terms(self) -> GaussianTerms:
-        """The E-step quantities of the fitted parameters (computed once, cached)."""
+        """The E-step quantities of the fitted parameters (computed once, when the parameters are set)."""
         self._require_fitted()
-        if self._terms is None:
-            self._terms = GaussianTerms(self.weights_, self.means_, self.variances_)
         return self._terms
 
     def _set_params(self, w, mu, var) -> None:
         self.weights_ = np.asarray(w, dtype=np.float32)
         self.means_ = np.ascontiguousarray(mu, dtype=np.float32)
         self.variances_ = np.ascontiguousarray(var, dtype=np.float32)
-        self._terms = None
+        self.n_features_in_ = int(self.means_.shape[1])
+        # computed here, not on first use, so that predicting leaves the estimator's __dict__ unchanged
+        self._terms = GaussianTerms(self.weights_, self.means_, self.variances_)
 
     @classmethod
     def from_params(cls, weights, means, variances, **params) -> "DiagonalGMM":
@@ -162,21 +175,17 @@ class DiagonalGMM:
     # ------------------------------------------------------------------------------------------
     # fitting
 
-    def fit(self, X, progress: Optional[ProgressCallback] = None, cancel: CancelLike = None, *,
+    def fit(self, X, y=None, *, progress: Optional[ProgressCallback] = None, cancel: CancelLike = None,
             init_params: Optional[Tuple] = None) -> "DiagonalGMM":
-        """Learn the mixture from X (N, D) float32 (other real dtypes are converted).
+        """Learn the mixture from X (N, D) float32 (other real dtypes are converted); ``y`` is ignored
+        (scikit-learn's signature), ``progress`` and ``cancel`` are keyword-only.
 
         ``init_params=(weights, means, variances)`` starts EM from those parameters instead of
         ``init`` (a warm start, e.g. to continue training; a single run whatever ``n_init``).
         """
-        self._check_params()
-        X = as_float32_matrix(X, "X", min_rows=1)
-        N, D = X.shape
+        X, fit_state = self._fit_state(X, progress, cancel)
+        D = X.shape[1]
         K = int(self.n_components)
-        _check_n_components(K, N)
-        global_mean, sq, max_dev = column_spread(X)
-        global_var = sq / N
-        check_float32_scale(max_dev, float(global_var.mean()))
         start = None
         if init_params is not None:
             ref = DiagonalGMM.from_params(*init_params)
@@ -184,12 +193,9 @@ class DiagonalGMM:
                 raise ValueError(f"init_params means have shape {ref.means_.shape}, expected {(K, D)}")
             start = (ref.weights_.astype(np.float64), ref.means_.astype(np.float64),
                      ref.variances_.astype(np.float64))
-        scale = float(global_var.mean())
-        abs_floor = _ABS_VAR_FLOOR * (scale if scale > 0 else 1.0)
-        floor = np.maximum(float(self.var_floor) * global_var, abs_floor)
-        self.global_variance_ = global_var.astype(np.float32)
-        self.variance_floor_ = floor.astype(np.float32)
-        fit_state = _Fit(self, X, floor, progress, cancel, start, global_mean, global_var)
+        fit_state.start = start
+        self.global_variance_ = fit_state.global_var.astype(np.float32)
+        self.variance_floor_ = fit_state.floor.astype(np.float32)
 
         base = rng_from_seed(self.seed)
         rngs = base.spawn(1 if start is not None else self.n_init)
@@ -210,12 +216,73 @@ class DiagonalGMM:
         self.restart_log_likelihoods_ = [float(v) for v in restart_ll]
         return self
 
+    def _fit_state(self, X, progress=None, cancel=None) -> Tuple[np.ndarray, "_Fit"]:
+        """Checked float32 X and the EM machinery on it: global variance and the variance floor of the
+        module docstring (what :meth:`fit`, :meth:`initialise` and :meth:`m_step` share)."""
+        self._check_params()
+        X = as_float32_matrix(X, "X", min_rows=1)
+        N = X.shape[0]
+        _check_n_components(int(self.n_components), N)
+        global_mean, sq, max_dev = column_spread(X)
+        global_var = sq / N
+        check_float32_scale(max_dev, float(global_var.mean()))
+        scale = float(global_var.mean())
+        abs_floor = _ABS_VAR_FLOOR * (scale if scale > 0 else 1.0)
+        floor = np.maximum(float(self.var_floor) * global_var, abs_floor)
+        return X, _Fit(self, X, floor, progress, cancel, None, global_mean, global_var)
+
+    # ------------------------------------------------------------------------------------------
+    # EM one step at a time (the teaching room steps through the same code fit() loops over)
+
+    def initialise(self, X) -> "DiagonalGMM":
+        """Set the parameters ``init`` gives on X, before any EM iteration: exactly where :meth:`fit` with
+        ``n_init = 1`` and the same ``seed`` starts its EM loop ("split" runs its intermediate levels'
+        EM iterations; the last level's EM is left to the caller)."""
+        X, fit_state = self._fit_state(X)
+        rng = rng_from_seed(self.seed).spawn(1)[0]
+        w, mu, var = fit_state.initial(0, rng)
+        self._set_params(w, mu, var)
+        self.global_variance_ = fit_state.global_var.astype(np.float32)
+        self.variance_floor_ = fit_state.floor.astype(np.float32)
+        self.log_likelihood_, self.n_iter_, self.converged_, self.n_reseeded_ = [], 0, False, 0
+        return self
+
+    def e_step(self, X) -> "EStep":
+        """One E-step on X under the current parameters: the posteriors gamma_t(k) (thresholded at
+        ``posterior_threshold`` and renormalised), the mean log-likelihood, and the Gaussian-centred
+        statistics A, B, C that :meth:`m_step` consumes (the E-step of :meth:`fit`'s loop)."""
+        self._require_fitted()
+        X, fit_state = self._fit_state(X)
+        if X.shape[1] != self.means_.shape[1]:
+            raise ValueError(f"X has {X.shape[1]} features, the model {self.means_.shape[1]}")
+        st = fit_state.e_step(*self._params64())
+        resp = self.predict_proba(X, threshold=float(self.posterior_threshold))
+        return EStep(resp, float(st.log_likelihood.mean()), st)
+
+    def m_step(self, X, estep: "EStep") -> "DiagonalGMM":
+        """One M-step from ``estep`` (:meth:`e_step` on the same X): w, mu, sigma^2 from A, B, C with the
+        variance floor of X and the re-seeding of empty components (the M-step of :meth:`fit`'s loop)."""
+        self._require_fitted()
+        X, fit_state = self._fit_state(X)
+        if estep.statistics.A.shape[1] != self.means_.shape[0]:
+            raise ValueError("estep was computed for another number of Gaussians")
+        _, mu, var = self._params64()
+        w, mu, var = fit_state.m_step(estep.statistics, mu, var)
+        self._set_params(w, mu, var)
+        self.n_iter_ = int(getattr(self, "n_iter_", 0)) + 1
+        self.n_reseeded_ = int(getattr(self, "n_reseeded_", 0)) + fit_state.reseeded
+        return self
+
+    def _params64(self):
+        return (self.weights_.astype(np.float64), self.means_.astype(np.float64),
+                self.variances_.astype(np.float64))
+
     # ------------------------------------------------------------------------------------------
     # inference
 
     def _check_X(self, X) -> np.ndarray:
         self._require_fitted()
-        return as_float32_matrix(X, "X", n_features=self.means_.shape[1])
+        return as_float32_matrix(X, "X", n_features=self.means_.shape[1], owner="DiagonalGMM")
 
     def predict_proba(self, X, threshold: float = 0.0) -> np.ndarray:
         """Posteriors gamma_t(k) (N, K) float32 (eq. 15); ``threshold`` > 0 thresholds + renormalises."""
@@ -231,7 +298,7 @@ class DiagonalGMM:
         X = self._check_X(X)
         return _accumulate_statistics(X, self.terms, 0.0, moments=False).log_likelihood
 
-    def score(self, X) -> float:
+    def score(self, X, y=None) -> float:
         """Mean log-likelihood per row."""
         return float(self.score_samples(X).mean())
 
@@ -240,7 +307,7 @@ class DiagonalGMM:
 
     def save(self, path):
         self._require_fitted()
-        meta = {"kind": KIND, "version": 1, "params": self.get_params(), "n_iter": int(self.n_iter_),
+        meta = {"kind": KIND, "version": 1, "params": self._json_params(), "n_iter": int(self.n_iter_),
                 "converged": bool(self.converged_), "n_components": int(self.means_.shape[0]),
                 "n_features": int(self.means_.shape[1])}
         arrays = {"weights": self.weights_, "means": self.means_, "variances": self.variances_,
@@ -276,10 +343,6 @@ class DiagonalGMM:
         if self.converged_:
             return "tol"
         return "max_iter" if self.n_iter_ > 0 else "none"
-
-    def __repr__(self) -> str:
-        state = f"fitted, D={self.means_.shape[1]}" if self.is_fitted else "not fitted"
-        return f"DiagonalGMM(n_components={self.n_components}, init={self.init!r}, {state})"
 
 
 def check_fitted_gmm(gmm, name: str = "gmm") -> DiagonalGMM:
@@ -393,6 +456,14 @@ class _Fit:
 
     def run(self, restart: int, rng: np.random.Generator):
         self.reseeded = 0
+        w, mu, var = self.initial(restart, rng)
+        history: List[float] = []
+        w, mu, var, n_iter, converged = self.em(w, mu, var, int(self.gmm.max_iter), float(self.gmm.tol),
+                                                restart, "em", history)
+        return w, mu, var, history, n_iter, converged, self.reseeded
+
+    def initial(self, restart: int, rng: np.random.Generator):
+        """The parameters EM starts from (warm start, or ``init``), float64."""
         check_cancel(self.cancel, "GMM fit")
         init = self.gmm.init
         if self.start is not None:
@@ -404,10 +475,7 @@ class _Fit:
             w, mu, var = self.init_kmeans(rng)
         else:
             w, mu, var = self.init_split(restart)
-        history: List[float] = []
-        w, mu, var, n_iter, converged = self.em(w, mu, var, int(self.gmm.max_iter), float(self.gmm.tol),
-                                                restart, "em", history)
-        return w, mu, var, history, n_iter, converged, self.reseeded
+        return w, mu, var
 
     # initialisations -----------------------------------------------------------------------
     def init_random(self, rng):

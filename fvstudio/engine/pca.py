@@ -28,6 +28,7 @@ from typing import Optional
 import numpy as np
 
 from .defaults import PCA_COMPONENTS
+from .estimator import ArrayOutput, Estimator
 from .serialization import atomic_save_npz, load_npz
 from .validation import (_check_n_components, as_float32_matrix, check_choice, check_float32_scale, check_number,
                          check_positive_int, column_spread, rng_from_seed)
@@ -40,8 +41,10 @@ _POWER_ITERS = 4
 _ROWS_PER_CHUNK = 65536
 
 
-class PCA:
+class PCA(ArrayOutput, Estimator):
     """Principal component analysis with optional regularised whitening (see module docstring)."""
+
+    _estimator_kind = "transformer"
 
     # learned state (None until fit / load)
     mean_: Optional[np.ndarray] = None
@@ -55,13 +58,9 @@ class PCA:
         self.method = method
         self.seed = seed
 
-    def get_params(self) -> dict:
-        return {"n_components": self.n_components, "whiten": bool(self.whiten),
-                "whiten_eps": float(self.whiten_eps), "method": self.method,
-                "seed": self.seed if self.seed is None or isinstance(self.seed, (int, np.integer)) else None}
-
     # ------------------------------------------------------------------------------------------
-    def fit(self, X) -> "PCA":
+    def fit(self, X, y=None) -> "PCA":
+        """Learn the projection from X (N, D); ``y`` is ignored (scikit-learn's transformer signature)."""
         k = check_positive_int(self.n_components, "n_components")
         check_choice(self.method, "method", METHODS)
         check_number(self.whiten_eps, "whiten_eps", low=0.0)
@@ -117,25 +116,27 @@ class PCA:
         self._require_fitted()
         return np.cumsum(self.all_explained_variance_ratio_.astype(np.float64)).astype(np.float32)
 
-    def _require_fitted(self) -> None:
-        if self.components_ is None:
-            raise ValueError("this PCA is not fitted yet: call fit() first")
+    def _is_fitted(self) -> bool:
+        return self.components_ is not None
 
     def transform(self, X) -> np.ndarray:
         """(N, D) -> (N, k) float32."""
         self._require_fitted()
-        X = as_float32_matrix(X, "X", n_features=self.n_features_in_)
+        X = as_float32_matrix(X, "X", n_features=self.n_features_in_, owner="PCA")
         out = X @ self._W
         out -= self._offset
-        return out
+        return self._wrap_output(out)
 
-    def fit_transform(self, X) -> np.ndarray:
+    def _feature_names(self):
+        return [f"pca{i}" for i in range(len(self.components_))]
+
+    def fit_transform(self, X, y=None) -> np.ndarray:
         return self.fit(X).transform(X)
 
     def inverse_transform(self, Y) -> np.ndarray:
         """(N, k) -> (N, D) float32: the reconstruction mean + Y / scale U_k^T."""
         self._require_fitted()
-        Y = as_float32_matrix(Y, "Y", n_features=len(self.components_))
+        Y = as_float32_matrix(Y, "Y", n_features=len(self.components_), owner="PCA.inverse_transform")
         return (Y / self.scale_) @ self.components_ + self.mean_
 
     # ------------------------------------------------------------------------------------------
@@ -145,7 +146,7 @@ class PCA:
                   "explained_variance": self.explained_variance_,
                   "explained_variance_ratio": self.explained_variance_ratio_,
                   "all_explained_variance_ratio": self.all_explained_variance_ratio_}
-        meta = {"kind": KIND, "version": 1, "params": self.get_params(), "method_": self.method_,
+        meta = {"kind": KIND, "version": 1, "params": self._json_params(), "method_": self.method_,
                 "total_variance": self.total_variance_, "n_samples_seen": int(self.n_samples_seen_)}
         return atomic_save_npz(path, arrays, meta)
 
@@ -170,9 +171,6 @@ class PCA:
         pca.n_features_in_ = D
         pca._set_scale()
         return pca
-
-    def __repr__(self) -> str:
-        return f"PCA(n_components={self.n_components}, whiten={self.whiten}, method={self.method!r})"
 
 
 def _covariance(X, mean) -> np.ndarray:

@@ -72,9 +72,10 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from numba import njit
 
+from .estimator import ArrayOutput, Estimator
 from .progress import CancelLike, ProgressCallback, check_cancel, report
 from .serialization import atomic_save_npz, load_npz
-from .validation import check_positive_int, rng_from_seed
+from .validation import as_numeric_matrix, check_positive_int, feature_count_error, rng_from_seed
 
 __all__ = ["ProductQuantizer", "SparseCodes", "PQRows", "StorageReport", "sparsity_storage",
            "MAX_BITS", "MAX_POINTS_PER_CENTROID"]
@@ -464,21 +465,40 @@ def _tables(Q, CT, l2, out):
 
 
 @njit(cache=True, nogil=True)
-def _adc_scan(tables, codes, nbits, group_part, out):
-    """out[q, i, p] <- sum over the groups m of part p of tables[q, m, code_m(codes[i])]."""
-    nq, M, K = tables.shape
+def _adc_scan(tt, codes, nbits, group_part, out):
+    """out[q, i, p] <- sum over the groups m of part p of tt[m, code_m(codes[i]), q], in order m = 0..M-1.
+
+    tt (M, k, nq) are the tables transposed, so that a look-up reads the nq queries' values as one
+    contiguous run; database rows go in blocks of 256, group-major inside a block, so one group's table
+    (k nq floats) stays in cache while the block's codes are scanned (row-major, every row would stream
+    through all M tables); the block's codes are unpacked group-major first (rows of packed codes are
+    code_size bytes apart, often a multiple of 4 KB: read down a column they thrash the cache).
+    """
+    M, K, nq = tt.shape
     n, size = codes.shape
     P = out.shape[2]
     flat = codes.reshape(-1)
-    for i in range(n):
-        for q in range(nq):
+    B = 256
+    acc = np.empty((min(n, B), P, nq), np.float32)
+    cm = np.empty((M, min(n, B)), np.int64)  # the block's codes, group-major
+    for i0 in range(0, n, B):
+        i1 = min(n, i0 + B)
+        for i in range(i0, i1):
+            for m in range(M):
+                cm[m, i - i0] = _get_code(flat, i * size, m, nbits)
             for p in range(P):
-                out[q, i, p] = 0.0
+                for q in range(nq):
+                    acc[i - i0, p, q] = 0.0
         for m in range(M):
-            c = _get_code(flat, i * size, m, nbits)
             p = group_part[m]
-            for q in range(nq):
-                out[q, i, p] += tables[q, m, c]
+            for i in range(i1 - i0):
+                c = cm[m, i]
+                for q in range(nq):
+                    acc[i, p, q] += tt[m, c, q]
+        for i in range(i0, i1):
+            for p in range(P):
+                for q in range(nq):
+                    out[q, i, p] = acc[i - i0, p, q]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -505,8 +525,7 @@ def _rows_block(n_cols: int) -> int:
 def _float_block(X, s, e, name, n_features):
     block = np.ascontiguousarray(X[s:e], dtype=np.float32)
     if block.ndim != 2 or block.shape[1] != n_features:
-        raise ValueError(f"{name} has {block.shape[-1] if block.ndim else 0} features per row, "
-                         f"the quantiser expects {n_features}")
+        raise feature_count_error(name, block.shape[-1] if block.ndim else 0, n_features, "ProductQuantizer")
     if not np.isfinite(block).all():
         bad = int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0]) + s
         raise ValueError(f"{name} contains NaN or infinite values (first in row {bad}); clean or drop those "
@@ -515,13 +534,8 @@ def _float_block(X, s, e, name, n_features):
 
 
 def _check_matrix(X, name: str):
-    arr = X if isinstance(X, np.ndarray) else np.asarray(X)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) \
-            or np.iscomplexobj(arr):
-        raise ValueError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (n_samples, n_features), got shape {arr.shape}")
-    return arr
+    """A real numeric 2-D array, not copied (a memmap stays a view): see ``validation.as_numeric_matrix``."""
+    return as_numeric_matrix(X, name)
 
 
 @dataclass(frozen=True)
@@ -573,7 +587,7 @@ class StorageReport:
 # --------------------------------------------------------------------------------------------------
 # The estimator
 # --------------------------------------------------------------------------------------------------
-class ProductQuantizer:
+class ProductQuantizer(ArrayOutput, Estimator):
     """Product quantiser of E-dim vectors (see the module docstring for the maths and layouts).
 
     ``bits_per_dim`` b and ``group`` G give M = E / G sub-quantisers of 2^(bG) centroids each.
@@ -582,8 +596,11 @@ class ProductQuantizer:
     overrides the parts. ``n_iter`` Lloyd iterations at most, stopping once at most a share ``tol`` of
     the training points changed centroid; ``train_sample`` training vectors at most
     (None: 256 per centroid), ``seed`` fixes every random draw, ``n_jobs`` threads (results do not
-    depend on it).
+    depend on it). As a scikit-learn transformer, ``transform`` = :meth:`encode` (uint8 codes) and
+    ``inverse_transform`` = :meth:`decode`.
     """
+
+    _estimator_kind = "transformer"
 
     def __init__(self, bits_per_dim: float = 1.0, group: int = 8, *, layout=None, blocks=None, parts=None,
                  n_iter: int = N_ITER, tol: float = TOL, train_sample: Optional[int] = None, seed=0,
@@ -600,16 +617,16 @@ class ProductQuantizer:
         self.n_jobs = n_jobs
 
     # -- parameters --------------------------------------------------------------------------------
-    def get_params(self) -> dict:
-        layout = None if self.layout is None else [
+    def _json_params(self) -> dict:
+        """The parameters as JSON for :meth:`save` (layout blocks as dicts)."""
+        params = super()._json_params()
+        params["layout"] = None if self.layout is None else [
             {"name": b.name, "region": int(b.region), "offset": int(b.offset),
              "n_components": int(b.n_components), "per_component": int(b.per_component)} for b in self.layout]
-        return {"bits_per_dim": float(self.bits_per_dim), "group": int(self.group), "layout": layout,
-                "blocks": None if self.blocks is None else [int(v) for v in self.blocks],
-                "parts": None if self.parts is None else [int(v) for v in self.parts],
-                "n_iter": int(self.n_iter), "tol": float(self.tol), "train_sample": self.train_sample,
-                "seed": self.seed if isinstance(self.seed, (int, np.integer, type(None))) else None,
-                "n_jobs": int(self.n_jobs)}
+        return params
+
+    def _adjust_tags(self, tags) -> None:
+        tags.transformer_tags.preserves_dtype = []  # codes are uint8 whatever the input dtype
 
     def _check_params(self) -> int:
         nbits = _check_bits(self.bits_per_dim, self.group)
@@ -686,8 +703,9 @@ class ProductQuantizer:
         return unit, n_units, np.asarray(bounds, dtype=np.int64)
 
     # -- training ----------------------------------------------------------------------------------
-    def fit(self, X, progress: Optional[ProgressCallback] = None, cancel: CancelLike = None) -> "ProductQuantizer":
-        """Learn the M codebooks from the rows of ``X`` (array or memmap, (N, E)).
+    def fit(self, X, y=None, *, progress: Optional[ProgressCallback] = None,
+            cancel: CancelLike = None) -> "ProductQuantizer":
+        """Learn the M codebooks from the rows of ``X`` (array or memmap, (N, E)); ``y`` is ignored.
 
         Progress: one update per chunk of sub-quantisers (value ``subquantizers`` = trained so far); cancel is checked
         between chunks.
@@ -762,9 +780,26 @@ class ProductQuantizer:
             h.update(a.tobytes())
         self.fingerprint_ = h.hexdigest()[:16]
 
+    def _is_fitted(self) -> bool:
+        return hasattr(self, "codebooks_")
+
     def _check_fitted(self):
-        if not hasattr(self, "codebooks_"):
-            raise ValueError("this ProductQuantizer is not fitted yet; call fit first")
+        self._require_fitted()
+
+    # -- scikit-learn transformer ------------------------------------------------------------------
+    def transform(self, X) -> np.ndarray:
+        """:meth:`encode`: (N, code_size_) uint8 codes."""
+        return self._wrap_output(self.encode(X))
+
+    def fit_transform(self, X, y=None) -> np.ndarray:
+        return self.fit(X).transform(X)
+
+    def _feature_names(self):
+        return [f"code_byte{i}" for i in range(self.code_size_)]
+
+    def inverse_transform(self, codes) -> np.ndarray:
+        """:meth:`decode`: (N, E) float32 reconstructions."""
+        return self.decode(codes)
 
     # -- codes -------------------------------------------------------------------------------------
     def encode(self, X) -> np.ndarray:
@@ -773,7 +808,7 @@ class ProductQuantizer:
         X = _check_matrix(X, "X")
         E = self.n_features_in_
         if X.shape[1] != E:
-            raise ValueError(f"X has {X.shape[1]} features per row, the quantiser expects {E}")
+            raise feature_count_error("X", X.shape[1], E, "ProductQuantizer")
         N = X.shape[0]
         codes = np.zeros((N, self.code_size_), dtype=np.uint8)
         step = _rows_block(E)
@@ -844,7 +879,7 @@ class ProductQuantizer:
         X = _check_matrix(X, "X")
         E, N = self.n_features_in_, X.shape[0]
         if X.shape[1] != E:
-            raise ValueError(f"X has {X.shape[1]} features per row, the quantiser expects {E}")
+            raise feature_count_error("X", X.shape[1], E, "ProductQuantizer")
         U = self.n_units_
         mask = np.zeros((N, (U + 7) // 8), dtype=np.uint8)
         codes = np.zeros((N, self.code_size_), dtype=np.uint8)
@@ -888,7 +923,7 @@ class ProductQuantizer:
         X = _check_matrix(X, "X")
         E, N = self.n_features_in_, X.shape[0]
         if X.shape[1] != E:
-            raise ValueError(f"X has {X.shape[1]} features per row, the quantiser expects {E}")
+            raise feature_count_error("X", X.shape[1], E, "ProductQuantizer")
         if N < 1:
             raise ValueError("X has no rows")
         tot = np.zeros(self.n_subquantizers_)
@@ -938,7 +973,7 @@ class ProductQuantizer:
             np.ascontiguousarray(group_part, dtype=np.int64)
         P = int(gp.max()) + 1 if gp.size else 1
         out = np.empty((tables.shape[0], len(codes), P), dtype=np.float32)
-        _adc_scan(tables, codes, self.n_bits, gp, out)
+        _adc_scan(np.ascontiguousarray(tables.transpose(1, 2, 0)), codes, self.n_bits, gp, out)
         return out[:, :, 0] if group_part is None else out
 
     def group_parts(self) -> np.ndarray:
@@ -950,7 +985,7 @@ class ProductQuantizer:
     # -- persistence -------------------------------------------------------------------------------
     def save(self, path):
         self._check_fitted()
-        meta = {"kind": KIND, "params": self.get_params(), "n_features": self.n_features_in_,
+        meta = {"kind": KIND, "params": self._json_params(), "n_features": self.n_features_in_,
                 "n_units": self.n_units_, "fingerprint": self.fingerprint_, "n_train": self.n_train_,
                 "n_reseeded": self.n_reseeded_, "train_distortion": self.train_distortion_}
         return atomic_save_npz(path, {"codebooks": self.codebooks_, "group_unit": self.group_unit_,
@@ -1000,10 +1035,6 @@ class ProductQuantizer:
                                meta["fingerprint"])
         return self.check_codes(arrays["codes"], f"codes in {path}")
 
-    def __repr__(self) -> str:
-        return (f"ProductQuantizer(bits_per_dim={self.bits_per_dim!r}, group={self.group!r}, "
-                f"n_iter={self.n_iter!r}, seed={self.seed!r})")
-
 
 # --------------------------------------------------------------------------------------------------
 # Sparsity storage (Sec. 4.2)
@@ -1014,7 +1045,7 @@ def sparsity_storage(quantizer: ProductQuantizer, X) -> StorageReport:
     X = _check_matrix(X, "X")
     E, N = quantizer.n_features_in_, X.shape[0]
     if X.shape[1] != E:
-        raise ValueError(f"X has {X.shape[1]} features per row, the quantiser expects {E}")
+        raise feature_count_error("X", X.shape[1], E, "ProductQuantizer")
     if N < 1:
         raise ValueError("X has no rows")
     U = quantizer.n_units_

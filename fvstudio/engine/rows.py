@@ -26,6 +26,8 @@ from typing import Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from .validation import as_numeric_matrix
+
 _CHUNK_BYTES = 32 << 20
 
 
@@ -50,11 +52,7 @@ class ArrayRows:
     """
 
     def __init__(self, array, *, name: str = "X", check: bool = True):
-        arr = array if isinstance(array, np.ndarray) else np.asarray(array)
-        if arr.ndim != 2:
-            raise ValueError(f"{name} must be a 2-D array (n_samples, n_features), got shape {arr.shape}")
-        if arr.dtype == object or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-            raise ValueError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+        arr = as_numeric_matrix(array, name)  # not copied: a memmap stays a view on its file
         self.array = arr
         self.name = name
         if check:

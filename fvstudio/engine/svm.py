@@ -67,7 +67,8 @@ from .progress import CancelLike, check_cancel, report, scaled
 from .rows import RowProvider, as_row_provider, chunk_rows, dense_source, iter_chunks
 from .serialization import atomic_save_npz, load_npz
 from .sgd_kernels import sgd_pass
-from .validation import Targets, check_choice, check_number, check_positive_int, check_targets, rng_from_seed
+from .estimator import Classifier
+from .validation import Targets, check_choice, feature_count_error, check_number, check_positive_int, check_targets, rng_from_seed
 
 LOSSES = ("hinge", "log", "squared")
 SCHEDULES = ("optimal", "asgd", "constant")
@@ -107,6 +108,7 @@ def _check_rows(X, name: str = "X") -> RowProvider:
             raise ValueError(f"{name} row {s + i} has a squared L2 norm of {float(sq[i]):.3g} (> {MAX_SQ_NORM:g}): the "
                              "SGD's float32 dot products w'x would overflow; rescale the features (e.g. "
                              "L2-normalise each row, as the Fisher Vector pipeline does)")
+        del rows  # before the next chunk is read: a decoding provider (PQRows) then reuses one buffer
     return provider
 
 
@@ -151,8 +153,17 @@ class _SGDState:
     def model(self, averaging: bool):
         """(coef (C, D), intercept (C,)): the average when averaging started for every class, else w."""
         if averaging and np.isfinite(self.avg_start).all():
-            return (self.U + self.wfrac[:, None] * self.V) / self.adiv[:, None], self.ab
-        return self.V / self.wdiv[:, None], self.b
+            # class by class: the same float64 arithmetic as on whole (C, D) arrays, without (C, D) float64
+            # temporaries (three of them, twice the model each, were the peak of a fit on PQ codes)
+            # (1-element slices keep numpy's array promotion: float64 arithmetic, then float32)
+            coef = np.empty(self.V.shape, dtype=np.float32)
+            for c in range(coef.shape[0]):
+                coef[c] = (self.U[c] + self.wfrac[c:c + 1] * self.V[c]) / self.adiv[c:c + 1]
+            return coef, self.ab
+        coef = np.empty(self.V.shape, dtype=np.float32)
+        for c in range(coef.shape[0]):
+            coef[c] = self.V[c] / self.wdiv[c:c + 1]
+        return coef, self.b
 
 
 @dataclass
@@ -168,7 +179,7 @@ class _Plan:
     dense: Optional[tuple]  # (float32 array, index map) when rows are read in place
 
 
-class OneVsRestSGD:
+class OneVsRestSGD(Classifier):
     """One-vs-rest linear classifiers (hinge / log / squared loss) trained jointly by SGD.
 
     ``lam`` is a float or ``"cv"`` (chosen by :func:`~.model_selection.select_lambda` over ``lam_grid``
@@ -202,14 +213,6 @@ class OneVsRestSGD:
         self.seed = seed
 
     # -- parameters --------------------------------------------------------------------------------
-    def get_params(self) -> dict:
-        return {"loss": self.loss, "lam": self.lam, "epochs": self.epochs, "bias": self.bias,
-                "averaging": self.averaging, "balance": self.balance, "neg_ratio": self.neg_ratio,
-                "learning_rate": self.learning_rate, "eta0": self.eta0,
-                "lam_grid": [float(v) for v in self.lam_grid], "cv_folds": self.cv_folds,
-                "n_jobs": self.n_jobs,
-                "seed": self.seed if isinstance(self.seed, (int, np.integer, type(None))) else None}
-
     def _check_params(self):
         check_choice(self.loss, "loss", LOSSES)
         check_choice(self.learning_rate, "learning_rate", SCHEDULES)
@@ -238,7 +241,11 @@ class OneVsRestSGD:
         """
         self._check_params()
         provider = _check_rows(X)
-        return self._fit(provider, check_targets(y, len(provider), classes), progress, cancel)
+        y, classes, names = self._label_codes(y, classes)
+        self._fit(provider, check_targets(y, len(provider), classes), progress, cancel)
+        if names is not None:  # non-numeric labels (scikit-learn's convention): predict returns them
+            self.classes_ = names[self.classes_]
+        return self
 
     def _fit(self, provider: RowProvider, targets: Targets, progress, cancel: CancelLike) -> "OneVsRestSGD":
         """:meth:`fit` on checked input (parameters, rows and targets); model_selection's entry too."""
@@ -364,6 +371,9 @@ class OneVsRestSGD:
                                     *state.kernel_args(g), stats[g]) for g in groups]
                 for job in jobs:
                     job.result()
+            # let go of the rows before the next chunk is read: a provider that decodes into a reused
+            # buffer (PQRows) then needs one chunk of memory, not two
+            del Xc
         return last_report
 
     @staticmethod
@@ -381,9 +391,11 @@ class OneVsRestSGD:
         return Xc, rows
 
     # -- prediction --------------------------------------------------------------------------------
+    def _is_fitted(self) -> bool:
+        return self.coef_ is not None
+
     def _check_fitted(self):
-        if self.coef_ is None:
-            raise ValueError("this OneVsRestSGD is not fitted yet; call fit first")
+        self._require_fitted()
 
     def decision_function(self, X) -> np.ndarray:
         """(N, C) float32 scores w_c' x + b_c, computed chunk by chunk with BLAS; a ValueError if rows of ``X``
@@ -391,8 +403,7 @@ class OneVsRestSGD:
         self._check_fitted()
         provider = as_row_provider(X)
         if provider.dim != self.n_features_in_:
-            raise ValueError(f"X has {provider.dim} features per row, the model expects "
-                             f"{self.n_features_in_}")
+            raise feature_count_error("X", provider.dim, self.n_features_in_, "OneVsRestSGD")
         scores = self._decision(provider)
         bad = ~np.isfinite(scores).all(axis=1)
         if bad.any():
@@ -431,7 +442,7 @@ class OneVsRestSGD:
     # -- persistence -------------------------------------------------------------------------------
     def save(self, path):
         self._check_fitted()
-        meta = {"kind": "OneVsRestSGD", "params": self.get_params(), "multilabel": self.multilabel_,
+        meta = {"kind": "OneVsRestSGD", "params": self._json_params(), "multilabel": self.multilabel_,
                 "lam_": self.lam_, "eta0_": self.eta0_, "loss_history": self.loss_history_}
         return atomic_save_npz(path, {"coef": self.coef_, "intercept": self.intercept_,
                                       "classes": self.classes_, "n_steps": self.n_steps_}, meta)
@@ -439,10 +450,10 @@ class OneVsRestSGD:
     @classmethod
     def load(cls, path) -> "OneVsRestSGD":
         arrays, meta = load_npz(path, kind="OneVsRestSGD")
-        model = cls(**meta["params"])
+        model = cls(**cls._params_from_json(meta["params"]))
         model.coef_ = arrays["coef"].astype(np.float32)
         model.intercept_ = arrays["intercept"].astype(np.float32)
-        model.classes_ = arrays["classes"].astype(np.int64)
+        model.classes_ = arrays["classes"]  # int64 labels, or the strings fit was given
         model.n_steps_ = arrays["n_steps"]
         model.multilabel_ = bool(meta["multilabel"])
         model.lam_ = float(meta["lam_"])

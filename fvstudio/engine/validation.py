@@ -31,26 +31,18 @@ MIN_VARIANCE = 1e-24
 
 
 def as_float32_matrix(X, name: str = "X", *, n_features: Optional[int] = None,
-                      min_rows: int = 0, allow_empty: bool = True) -> np.ndarray:
+                      min_rows: int = 0, allow_empty: bool = True, owner: str = "the model") -> np.ndarray:
     """Return ``X`` as a C-contiguous float32 (N, D) array, or raise a ValueError naming ``name``.
 
-    Rejects non-numeric dtypes, wrong rank, no feature column, a feature count other than
-    ``n_features``, fewer than ``min_rows`` rows, NaN or infinite values (reporting how many and the
-    first row holding one) and finite values beyond float32's range.
+    Rejects sparse matrices, non-numeric dtypes (an object array of numbers is converted), wrong rank,
+    no feature column, a feature count other than ``n_features`` (the message names ``owner``, the
+    estimator expecting them), fewer than ``min_rows`` rows, NaN or infinite values (reporting how many
+    and the first row holding one) and finite values beyond float32's range. The messages carry the
+    phrases scikit-learn's estimator checks look for ("Reshape your data", "1 sample(s)", ...).
     """
-    arr = np.asarray(X)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise ValueError(f"{name} must be a numeric array, got dtype {arr.dtype}")
-    if np.iscomplexobj(arr):
-        raise ValueError(f"{name} must be real-valued, got complex dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (n_samples, n_features), got shape {arr.shape}")
-    if n_features is not None and arr.shape[1] != n_features:
-        raise ValueError(f"{name} has {arr.shape[1]} features per row, expected {n_features}")
-    if arr.shape[1] == 0:
-        raise ValueError(f"{name} has shape {arr.shape}: no feature column, at least 1 needed")
+    arr = as_numeric_matrix(X, name, n_features=n_features, owner=owner)
     if arr.shape[0] < min_rows or (not allow_empty and arr.shape[0] == 0):
-        raise ValueError(f"{name} has {arr.shape[0]} rows, at least {max(min_rows, 1)} needed")
+        raise ValueError(f"{name} has {arr.shape[0]} sample(s) (rows), at least {max(min_rows, 1)} needed")
     _check_finite(arr, name)
     with np.errstate(over="ignore"):  # reported below, naming the argument
         out = np.ascontiguousarray(arr, dtype=np.float32)
@@ -59,6 +51,54 @@ def as_float32_matrix(X, name: str = "X", *, n_features: Optional[int] = None,
         raise ValueError(f"{name} has values up to {big:.3g}, beyond float32's range ({FLOAT32_MAX:.3g}); "
                          "rescale it")
     return out
+
+
+def as_numeric_matrix(X, name: str = "X", *, n_features: Optional[int] = None,
+                      owner: str = "the model") -> np.ndarray:
+    """``X`` as a real numeric 2-D array with >= 1 column (``n_features`` if given), WITHOUT copying or
+    converting it (a memmap stays a view on its file); the checks and messages of :func:`as_float32_matrix`
+    except the row count and the values."""
+    check_not_sparse(X, name)
+    arr = _numeric_array(X, name)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (n_samples, n_features), got shape {arr.shape}; Reshape your "
+                         f"data: {name}.reshape(-1, 1) if it holds one feature, {name}.reshape(1, -1) if one sample")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise feature_count_error(name, arr.shape[1], n_features, owner)
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} has shape {arr.shape}: no feature column (0 feature(s) (shape={arr.shape}) while "
+                         "a minimum of 1 is required)")
+    return arr
+
+
+def _numeric_array(X, name: str) -> np.ndarray:
+    """``X`` as a real numeric (or bool) array; an object array is converted to float64 if it can be."""
+    arr = X if isinstance(X, np.ndarray) else np.asarray(X)
+    if arr.dtype == object:
+        try:
+            arr = arr.astype(np.float64)
+        except TypeError as exc:  # e.g. a dict inside: numpy's "float() argument must be a string or a real number"
+            raise TypeError(f"{name} must hold numbers: {exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"{name} must hold numbers: {exc}") from None
+    if np.iscomplexobj(arr):
+        raise ValueError(f"{name} must be real-valued (Complex data not supported), got dtype {arr.dtype}")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise ValueError(f"{name} must be a numeric array, got dtype {arr.dtype}")
+    return arr
+
+
+def feature_count_error(name: str, got: int, expected: int, owner: str) -> ValueError:
+    """The error for rows of the wrong width, worded as scikit-learn words it (its checks match it)."""
+    return ValueError(f"{name} has {got} features, but {owner} is expecting {expected} features as input "
+                      "(one per column)")
+
+
+def check_not_sparse(X, name: str = "X") -> None:
+    """A ValueError naming ``name`` if ``X`` is a scipy sparse matrix or array (the engine is dense)."""
+    if type(X).__module__.startswith("scipy.sparse"):
+        raise ValueError(f"{name} is a scipy sparse {type(X).__name__}: sparse input is not supported, "
+                         f"pass a dense array ({name}.toarray())")
 
 
 def _check_finite(arr: np.ndarray, name: str) -> None:
@@ -146,6 +186,32 @@ def column_spread(X: np.ndarray, chunk: int = 65536):
     return mean, ss, max_dev
 
 
+def check_labels(y, n: int) -> np.ndarray:
+    """``y`` as (n,) int64 class labels, or a ValueError naming what is wrong. A column (n, 1) is
+    flattened with a ``DataConversionWarning``-like warning (scikit-learn's convention)."""
+    if y is None:
+        raise ValueError("this classifier requires y to be passed, but the target y is None")
+    arr = np.asarray(y)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        import warnings
+
+        from .estimator import data_conversion_warning
+
+        warnings.warn("A column-vector y was passed when a 1d array was expected: flattened to (n,) "
+                      "labels (pass y.ravel())",
+                      data_conversion_warning(), stacklevel=3)
+        arr = arr[:, 0]
+    if arr.shape != (n,):
+        raise ValueError(f"y must be (N,) = ({n},) integer labels, got shape {arr.shape}")
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise ValueError(f"y must be integer labels, got dtype {arr.dtype}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("y contains NaN or infinite values; every sample needs a class label")
+    if np.any(arr != np.round(arr)):
+        raise ValueError("Unknown label type: y labels must be integers (class labels), got continuous values")
+    return arr.astype(np.int64)
+
+
 @dataclass(frozen=True)
 class Targets:
     """Checked classifier targets (see :func:`check_targets`): the array as given (``y``), its
@@ -165,6 +231,8 @@ def check_targets(y, n: int, classes=None) -> Targets:
     """``y`` for ``n`` samples: (N,) integer labels (classes = the sorted distinct labels >= 0, or
     ``classes``; a label < 0 is a negative for every class) or (N, C) targets in {+1, -1, 0} (bools:
     True = +1, False = -1). Raises a ValueError naming ``y`` (or ``classes``) otherwise."""
+    if y is None:
+        raise ValueError("this classifier requires y to be passed, but the target y is None")
     arr = np.asarray(y)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise ValueError(f"y must be integer labels or {{+1,-1,0}} targets, got dtype {arr.dtype}")
@@ -172,7 +240,7 @@ def check_targets(y, n: int, classes=None) -> Targets:
         raise ValueError(f"y has {arr.shape[0] if arr.ndim else 0} rows, X has {n}")
     if arr.ndim == 1:
         if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-            raise ValueError("y labels must be integers")
+            raise ValueError("Unknown label type: y labels must be integers (class labels), got continuous values")
         lab = arr.astype(np.int64)
         cls = np.unique(lab[lab >= 0]) if classes is None else np.asarray(classes, dtype=np.int64)
         if classes is None and cls.size == 0:
@@ -180,7 +248,7 @@ def check_targets(y, n: int, classes=None) -> Targets:
                              "a classifier needs samples of at least 2 classes (labels >= 0)")
         if cls.size < 2:
             what = "classes" if classes is not None else "y"
-            raise ValueError(f"{what} must hold at least 2 classes, got {cls.tolist()}")
+            raise ValueError(f"{what} must hold at least 2 classes, got {cls.size} class ({cls.tolist()})")
         Y = np.where(lab[:, None] == cls[None, :], 1, -1).astype(np.int8)
         return Targets(arr, Y, cls, False)
     if arr.ndim == 2:

@@ -1,7 +1,9 @@
-"""Starting the explorer: ``run_gui(workspace=None, screenshot=None, panel=None) -> exit code``.
+"""Starting the explorer: ``run_gui(workspace=None, screenshot=None, panel=None, select=None, patch=None)``.
 
-``fvstudio`` (no arguments) and ``fvstudio gui [--workspace DIR] [--screenshot PATH] [--panel NAME]``
-call this. Which workspace opens:
+``fvstudio`` (no arguments) and ``fvstudio gui [--workspace DIR] [--screenshot PATH] [--panel NAME]
+[--select CLASS/FILE] [--patch X,Y]`` call this. ``select`` shows that image in the Dataset panel and
+``patch`` (pixels of the image at descriptor resolution) turns the patch grid on and inspects the patch
+nearest to that point (the patch inspector), e.g. for a screenshot of that state. Which workspace opens:
 
 1. ``workspace`` if given;
 2. else the last workspace (``QSettings`` key ``last_workspace``) if that folder still exists;
@@ -130,14 +132,15 @@ def make_window(workspace=None, settings=None, persist: bool = True):
     return window
 
 
-def wait_until_drawn(app, window, timeout: float = 30.0) -> None:
+def wait_until_drawn(app, window, timeout: float = 90.0) -> None:
     """Process events until the window is exposed, thumbnails in view are loaded and tasks are idle (at most
-    ``timeout`` s: the diagnostics refresh of a K = 256 workspace takes ~3.5 s alone, and its niced worker
+    ``timeout`` s: a patch inspection scans up to 120 images; the diagnostics refresh of a K = 256 workspace takes ~3.5 s alone, and its niced worker
     thread needed more than 8 s on a busy two-core machine)."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         app.processEvents()
-        busy = not window.is_idle() or not window.dataset_panel.thumbnails_idle()
+        busy = (not window.is_idle() or not window.dataset_panel.thumbnails_idle()
+                or not window.dataset_panel.inspector_idle())
         if not busy and time.monotonic() - t0 > 0.8:
             break
         time.sleep(0.02)
@@ -146,7 +149,30 @@ def wait_until_drawn(app, window, timeout: float = 30.0) -> None:
         time.sleep(0.02)
 
 
-def run_gui(workspace=None, screenshot=None, panel: Optional[str] = None) -> int:
+def parse_patch(text: str):
+    """"X,Y" -> (x, y) floats; ValueError otherwise."""
+    parts = str(text).split(",")
+    if len(parts) != 2:
+        raise ValueError(f"--patch must be X,Y (pixels), got {text!r}")
+    return float(parts[0]), float(parts[1])
+
+
+def select_and_inspect(window, select: Optional[str], patch) -> Optional[str]:
+    """Show image ``select`` in the Dataset panel and inspect the patch at ``patch`` (x, y); an error text or None."""
+    dp = window.dataset_panel
+    if select:
+        if not dp.select_by_id(select):
+            return f"--select: no image {select!r} in the dataset (ids are CLASS/FILE, e.g. {dp.ds.ids[0]!r})" \
+                if dp.ds is not None and len(dp.ds.ids) else f"--select: no dataset is open"
+    if patch is not None:
+        dp.grid_toggle.setChecked(True)
+        if not dp.inspect_at(*patch):
+            return "--patch: no image is shown to inspect"
+    return None
+
+
+def run_gui(workspace=None, screenshot=None, panel: Optional[str] = None, select: Optional[str] = None,
+            patch=None) -> int:
     """Open the explorer; returns the exit code (0). With ``screenshot``: save a PNG and exit."""
     if screenshot and not os.environ.get("QT_QPA_PLATFORM"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
@@ -172,9 +198,26 @@ def run_gui(workspace=None, screenshot=None, panel: Optional[str] = None) -> int
     if panel is not None and panel not in PANELS:
         print(f"fvstudio gui: --panel must be one of {', '.join(PANELS)}, got {panel!r}", file=sys.stderr)
         return 2
+    if patch is not None and not isinstance(patch, tuple):
+        try:
+            patch = parse_patch(patch)
+        except ValueError as exc:
+            print(f"fvstudio gui: {exc}", file=sys.stderr)
+            return 2
     window = make_window(workspace, persist=not screenshot)
     if panel:
         window.show_panel(panel)
+    if select or patch is not None:
+        if not panel:
+            window.show_panel("dataset")
+        window.resize(1400, 880)
+        window.show()
+        app.processEvents()
+        problem = select_and_inspect(window, select, patch)
+        if problem:
+            print(f"fvstudio gui: {problem}", file=sys.stderr)
+            window.close()
+            return 2
     if screenshot:
         window.resize(1400, 880)
         window.show()
@@ -200,8 +243,10 @@ def main() -> int:  # pragma: no cover - convenience for `python -m fvstudio.gui
     ap.add_argument("--workspace")
     ap.add_argument("--screenshot")
     ap.add_argument("--panel")
+    ap.add_argument("--select")
+    ap.add_argument("--patch")
     a = ap.parse_args()
-    return run_gui(a.workspace, a.screenshot, a.panel)
+    return run_gui(a.workspace, a.screenshot, a.panel, a.select, a.patch)
 
 
 if __name__ == "__main__":  # pragma: no cover

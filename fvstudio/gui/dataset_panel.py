@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
-from PySide6.QtCore import QAbstractListModel, QItemSelectionModel, QModelIndex, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QImage, QImageReader, QPainter, QPainterPath, QPalette, QPen, QPixmap
+from PySide6.QtCore import QAbstractListModel, QItemSelectionModel, QModelIndex, QPointF, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QImage, QImageReader, QPainter, QPainterPath, QPalette, QPen, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QApplication, QCheckBox, QComboBox, QFileDialog,
                                QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QGroupBox, QHBoxLayout,
                                QHeaderView, QLabel, QListView, QPushButton, QSpinBox, QSplitter, QStyle,
@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QApplication, QCheckBox, QComb
 
 from fvstudio.pipeline.diagnostics import patch_grid
 
+from .patch_inspector import PatchInspector
 from .workers import BackgroundQueue
 
 log = logging.getLogger("fvstudio.gui")
@@ -240,7 +241,11 @@ class ThumbnailDelegate(QStyledItemDelegate):
 
 
 class ImageView(QGraphicsView):
-    """The selected image at descriptor resolution with an optional patch-grid overlay (no OpenGL)."""
+    """The selected image at descriptor resolution with an optional patch-grid overlay (no OpenGL); a click
+    on the image emits ``patch_clicked(x, y)`` in image pixels. The patch inspector's overlays: the patches
+    of one visual word (dots), the inspected patch (a square) and a heat map (a translucent image)."""
+
+    patch_clicked = Signal(float, float)
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -249,15 +254,54 @@ class ImageView(QGraphicsView):
         self.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
         self._pixmap = QGraphicsPixmapItem()
         self.scene().addItem(self._pixmap)
+        self._heat = QGraphicsPixmapItem()
+        self._heat.setOpacity(0.6)
+        self._heat.setZValue(0.5)
+        self.scene().addItem(self._heat)
         self._grid = self.scene().addPath(QPainterPath())
         self._grid.setZValue(1)
+        self._marks = self.scene().addPath(QPainterPath())
+        self._marks.setZValue(2)
+        self._selected = self.scene().addPath(QPainterPath())
+        self._selected.setZValue(3)
         self.setMinimumSize(260, 200)
 
     def set_image(self, image: Optional[QImage]) -> None:
         self._pixmap.setPixmap(QPixmap.fromImage(image) if image is not None else QPixmap())
         self._grid.setPath(QPainterPath())
+        self.clear_inspection()
         self.scene().setSceneRect(self._pixmap.boundingRect())
         self.fit()
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802
+        p = self.mapToScene(event.position().toPoint())
+        if event.button() == Qt.MouseButton.LeftButton and self._pixmap.boundingRect().contains(p):
+            self.patch_clicked.emit(float(p.x()), float(p.y()))
+        super().mousePressEvent(event)
+
+    def clear_inspection(self) -> None:
+        self._marks.setPath(QPainterPath())
+        self._selected.setPath(QPainterPath())
+        self._heat.setPixmap(QPixmap())
+
+    def set_inspection(self, selected: Optional[tuple], marks: Optional[np.ndarray], heat: Optional[QImage]) -> None:
+        """``selected`` (x, y, side) square, ``marks`` (n, 2) patch centres as dots, ``heat`` an RGBA image."""
+        sel = QPainterPath()
+        if selected is not None:
+            x, y, side = selected
+            sel.addRect(QRectF(x - side / 2, y - side / 2, side, side))
+        pen = QPen(QColor(255, 40, 40), 2.5)
+        pen.setCosmetic(True)
+        self._selected.setPen(pen)
+        self._selected.setPath(sel)
+        path = QPainterPath()
+        if marks is not None:
+            for x, y in np.asarray(marks, float):
+                path.addEllipse(QPointF(x, y), 1.6, 1.6)
+        self._marks.setPen(QPen(Qt.PenStyle.NoPen))
+        self._marks.setBrush(QBrush(QColor(255, 220, 0, 200)))
+        self._marks.setPath(path)
+        self._heat.setPixmap(QPixmap.fromImage(heat) if heat is not None else QPixmap())
 
     def set_patches(self, positions: Optional[np.ndarray], size: float) -> None:
         """Draw the patch centres of one scale as dots, and the patch squares of a non-overlapping
@@ -289,6 +333,21 @@ class ImageView(QGraphicsView):
         self.fit()
 
 
+def _heat_image(values: np.ndarray) -> QImage:
+    """Signed values (H, W) as an RGBA image: red (for), blue (against), opacity (|v| / max |v|)^2; NaN transparent."""
+    v = np.asarray(values, dtype=np.float64)
+    top = float(np.nanmax(np.abs(v))) if np.isfinite(v).any() else 0.0
+    u = np.nan_to_num(v / top if top > 0 else v * 0.0)
+    rgba = np.zeros(v.shape + (4,), np.uint8)
+    pos, neg = u > 0, u < 0
+    rgba[pos] = [220, 30, 30, 0]
+    rgba[neg] = [30, 80, 230, 0]
+    rgba[..., 3] = (np.clip(np.abs(u), 0, 1) ** 2 * 230).astype(np.uint8)  # squared: the strongest stand out
+    rgba[~np.isfinite(v)] = 0
+    h, w = v.shape
+    return QImage(np.ascontiguousarray(rgba).data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
+
+
 class DatasetPanel(QWidget):
     """The dataset browser; talks to the main window through ``open_requested`` and ``split_edited``."""
 
@@ -304,15 +363,22 @@ class DatasetPanel(QWidget):
         self.split_form = None
         self._view_index: Optional[int] = None
         self._view_image: Optional[np.ndarray] = None
+        self._pipeline_factory = None  # () -> a callable building a Pipeline in a worker (the main window's)
         self.setAcceptDrops(True)
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self._build_classes())
         split.addWidget(self._build_thumbnails())
         split.addWidget(self._build_image_view())
+        self.inspector = PatchInspector()
+        self.inspector.inspected.connect(self._draw_inspection)
+        self.inspector.overlay_changed.connect(self._draw_inspection)
+        self.inspector.hide()  # shown at the first click on a patch
+        split.addWidget(self.inspector)
         split.setStretchFactor(0, 2)
         split.setStretchFactor(1, 4)
         split.setStretchFactor(2, 3)
-        split.setSizes([300, 520, 420])
+        split.setStretchFactor(3, 3)
+        split.setSizes([300, 520, 420, 0])
         self.splitter = split
         layout = QVBoxLayout(self)
         layout.addLayout(self._build_header())
@@ -395,6 +461,7 @@ class DatasetPanel(QWidget):
     def _build_image_view(self) -> QWidget:
         """Right: the selected image at descriptor resolution, with the patch-grid controls."""
         self.view = ImageView()
+        self.view.patch_clicked.connect(self.inspect_at)
         self.grid_toggle = QCheckBox("Patch grid")
         self.grid_toggle.setToolTip("Overlay the dense descriptor patches of one scale (Sec. 3.1: 24x24 "
                                     "patches every 4 px at 5 scales by default)")
@@ -463,8 +530,56 @@ class DatasetPanel(QWidget):
         return self.model.queue_idle()
 
     def stop_loading(self) -> None:
-        """Drop the thumbnails still waiting (e.g. the window closes)."""
+        """Drop the thumbnails still waiting and stop an inspection (e.g. the window closes)."""
         self.model.stop_loading()
+        self.inspector.task.cancel()
+        self.inspector.task.wait(10.0)
+
+    # ---------------------------------------------------------------- patch inspector
+    def set_pipeline_factory(self, factory) -> None:
+        """``factory()`` returns a callable that builds, in a worker thread, the Pipeline of the current config."""
+        self._pipeline_factory = factory
+
+    def inspector_idle(self) -> bool:
+        return self.inspector.idle()
+
+    def select_by_id(self, image_id: str) -> bool:
+        """Show the image whose id is ``image_id`` ("class/file"); False if the dataset has none."""
+        if self.ds is None or image_id not in list(self.ds.ids):
+            return False
+        self.select_image(list(self.ds.ids).index(image_id))
+        return True
+
+    def inspect_at(self, x: float, y: float) -> bool:
+        """Inspect the patch of the shown scale nearest to (x, y) of the viewed image (needs the patch grid on)."""
+        if self._view_index is None or self._view_image is None or self._pipeline_factory is None:
+            return False
+        if not self.grid_toggle.isChecked():
+            self.inspector.show()
+            self.inspector.header.setText("Turn on Patch grid to inspect the patches of the image.")
+            return False
+        if not self.inspector.isVisible():
+            self.inspector.show()
+            sizes = self.splitter.sizes()
+            total = sum(sizes)
+            self.splitter.setSizes([int(total * f) for f in (0.13, 0.19, 0.32, 0.36)])
+        self.inspector.inspect(self._pipeline_factory(), self._view_index, x, y, self.scale_spin.value() - 1)
+        return True
+
+    def _draw_inspection(self, *_: Any) -> None:
+        """The inspection's overlays on the image: the word's patches, or the class evidence heat map."""
+        ins = self.inspector.inspection
+        if ins is None or ins.image_index != self._view_index:
+            self.view.clear_inspection()
+            return
+        mode = self.inspector.overlay_mode()
+        marks = None
+        if mode == "same visual word" and ins.same_word is not None:
+            marks = ins.positions[ins.same_word & np.isclose(ins.sizes, ins.side, rtol=1e-4)]
+        heat = None
+        if mode == "class evidence" and ins.evidence is not None:
+            heat = _heat_image(ins.evidence.heat_map)
+        self.view.set_inspection((ins.position[0], ins.position[1], ins.side), marks, heat)
 
     def set_dataset(self, ds, splits=None) -> None:
         same = self.ds is not None and ds is not None and list(ds.paths) == list(self.ds.paths)

@@ -54,11 +54,12 @@ from .status_bar import TaskProgress
 from .sweep_dialog import SweepDialog
 from .sweep_panel import SWEEP_LABEL, SweepPanel
 from .window_rooms import SweepsAndCompression
+from .teaching_panel import TeachingPanel
 from .workers import BackgroundTask
 
 log = logging.getLogger("fvstudio.gui")
 
-PANELS = ("dataset", "pipeline", "results", "diagnostics", "compression", "sweeps")
+PANELS = ("dataset", "pipeline", "results", "diagnostics", "compression", "sweeps", "teaching")
 
 
 class _LogBridge(QObject):
@@ -138,6 +139,7 @@ class MainWindow(SweepsAndCompression, QMainWindow):
     def _build_panels(self) -> None:
         entries = entries_from_schema(PipelineConfig.schema())
         self.dataset_panel = DatasetPanel()
+        self.dataset_panel.set_pipeline_factory(self._pipeline_factory)
         self.dataset_panel.set_split_form(ConfigForm([e for e in entries if SECTION_STEPS[e.section] is None]))
         self.pipeline_panel = PipelinePanel(self.steps, entries)
         self.results_panel = ResultsPanel()
@@ -152,6 +154,8 @@ class MainWindow(SweepsAndCompression, QMainWindow):
         self.tabs.addTab(self.diagnostics_panel, "Dia&gnostics")
         self.tabs.addTab(self.compression_panel, "&Compression")
         self.tabs.addTab(self.sweep_panel, "S&weeps")
+        self.teaching_panel = TeachingPanel()
+        self.tabs.addTab(self.teaching_panel, "&Teaching")
         self.setCentralWidget(self.tabs)
 
     def _build_log_dock(self) -> None:

@@ -4,7 +4,7 @@
 
 - :class:`PipelineConfig` (``config.py``): every key with its paper default, validation, TOML I/O and a
   schema the GUI builds its widgets from.
-- :class:`Pipeline` (``runner.py``): the scheduler over the six :data:`STEPS` (one module each in
+- :class:`Pipeline` (``runner.py``): the scheduler over the seven :data:`STEPS` (one module each in
   ``steps/``, given one :class:`~.context.StepContext`), each cached in a workspace folder under a hash of
   its inputs and parameters; ``status``, ``run_step``, ``run_all``, ``result``, ``artifact``.
 - :class:`RunResult` (``results.py``): metrics, per-class values, confusion, timings, predictions.

@@ -1,4 +1,4 @@
-"""The pipeline runner: a small scheduler over the six cached steps of :mod:`fvstudio.pipeline.steps`.
+"""The pipeline runner: a small scheduler over the seven cached steps of :mod:`fvstudio.pipeline.steps`.
 
 ``STEPS = ("descriptors", "pca", "gmm", "encode", "classifier", "evaluate")``; each step's module says
 what it computes, from which config section, with which equations. This module only decides what to run,
@@ -174,7 +174,7 @@ class _StepProgress:
 
 
 class Pipeline:
-    """The six steps over one config and one workspace folder; every output is cached there.
+    """The seven steps over one config and one workspace folder; every output is cached there.
 
     ``config`` may be changed between calls (``pipeline.config.set("gmm.n_components", 64)``): statuses,
     keys and runs always follow the current values.

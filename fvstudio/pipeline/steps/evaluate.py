@@ -1,4 +1,4 @@
-"""Step 6, ``evaluate``: metrics of every split's test scores, their mean and std over splits.
+"""Step 7, ``evaluate``: metrics of every split's test scores, their mean and std over splits.
 
 Reads ``[evaluate]``. Single-label data -> mean per-class top-1 accuracy (Caltech/SUN, Sec. 3.3-3.4),
 overall accuracy, top-k accuracy (``evaluate.top_k``), per-class accuracy, the confusion matrix (summed

@@ -3,8 +3,11 @@
 A 5 ms ``QTimer`` records the interval between its ticks on the GUI thread (ideal: 5 ms) in three
 phases: idle (the reference), while the descriptors of the sample dataset are extracted, and while the
 PCA + GMM are fitted — both run through a :class:`fvstudio.gui.workers.BackgroundTask`, the same path as
-the explorer's "Run" buttons, on a fresh workspace. A stall of the GUI thread (e.g. a numba kernel holding
-the GIL) shows up as a long interval. Prints p50 / p99 / max of the intervals per phase.
+the explorer's "Run" buttons, on a fresh workspace — then while the jobs of the explorer's rooms run the same
+way (``--rooms``, default on): encode + compress (PQ b = 0.5, G = 8) + k-NN classifier, the Compression
+panel's distortion grid and neighbour lists, the patch inspector, and a two-variant sweep. A stall of the GUI
+thread (e.g. a numba kernel holding the GIL) shows up as a long interval. Prints p50 / p99 / max of the
+intervals per phase.
 
 A second table measures the same while the dataset panel's thumbnail grid is scrolled through a
 dataset of ``--thumbs`` images (links to the sample images, each decoded on its own) one page every
@@ -36,6 +39,7 @@ def main() -> int:
     ap.add_argument("--gmm-sample", type=int, default=50_000)
     ap.add_argument("--idle", type=float, default=2.0, help="seconds of idle reference")
     ap.add_argument("--thumbs", type=int, default=3000, help="images in the thumbnail scrolling test (0 = skip)")
+    ap.add_argument("--no-rooms", action="store_true", help="skip the phases of the explorer's rooms")
     ap.add_argument("--nice", type=int, default=None,
                     help="worker-thread nice value (FVSTUDIO_WORKER_NICE; 0 = off); default: the explorer's")
     args = ap.parse_args()
@@ -80,7 +84,7 @@ def main() -> int:
 
     def on_progress(_name, p):
         step = (p.values or {}).get("step")
-        if step in intervals:
+        if phase.get("follow") and step in ("descriptors", "pca", "gmm"):
             phase["name"] = step
 
     runner.progressed.connect(on_progress)
@@ -95,16 +99,31 @@ def main() -> int:
         pipe.run_step("gmm", progress=progress, cancel=cancel)
         return dict(pipe.last_timings), time.perf_counter() - t0
 
-    phase["name"] = "descriptors"
-    last["t"] = clock.nsecsElapsed()
     runner.finished.connect(lambda _n: loop.quit())
-    runner.start("bench", job)
-    loop.exec()
-    timer.stop()
+
+    def run_phase(name, fn):
+        outcome.clear()
+        phase["name"] = name
+        phase["follow"] = name == "descriptors"  # the first job's phases follow its steps
+        last["t"] = clock.nsecsElapsed()
+        t0 = time.perf_counter()
+        runner.start(name, fn)
+        loop.exec()
+        return time.perf_counter() - t0
+
+    run_phase("descriptors", job)
     if "error" in outcome:
         print(outcome["error"])
         return 1
     timings, total = outcome["ok"]
+    room_seconds = {}
+    if not args.no_rooms:
+        for name, fn in _room_jobs(cfg, workspace, intervals):
+            room_seconds[name] = run_phase(name, fn)
+            if "error" in outcome:
+                print(f"{name}: {outcome['error']}")
+                return 1
+    timer.stop()
     import subprocess
 
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
@@ -112,6 +131,8 @@ def main() -> int:
     print(f"config: sample data, {args.images} train img/class, {args.scales} scales, K={args.k}, "
           f"{args.max_iter} EM iterations on {args.gmm_sample:,} descriptors")
     print(f"job {total:.1f} s (" + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + ")")
+    if room_seconds:
+        print("rooms: " + ", ".join(f"{k} {v:.1f} s" for k, v in room_seconds.items()))
     from fvstudio.gui import workers
 
     print(f"machine load: {load}; worker threads at nice +{workers._WORKER_NICE}")
@@ -134,6 +155,39 @@ def main() -> int:
     if args.thumbs > 0:
         bench_thumbnails(app, root, args.thumbs)
     return 0
+
+
+def _room_jobs(cfg, workspace, intervals):
+    """(phase, job) of the explorer's rooms, each as its panel starts it (a BackgroundTask job)."""
+    from fvstudio.pipeline import Pipeline
+    from fvstudio.pipeline.compression_views import distortion_grid, neighbour_view
+    from fvstudio.pipeline.inspector import inspect_patch
+    from fvstudio.pipeline.sweep import grid_variants, parse_set_option, run_sweep
+
+    room = cfg.copy().update({"compression.bits_per_dim": 0.5, "classifier.kind": "knn"})
+    for name in ("encode+compress+knn", "distortion grid", "neighbour lists", "patch inspector", "sweep"):
+        intervals.setdefault(name, [])
+
+    def run_rest(progress=None, cancel=None):
+        return Pipeline(room, workspace).run_all(progress=progress, cancel=cancel)
+
+    def distortion(progress=None, cancel=None):
+        return distortion_grid(Pipeline(room, workspace), (0.5, 1.0), (8,), progress=progress, cancel=cancel)
+
+    def neighbours(progress=None, cancel=None):
+        return neighbour_view(Pipeline(room, workspace), 10, progress=progress, cancel=cancel)
+
+    def inspector(progress=None, cancel=None):
+        pipe = Pipeline(room, workspace)
+        return inspect_patch(pipe, int(pipe.splits[0].train[0]), 40.0, 40.0, progress=progress, cancel=cancel)
+
+    def sweep(progress=None, cancel=None):
+        out = tempfile.mkdtemp(prefix="fvstudio-bench-latency-sweep-")
+        return run_sweep(room, grid_variants([parse_set_option("classifier.knn_k=3,5")]), out, workspace,
+                         progress=progress, cancel=cancel)
+
+    return [("encode+compress+knn", run_rest), ("distortion grid", distortion), ("neighbour lists", neighbours),
+            ("patch inspector", inspector), ("sweep", sweep)]
 
 
 def _percentiles(v):

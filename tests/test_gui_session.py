@@ -22,11 +22,9 @@ from fvstudio.gui.app import default_config, make_window, sample_dataset_root  #
 from fvstudio.gui.main_window import MainWindow  # noqa: E402
 from fvstudio.pipeline.results import RunResult  # noqa: E402
 
+from test_gui import _settings, _window  # noqa: E402  (the same window set-up as the main GUI tests)
+
 pytestmark = pytest.mark.gui
-
-
-def _settings(tmp_path) -> QSettings:
-    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
 
 
 def _config(root=None, **extra):
@@ -52,14 +50,6 @@ def _record(cfg, existing=(), accuracy=0.5, multilabel=False, classes=("a", "b")
                     test_labels=[np.arange(C)] if not multilabel else [np.zeros(0, int)])
     return session.record_from_result(res, cfg.to_dict(), set(existing))
 
-
-def _window(qtbot, workspace, config, tmp_path) -> MainWindow:
-    w = MainWindow(workspace, config, _settings(tmp_path))
-    qtbot.addWidget(w)
-    w.resize(1200, 800)
-    w.show()
-    qtbot.waitExposed(w)
-    return w
 
 
 def _with_runs(w: MainWindow, records) -> None:

@@ -310,14 +310,7 @@ class _Training:
             lambdas[name] = float(model.lam_)
             paths[name] = f"model_split{s}_{name}.npz"
             model.save(self.folder / paths[name])
-        weight = None
-        if self.late:
-            fusion = self._fusion(out_of_fold, y_tr)
-            weight = float(fusion.weights_[0])
-            scores["fused"] = fusion.fuse([scores[ch] for ch in self.ctx.channels])
-        else:
-            scores["fused"] = next(iter(scores.values()))
-        return scores, weight, lambdas, paths, None
+        return scores, self._fuse(scores, out_of_fold, y_tr), lambdas, paths, None
 
     def _knn_split(self, s: int, split, enc: Dict[str, Any], comp: Dict[str, Any]):
         """k-NN of the test FVs (uncompressed) among the training FVs or codes (Sec. 5.1), and the hubness
@@ -364,14 +357,17 @@ class _Training:
                              "distances": dist, "test": np.asarray(first.indices)[te_rows],
                              "train": np.asarray(first.indices)[tr_rows]},
                             {"kind": NEIGHBOURS_KIND, "params": params, "compressed": compressed})
-        weight = None
-        if self.late:
-            fusion = self._fusion(out_of_fold, y_tr)
-            weight = float(fusion.weights_[0])
-            scores["fused"] = fusion.fuse([scores[ch] for ch in self.ctx.channels])
-        else:
+        return scores, self._fuse(scores, out_of_fold, y_tr), {}, paths, hub
+
+    def _fuse(self, scores: Dict[str, np.ndarray], out_of_fold: List[np.ndarray], y_tr) -> Optional[float]:
+        """Put the split's test scores under ``scores["fused"]``: late fusion of the channels' (returns the
+        first channel's weight), or the one group's scores (returns None)."""
+        if not self.late:
             scores["fused"] = next(iter(scores.values()))
-        return scores, weight, {}, paths, hub
+            return None
+        fusion = self._fusion(out_of_fold, y_tr)
+        scores["fused"] = fusion.fuse([scores[ch] for ch in self.ctx.channels])
+        return float(fusion.weights_[0])
 
     def _out_of_fold(self, X, y, model, gram) -> np.ndarray:
         """Out-of-fold training scores at the model's lambda, for the fusion weight (from the Gram matrix

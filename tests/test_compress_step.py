@@ -171,3 +171,24 @@ def test_cli_prints_compression_and_hubness(pq_run, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "compression: b = 0.5 bits/dim, G = 8" in out and "bytes per image" in out
     assert "hubness (split 0, sift, k = 3): uncompressed: largest N_k" in out
+
+
+def test_cancel_during_compress_leaves_no_partial_codes(pq_run, tmp_path):
+    from fvstudio.pipeline import CancelToken, Cancelled
+
+    pipe, first, ws = pq_run
+    cfg = pipe.config.copy().update({"compression.seed": 7})  # new codes, the same FVs
+    token = CancelToken()
+
+    def progress(p):
+        if p.values.get("step") == "compress" and p.values.get("step_fraction", 0) > 0:
+            token.cancel()  # inside the step: while the codebooks are learned
+
+    again = Pipeline(cfg, ws)
+    with pytest.raises(Cancelled):
+        again.run_all(progress=progress, cancel=token)
+    assert again.status("encode") == "cached" and again.status("compress") != "cached"
+    assert [p for p in ws.rglob("*") if ".tmp" in p.name] == []
+    done = Pipeline(cfg, ws).run_all()
+    fresh = Pipeline(cfg, tmp_path / "fresh").run_all()
+    assert done.metrics == fresh.metrics and done.compression == fresh.compression

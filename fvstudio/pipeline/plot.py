@@ -165,9 +165,12 @@ def bytes_chart_png(path, points: Sequence[Tuple[str, float, float, bool]], *, t
         if sel:
             ax.scatter([p[1] for p in sel], [p[2] for p in sel], s=60, facecolors=face, edgecolors=_PALETTE[0],
                        linewidths=2, label=name, zorder=3)
+    merged: Dict[Tuple[float, float], List[str]] = {}  # runs at the same point share one label
     for lab, b, v, _ in pts:
-        ax.annotate(textwrap.fill(lab, 28), (b, v), xytext=(7, 6), textcoords="offset points", fontsize=8,
-                    color="#222222")
+        merged.setdefault((round(b, 6), round(v, 6)), []).append(lab)
+    for (b, v), labs in merged.items():
+        ax.annotate("\n".join(textwrap.fill(lab, 28) for lab in labs), (b, v), xytext=(7, 6),
+                    textcoords="offset points", fontsize=8, color="#222222")
     ax.set_xscale("log")
     if pts:
         lo, hi = min(p[1] for p in pts), max(p[1] for p in pts)

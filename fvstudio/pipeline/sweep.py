@@ -132,7 +132,10 @@ def _write_bytes_chart(config: PipelineConfig, sweep: "SweepResult", path: Path)
     metric = sweep.results[0].primary_metric
     metric_label = _METRIC_LABELS.get(metric, metric)
     ds_name = Path(config.get("dataset.root") or "dataset").name
-    points = [(row["label"], row["bytes_per_image"], res.metrics[metric], row["compressed"])
+    def short(label: str) -> str:  # "compression.group=8" -> "group=8": the section is the same for all
+        return ", ".join(part.strip().split(".", 1)[-1] for part in label.split(","))
+
+    points = [(short(row["label"]), row["bytes_per_image"], res.metrics[metric], row["compressed"])
               for row, res in zip(sweep.rows, sweep.results)]
     return bytes_chart_png(path, points, title=f"{metric_label} against bytes per image ({ds_name})",
                            ylabel=f"{metric_label} (%)")

@@ -804,12 +804,7 @@ class ProductQuantizer(ArrayOutput, Estimator):
     # -- codes -------------------------------------------------------------------------------------
     def encode(self, X) -> np.ndarray:
         """(N, code_size_) uint8 packed codes of the rows of ``X`` (array or memmap, (N, E))."""
-        self._check_fitted()
-        X = _check_matrix(X, "X")
-        E = self.n_features_in_
-        if X.shape[1] != E:
-            raise feature_count_error("X", X.shape[1], E, "ProductQuantizer")
-        N = X.shape[0]
+        X, E, N = self._fitted_rows(X)
         codes = np.zeros((N, self.code_size_), dtype=np.uint8)
         step = _rows_block(E)
 
@@ -875,11 +870,7 @@ class ProductQuantizer(ArrayOutput, Estimator):
 
     def encode_sparse(self, X) -> SparseCodes:
         """PQ codes + the per-Gaussian sparsity bit (Sec. 4.2) of the rows of ``X``."""
-        self._check_fitted()
-        X = _check_matrix(X, "X")
-        E, N = self.n_features_in_, X.shape[0]
-        if X.shape[1] != E:
-            raise feature_count_error("X", X.shape[1], E, "ProductQuantizer")
+        X, E, N = self._fitted_rows(X)
         U = self.n_units_
         mask = np.zeros((N, (U + 7) // 8), dtype=np.uint8)
         codes = np.zeros((N, self.code_size_), dtype=np.uint8)
@@ -919,13 +910,7 @@ class ProductQuantizer(ArrayOutput, Estimator):
     def distortion(self, X, *, per_group: bool = False):
         """Sample MSE of eq. 42: mean over rows of ||q(x) - x||^2 (float64); with ``per_group``, the (M,)
         mean squared error of each group (summed over its G dimensions; they add up to the MSE)."""
-        self._check_fitted()
-        X = _check_matrix(X, "X")
-        E, N = self.n_features_in_, X.shape[0]
-        if X.shape[1] != E:
-            raise feature_count_error("X", X.shape[1], E, "ProductQuantizer")
-        if N < 1:
-            raise ValueError("X has no rows")
+        X, E, N = self._fitted_rows(X, allow_empty=False)
         tot = np.zeros(self.n_subquantizers_)
         step = _rows_block(E)
         for s in range(0, N, step):
@@ -942,6 +927,17 @@ class ProductQuantizer(ArrayOutput, Estimator):
         return tot if per_group else float(tot.sum())
 
     # -- asymmetric distances (Sec. 5.1) -----------------------------------------------------------
+    def _fitted_rows(self, X, *, allow_empty: bool = True):
+        """(X, E, N): ``X`` checked as (N, E) rows for this fitted quantiser (ValueErrors name ``X``)."""
+        self._check_fitted()
+        X = _check_matrix(X, "X")
+        E, N = self.n_features_in_, X.shape[0]
+        if X.shape[1] != E:
+            raise feature_count_error("X", X.shape[1], E, "ProductQuantizer")
+        if N < 1 and not allow_empty:
+            raise ValueError("X has no rows")
+        return X, E, N
+
     def _queries(self, Q, name="Q"):
         self._check_fitted()
         Q = _check_matrix(np.atleast_2d(Q) if np.ndim(Q) == 1 else Q, name)
@@ -1041,13 +1037,7 @@ class ProductQuantizer(ArrayOutput, Estimator):
 # --------------------------------------------------------------------------------------------------
 def sparsity_storage(quantizer: ProductQuantizer, X) -> StorageReport:
     """Bytes per image of the rows of ``X`` as float32, as PQ codes, as PQ codes + sparsity bit."""
-    quantizer._check_fitted()
-    X = _check_matrix(X, "X")
-    E, N = quantizer.n_features_in_, X.shape[0]
-    if X.shape[1] != E:
-        raise feature_count_error("X", X.shape[1], E, "ProductQuantizer")
-    if N < 1:
-        raise ValueError("X has no rows")
+    X, E, N = quantizer._fitted_rows(X, allow_empty=False)
     U = quantizer.n_units_
     step = _rows_block(E)
     sizes = np.empty(N, dtype=np.int64)

@@ -121,11 +121,6 @@ class CompressStep(Step):
         pq = ProductQuantizer(c.get("compression.bits_per_dim"), c.get("compression.group"),
                               layout=enc.encoder.block_layout(), n_iter=c.get("compression.n_iter"),
                               train_sample=sample, seed=c.get("compression.seed"), n_jobs=ctx.n_jobs)
-        try:
-            pq._structure(enc.fvs.shape[1])
-        except ValueError as exc:
-            raise ConfigError(f"compression.group = {pq.group} does not fit the {enc.fvs.shape[1]}-d FVs: {exc}") \
-                from None
         progress.emit(lo, f"compress[{name}]: learning {enc.fvs.shape[1] // pq.group} codebooks of {pq.ksub} "
                           f"centroids on {len(tr)} training FVs", channel=ch, split=split)
         X_tr = _rows(enc.fvs, tr)
@@ -187,13 +182,11 @@ def _mse(pq: ProductQuantizer, codes, rows: np.ndarray, fvs, block: int = 256) -
     total = 0.0
     for s in range(0, len(rows), block):
         r = rows[s:s + block]
-        diff = dec.rows(r).astype(np.float64) - np.asarray(fvs[np.sort(r)], np.float64)[np.argsort(np.argsort(r))]
+        diff = dec.rows(r).astype(np.float64) - np.asarray(fvs[r], np.float64)
         total += float(np.einsum("ij,ij->", diff, diff))
     return total / max(len(rows), 1)
 
 
 def _rows(fvs, rows: np.ndarray) -> np.ndarray:
-    """float32 copy of ``fvs[rows]`` (a slice when the rows are one run, as train and test rows are)."""
-    if rows.size and rows[-1] - rows[0] + 1 == rows.size and np.all(np.diff(rows) == 1):
-        return np.ascontiguousarray(fvs[rows[0]:rows[-1] + 1], dtype=np.float32)
-    return np.ascontiguousarray(fvs[np.sort(rows)] if rows.size else fvs[:0], dtype=np.float32)
+    """float32 copy of ``fvs[rows]``."""
+    return np.ascontiguousarray(fvs[rows], dtype=np.float32)

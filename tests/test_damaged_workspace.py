@@ -40,7 +40,7 @@ def reference(config, tmp_path_factory):
 
 
 @pytest.mark.parametrize("step, name, damage", [("gmm", "gmm.npz", "truncate"), ("gmm", "gmm.npz", "garble"),
-                                                ("encode", "fvs.npy", "truncate"),
+                                                ("encode", "indices.npy", "garble"),
                                                 ("classifier", "scores.npz", "garble")])
 def test_damaged_step_output_is_recomputed_with_a_warning(config, reference, tmp_path, step, name, damage):
     src, metrics = reference
@@ -83,13 +83,12 @@ def test_disk_full_during_encode_is_one_line_naming_the_file_and_resume_works(co
     toml.write_text(config.to_toml_string())
     ws, out = tmp_path / "ws", tmp_path / "out"
 
-    def full(fd, offset, length):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    from fvstudio.pipeline.steps import encode
 
-    monkeypatch.setattr(os, "posix_fallocate", full)
+    monkeypatch.setattr(encode, "free_bytes", lambda folder: 1000)
     assert main(["run", str(toml), "--out", str(out), "--workspace", str(ws), "-q"]) == 1
     err = capsys.readouterr().err
-    assert "no space left on the disk holding" in err and str(ws) in err and "fvs.npy" in err
+    assert "no space left on the disk holding" in err and str(ws) in err and "fvs.zarr" in err
     assert len(err.strip().splitlines()) == 1
     monkeypatch.undo()
     assert main(["run", str(toml), "--out", str(out), "--workspace", str(ws), "-q"]) == 0
@@ -108,3 +107,48 @@ def test_output_folders_are_checked_before_anything_runs(config, tmp_path, capsy
     err = capsys.readouterr().err
     assert f"{option} {a_file}: exists and is not a folder" in err
     assert not (tmp_path / "ws" / "steps").exists()
+
+
+def _fv_chunk(ws, pipe, block=0):
+    key = pipe.keys()["encode"]["sift"][0]
+    return ws / "steps" / "encode" / key / "fvs.zarr" / "c" / str(block) / "0"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete"])
+def test_a_missing_or_cut_fv_chunk_is_recomputed_alone_with_a_warning(config, reference, tmp_path, damage):
+    src, metrics = reference
+    ws = tmp_path / "ws"
+    shutil.copytree(src, ws)
+    pipe = Pipeline(config, ws)
+    before = np.asarray(pipe.artifact("encode", "sift").fvs)
+    chunk = _fv_chunk(ws, pipe)
+    if damage == "truncate":
+        chunk.write_bytes(chunk.read_bytes()[:100])
+    else:
+        chunk.unlink()
+    with pytest.warns(UserWarning, match=r"blocks \[0\] are missing or damaged"):
+        assert pipe.status("encode") != "cached"
+    pipe.run_step("encode")
+    assert pipe.status("encode") == "cached" and chunk.is_file()
+    assert np.array_equal(np.asarray(Pipeline(config, ws).artifact("encode", "sift").fvs), before)
+
+
+def test_a_garbled_fv_chunk_is_never_read_and_is_recomputed(config, reference, tmp_path):
+    from fvstudio.data.chunked import ChunkError
+
+    src, metrics = reference
+    ws = tmp_path / "ws"
+    shutil.copytree(src, ws)
+    pipe = Pipeline(config, ws)
+    before = np.asarray(pipe.artifact("encode", "sift").fvs)
+    chunk = _fv_chunk(ws, pipe)
+    data = bytearray(chunk.read_bytes())
+    data[200] ^= 0x10  # same size: only the checksum can tell
+    chunk.write_bytes(bytes(data))
+    fresh = Pipeline(config, ws)
+    with pytest.raises(ChunkError, match="fails its checksum"):
+        np.asarray(fresh.artifact("encode", "sift").fvs)
+    assert not chunk.exists()  # deleted, so the next run computes it
+    with pytest.warns(UserWarning, match="missing or damaged"):
+        fresh.run_step("encode")
+    assert np.array_equal(np.asarray(Pipeline(config, ws).artifact("encode", "sift").fvs), before)

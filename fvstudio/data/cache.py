@@ -94,7 +94,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from fvstudio.data.datasets import Dataset
-from fvstudio.data.images import ImageLoadError, load_image
+from fvstudio.data.images import ImageLoadError, load_image_sha1
 from fvstudio.engine.progress import Cancelled, is_cancelled, report
 from fvstudio.engine.serialization import (DiskFullError, atomic_open, atomic_write_bytes, free_bytes,
                                            is_disk_full, is_stale_temporary, remove_stale_temporaries)
@@ -296,7 +296,7 @@ class DescriptorStore:
         have the size recorded at extraction (older entries: be long enough for their rows) -- a file
         cut short by a power loss (per-image files are not fsynced) or by a copy is redone. Old "ok"
         entries without descriptors (T = 0; now a failure) are redone too."""
-        if e.get("status") != "ok":
+        if e.get("status") != "ok" or not e.get("stored", True):
             return ""
         try:
             if int(e["n"]) <= 0:
@@ -369,7 +369,10 @@ class DescriptorStore:
             pass
         return entry
 
-    def _work(self, i: int, stamp) -> dict:
+    def _work(self, i: int, stamp, store: bool = True) -> dict:
+        """Extract image ``i`` and store its descriptors (``store``), or only probe it: load it, count the
+        frames it gives (:func:`~fvstudio.engine.descriptors.dense_frames`) and record the SHA-1 of its
+        bytes, so that :meth:`get` can extract it again on demand and check it is the same file."""
         from fvstudio.engine.descriptors import extract_channel
 
         image_id = self.dataset.ids[i]
@@ -379,7 +382,9 @@ class DescriptorStore:
         rows = None
         try:
             try:
-                rgb = load_image(path, self.max_pixels)
+                rgb, entry["src"] = load_image_sha1(path, self.max_pixels)
+                if not store:
+                    return self._write_probed(name, entry, rgb)
                 dd = extract_channel(self.channel, rgb, **self.params)
             except ImageLoadError as exc:
                 return self._write_failed(name, entry, exc.reason)
@@ -411,8 +416,40 @@ class DescriptorStore:
                 raise self._disk_full(exc, None if rows is None else rows.nbytes + 1024) from exc
             raise
 
-    def extract(self, indices=None, *, n_jobs: int = 2, progress=None, cancel=None) -> ExtractionReport:
+    def _write_probed(self, name: str, entry: dict, rgb: np.ndarray) -> dict:
+        """The entry of an image whose descriptors are not stored (see :meth:`_work`)."""
+        from fvstudio.engine.descriptors import dense_frames
+
+        entry["image_shape"] = [int(v) for v in rgb.shape[:2]]
+        grid = {k: self.params[k] for k in ("patch", "step", "scales", "scale_factor") if k in self.params}
+        t = int(len(dense_frames(rgb.shape, **grid)[0]))
+        if t == 0:
+            h, w = entry["image_shape"]
+            return self._write_failed(name, entry, f"no descriptors: the {h}x{w} image (after loading) is "
+                                                   f"smaller than one {grid.get('patch', 24)}-px patch")
+        entry.update(status="ok", reason="", n=t, dim=self._dim, stored=False)
+        text = json.dumps(entry).encode()
+        _replace_into(self._images / f"{name}.json", lambda fh: fh.write(text))
+        try:
+            os.unlink(self._images / f"{name}.npy")
+        except FileNotFoundError:
+            pass
+        return entry
+
+    def _reusable(self, e: Optional[dict], stamp, stored: bool) -> bool:
+        """An entry :meth:`extract` keeps: descriptors of the file as it is, stored if they must be."""
+        return (e is not None and e.get("stamp") == stamp and e["status"] == "ok"
+                and (e.get("stored", True) or not stored))
+
+    def extract(self, indices=None, *, keep=None, n_jobs: int = 2, progress=None,
+                cancel=None) -> ExtractionReport:
         """Extract (or find in the cache) the descriptors of ``indices`` (default: all images).
+
+        ``keep`` (default: all of them) lists the images whose descriptors are stored; the others are
+        only probed (loaded, their frames counted, their bytes hashed): they get an entry, their failures
+        are known, and :meth:`get` extracts them again when asked, while the disk holds a few hundred
+        bytes of them (the streaming path of :mod:`fvstudio.pipeline.steps.encode`). An image stored by an
+        earlier call stays stored.
 
         Images with valid descriptors are reused; new, changed, damaged and previously failed images
         are (re)done. Progress: one update per image (``done`` counts cached images too; values
@@ -427,19 +464,21 @@ class DescriptorStore:
         idx = np.unique(self._indices(indices))
         self._ensure_open()
         rep = ExtractionReport(n_requested=int(idx.size))
-        todo: List[Tuple[int, Any]] = []
+        keep_set = None if keep is None else set(self._indices(keep).tolist())
+        todo: List[Tuple[int, Any, bool]] = []
         for i in idx.tolist():
             image_id = self.dataset.ids[i]
             stamp = _stamp(self.dataset.paths[i])
             e = self._entries.get(image_id)
-            if e is not None and e.get("stamp") == stamp and e["status"] == "ok":
+            stored = keep_set is None or i in keep_set
+            if self._reusable(e, stamp, stored):
                 rep.n_cached += 1
             else:
                 if e is not None and e["status"] == "failed":
                     rep.n_retried += 1
                 if image_id in self._damaged:
                     rep.repaired.append((self.dataset.paths[i], self._damaged[image_id]))
-                todo.append((i, stamp))
+                todo.append((i, stamp, stored))
         total = int(idx.size)
         done = rep.n_cached
         report(progress, done, total, f"{done} of {total} images already cached", cached=done)
@@ -457,8 +496,8 @@ class DescriptorStore:
                     while pos < len(todo) or inflight:
                         while (pos < len(todo) and len(inflight) < 2 * n_jobs and not cancelled
                                and fatal is None):
-                            i, stamp = todo[pos]
-                            inflight[pool.submit(self._work, i, stamp)] = i
+                            i, stamp, stored = todo[pos]
+                            inflight[pool.submit(self._work, i, stamp, stored)] = i
                             pos += 1
                         if not inflight:
                             break
@@ -519,12 +558,20 @@ class DescriptorStore:
         return rep
 
     # ------------------------------------------------------------------ reading
-    def is_complete(self, indices=None) -> bool:
+    def is_complete(self, indices=None, keep=None) -> bool:
         """True if every image of ``indices`` has a valid entry (descriptors, or a failure for the
-        file as it is now). Failed images are retried by every :meth:`extract` even so."""
+        file as it is now) and every image of ``keep`` (default: all of them) that gives descriptors has
+        them stored. Failed images are retried by every :meth:`extract` even so."""
         idx = self._indices(indices)
         self._ensure_open()
-        return all(self._valid(self._entries.get(self.dataset.ids[i]), i) for i in idx.tolist())
+        keep_set = set(idx.tolist()) if keep is None else set(self._indices(keep).tolist())
+        for i in idx.tolist():
+            e = self._entries.get(self.dataset.ids[i])
+            if not self._valid(e, i):
+                return False
+            if i in keep_set and e["status"] == "ok" and not e.get("stored", True):
+                return False
+        return True
 
     def content_digest(self, indices=None) -> str:
         """SHA-256 of what the store holds for the images of ``indices`` (default: all), in order:
@@ -550,6 +597,8 @@ class DescriptorStore:
                 tag = "changed"
             elif e["status"] != "ok":
                 tag = "failed"
+            elif e.get("src"):  # the source bytes: the same whether its descriptors are stored or not
+                tag = f"src:{e['src']}"
             else:
                 tag = e.get("sha1") or json.dumps([e.get("stamp"), e.get("n")])
             h.update(f"{image_id}\t{tag}\n".encode("utf-8"))
@@ -638,6 +687,8 @@ class DescriptorStore:
                              f"descriptors; run extract() first")
         if e["status"] == "failed":
             return None
+        if not e.get("stored", True):
+            return self._extract_again(i, e)
         rows, e = self._rows(i, e, mmap=False)
         if rows is None:
             return None
@@ -646,6 +697,37 @@ class DescriptorStore:
                                 scales=np.ascontiguousarray(rows["scale"], dtype=np.float32),
                                 norms=np.ascontiguousarray(rows["norm"], dtype=np.float32),
                                 image_shape=tuple(e["image_shape"]))
+
+    def _extract_again(self, i: int, e: dict):
+        """The descriptors of a probed image (not stored), extracted now from the file its entry names;
+        ValueError if the file is no longer what was probed (the caller's results would not be of it)."""
+        from fvstudio.engine.descriptors import extract_channel
+
+        image_id, path = self.dataset.ids[i], self.dataset.paths[i]
+        if _stamp(path) != e.get("stamp"):
+            raise ValueError(f"{image_id!r}: the file {path} changed since it was probed; extract again")
+        try:
+            rgb, src = load_image_sha1(path, self.max_pixels)
+        except ImageLoadError as exc:
+            raise ValueError(f"{image_id!r} became unreadable since it was probed: {exc.reason}") from None
+        if src != e.get("src"):
+            raise ValueError(f"{image_id!r}: the bytes of {path} changed since it was probed; extract again")
+        dd = extract_channel(self.channel, rgb, **self.params)
+        if len(dd.descriptors) != int(e["n"]):
+            raise ValueError(f"{image_id!r} gave {len(dd.descriptors)} descriptors, {e['n']} when probed")
+        if self.descriptor_dtype != "float32":  # what a stored copy would hold: equal FVs either way
+            dd.descriptors = dd.descriptors.astype(self.descriptor_dtype).astype(np.float32)
+        return dd
+
+    def stored(self, indices=None) -> np.ndarray:
+        """Which images of ``indices`` have their descriptors on disk (the others are probed or failed)."""
+        idx = self._indices(indices)
+        self._ensure_open()
+        out = np.zeros(idx.size, bool)
+        for k, i in enumerate(idx.tolist()):
+            e = self._entries.get(self.dataset.ids[i])
+            out[k] = e is not None and e["status"] == "ok" and e.get("stored", True)
+        return out
 
     def sample(self, n: int, seed=0, indices=None) -> np.ndarray:
         """``n`` descriptors drawn uniformly without replacement from all cached descriptors of
@@ -665,14 +747,15 @@ class DescriptorStore:
             e = self._entries.get(self.dataset.ids[i])
             if e is None:
                 missing.append(i)
-            elif e["status"] == "ok" and e["n"] > 0:
+            elif e["status"] == "ok" and e["n"] > 0 and e.get("stored", True):
                 imgs.append(i)
                 counts.append(e["n"])
         if missing:
             raise ValueError(f"{len(missing)} of the requested images have no cached descriptors "
                              f"(e.g. {self.dataset.ids[missing[0]]!r}); run extract() first")
         if not imgs:
-            raise ValueError("no cached descriptors among the requested images")
+            raise ValueError("no stored descriptors among the requested images (images only probed keep no "
+                             "descriptors: extract them with keep=...)")
         counts_arr = np.asarray(counts, dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(counts_arr)])
         total = int(offsets[-1])

@@ -57,6 +57,7 @@ unsupported pixel type).
 from __future__ import annotations
 
 import errno
+import hashlib
 import math
 import os
 import stat
@@ -452,9 +453,21 @@ def load_image(path: PathLike, max_pixels: Optional[int] = 100_000) -> np.ndarra
     ``max_pixels=None`` (or 0) keeps the original size. Raises :class:`ImageLoadError` naming the
     file and the reason on any failure.
     """
+    return load_image_sha1(path, max_pixels)[0]
+
+
+def load_image_sha1(path: PathLike, max_pixels: Optional[int] = 100_000) -> Tuple[np.ndarray, str]:
+    """:func:`load_image` and the SHA-1 of the bytes it decoded (the file read once): what identifies
+    the image's content for caches that store no pixels nor descriptors of it."""
     max_pixels = _check_max_pixels(max_pixels)
     path = Path(path)
-    img = _decode(path, _read_bytes(path), max_pixels)
+    buf = _read_bytes(path)
+    sha1 = hashlib.sha1(buf.data).hexdigest()
+    return _load_decoded(path, buf, max_pixels), sha1
+
+
+def _load_decoded(path: Path, buf: np.ndarray, max_pixels: Optional[int]) -> np.ndarray:
+    img = _decode(path, buf, max_pixels)
     try:
         return _convert(path, img, max_pixels)
     except MemoryError as exc:

@@ -123,6 +123,16 @@ _PARAMS: List[Param] = [
        choices=("gauss", "flat")),
     _p("descriptors.presmooth", "bool", D.PRESMOOTH, "Smooth each scale before extraction (anti-aliasing)"),
     _p("descriptors.root_sift", "bool", D.ROOT_SIFT, "RootSIFT: Hellinger-map the SIFT descriptors (not in the paper)"),
+    _p("descriptors.keep", "str", "vocabulary",
+       "Descriptors stored on disk: vocabulary = only those of the images PCA and the GMM learn from (every other "
+       "image is described again while it is encoded, one pass, nothing kept: Sec. 4-5); all = every image's "
+       "(faster repeated encodes; 3-4 MB an image)", choices=("vocabulary", "all")),
+    _p("descriptors.vocab_images", "int", 500,
+       "Training images per split whose descriptors PCA and the GMM sample (pca.sample / gmm.sample descriptors "
+       "are drawn from them); a seeded random subset", min=0, max=100_000_000, zero_means="every training image"),
+    _p("descriptors.dtype", "str", "float32",
+       "Precision of the stored descriptors (float16 halves the disk, relative rounding 5e-4; images described "
+       "on the fly are rounded alike)", choices=("float32", "float16")),
     # -- pca ----------------------------------------------------------------------------------------
     _p("pca.n_components", "int", D.PCA_COMPONENTS,
        "Descriptor dimensions kept by PCA (Sec. 3.2, Fig. 1: key for the diagonal GMM; 64 by default)",

@@ -157,6 +157,34 @@ class StepContext:
         sp = self.splits[split]
         return np.unique(np.concatenate([np.asarray(sp.train, np.int64), np.asarray(sp.test, np.int64)]))
 
+    def vocab_indices(self, split: int, *, raw: bool = False) -> np.ndarray:
+        """The training images of ``split`` whose descriptors PCA and the GMM sample, and the only ones whose
+        descriptors are stored with ``descriptors.keep = "vocabulary"``: ``descriptors.vocab_images`` of them
+        (0: all), a subset drawn with ``pca.seed`` from the split's training images as listed (``raw``), then
+        without the images left out (so a failed image makes the subset one smaller, not different)."""
+        def make():
+            train = np.unique(np.asarray(self.raw_splits[split].train if self.raw_splits else
+                                         self.splits[split].train, np.int64))
+            n = self.config.get("descriptors.vocab_images")
+            if n and n < len(train):
+                rng = np.random.default_rng(self.config.get("pca.seed"))
+                train = np.sort(train[rng.permutation(len(train))[:n]])
+            return train
+        chosen = self._memoised(("vocab", split), make)
+        if raw or not self.left_out:
+            return chosen
+        return np.setdiff1d(chosen, np.fromiter(self.left_out, np.int64, len(self.left_out)))
+
+    def stored_indices(self) -> "np.ndarray | None":
+        """The images whose descriptors the descriptors step stores (None: every image, ``keep = "all"``)."""
+        if self.config.get("descriptors.keep") == "all" or not self.raw_splits:
+            return None
+        return np.unique(np.concatenate([self.vocab_indices(s, raw=True) for s in range(len(self.raw_splits))]))
+
+    def vocab_signature(self, split: int) -> str:
+        """Digest of the ids of ``split``'s vocabulary images."""
+        return self._memoised(("vocab_sig", split), lambda: ids_digest(self.ids, self.vocab_indices(split)))
+
     def fit_signature(self, split: int) -> str:
         """Digest of the ids of ``split``'s training images (splits that share it share a vocabulary)."""
         return self._memoised(("fit_sig", split), lambda: ids_digest(self.ids, self.fit_indices(split)))

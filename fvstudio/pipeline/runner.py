@@ -227,9 +227,11 @@ class Pipeline:
         from ..data.cache import DescriptorStore
 
         params = descriptor_params(self.config, channel)
-        memo_key = (channel, digest(params), id(self.dataset))
+        dtype = self.config.get("descriptors.dtype")
+        memo_key = (channel, digest(params), dtype, id(self.dataset))
         if memo_key not in self._stores:
-            self._stores[memo_key] = DescriptorStore(self.workspace, self.dataset, channel, params)
+            self._stores[memo_key] = DescriptorStore(self.workspace, self.dataset, channel, params,
+                                                     descriptor_dtype=dtype)
         return self._stores[memo_key]
 
     def context(self) -> StepContext:

@@ -50,9 +50,10 @@ class Step:
 
 
 def training_sample(ctx, channel: str, n: int, seed: int, split: int) -> np.ndarray:
-    """``n`` descriptors of ``channel`` drawn uniformly from the training images of ``split`` (float32).
+    """``n`` descriptors of ``channel`` drawn uniformly from the vocabulary images of ``split`` (float32):
+    ``descriptors.vocab_images`` of its training images (:meth:`~fvstudio.pipeline.context.StepContext.vocab_indices`).
 
-    Only the training images: the vocabulary never sees an image its split tests (see
+    Only training images: the vocabulary never sees an image its split tests (see
     :mod:`fvstudio.pipeline.runner`)."""
-    X = ctx.stores[channel].sample(n, seed=seed, indices=ctx.fit_indices(split))
+    X = ctx.stores[channel].sample(n, seed=seed, indices=ctx.vocab_indices(split))
     return np.ascontiguousarray(X, dtype=np.float32)

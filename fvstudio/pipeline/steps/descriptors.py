@@ -1,5 +1,12 @@
 """Step 1, ``descriptors``: dense SIFT / LCS of every image some split uses (Sec. 3.1).
 
+With ``descriptors.keep = "vocabulary"`` (the default) only the vocabulary images' descriptors
+(``descriptors.vocab_images`` training images per split, :meth:`~fvstudio.pipeline.context.StepContext.vocab_indices`)
+are stored; every other image is probed (loaded, its frames counted, its bytes hashed: failures are known
+before anything is learned, and its content identity is the hash of its bytes) and described again, once,
+while the encode step encodes it. ``keep = "all"`` stores every image's descriptors (the same results;
+repeated encodes skip the extraction). ``descriptors.dtype = "float16"`` halves what is stored.
+
 Reads ``[descriptors]`` and ``dataset.max_pixels``. Its cache is not a step folder but one
 :class:`~fvstudio.data.cache.DescriptorStore` per channel (keyed by dataset + extraction parameters;
 per-image files, resumable, atomic). Its key per channel is the store's key (the extraction parameters);
@@ -44,11 +51,12 @@ class DescriptorsStep(Step):
 
     def is_cached(self, ctx, keys) -> bool:
         needed = ctx.needed_indices()
+        keep = ctx.stored_indices()
         for ch in ctx.channels:
             store = ctx.stores[ch]
-            if not store.is_complete(needed):
+            if not store.is_complete(needed, keep=keep):
                 store.refresh()  # another Pipeline object (e.g. a GUI worker) may have extracted since
-                if not store.is_complete(needed):
+                if not store.is_complete(needed, keep=keep):
                     return False
         return True
 
@@ -64,8 +72,8 @@ class DescriptorsStep(Step):
         failures = {}
         for j, ch in enumerate(ctx.channels):
             store = ctx.stores[ch]
-            store.extract(indices=needed, n_jobs=ctx.n_jobs, progress=progress.part(j / n, (j + 1) / n, channel=ch),
-                          cancel=cancel)
+            store.extract(indices=needed, keep=ctx.stored_indices(), n_jobs=ctx.n_jobs,
+                          progress=progress.part(j / n, (j + 1) / n, channel=ch), cancel=cancel)
             failures[ch] = store.failures(needed)
         ctx.cache.write_manifest(self.name, self.run_key(ctx, keys), time.perf_counter() - t0, failures=failures)
         left_out = {image_id: reason for rows in failures.values() for image_id, reason in rows}

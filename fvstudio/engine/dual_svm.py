@@ -40,6 +40,7 @@ Layouts as :class:`~fvstudio.engine.svm.OneVsRestSGD`: ``coef_`` (C, D) float32,
 """
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, Sequence
 
@@ -60,15 +61,29 @@ BIAS_FEATURE = 1.0  # B: the constant feature whose weight is the intercept
 _CHUNK_BYTES = 64 << 20
 
 
-def gram_matrix(X, *, cancel: CancelLike = None) -> np.ndarray:
+def _gram_block_bytes() -> int:
+    """Bytes of rows one Gram block may hold: a quarter of the memory available now, at most 4 GB, at
+    least 64 MB."""
+    try:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        avail = 0
+    return int(max(_CHUNK_BYTES, min(4 << 30, avail // 4)))
+
+
+def gram_matrix(X, *, cancel: CancelLike = None, block_bytes: Optional[int] = None) -> np.ndarray:
     """K = X X' (n, n) float32 from rows ``X`` (array, memmap or row provider), by BLAS in row blocks.
 
-    Blocks of <= 64 MB of rows: block i is multiplied against every block j <= i (read again, from the
-    page cache for a memmap), and the lower triangle is mirrored, so memory is K plus two blocks."""
+    Blocks of at most ``block_bytes`` of rows (default :func:`_gram_block_bytes`: all the rows at once
+    whenever they fit, one GEMM at full speed): block i is multiplied against every block j <= i (read again),
+    and the lower triangle is mirrored, so memory is K plus two blocks. Small blocks are slow twice over:
+    thin products run far below BLAS's peak, and every block is read again per block (from a chunked
+    store that is decoding, not a page-cache copy)."""
     provider = as_row_provider(X)
     n, dim = len(provider), int(provider.dim)
     K = np.empty((n, n), np.float32)
-    step = max(1, min(n, _CHUNK_BYTES // max(1, 4 * dim)))
+    budget = _gram_block_bytes() if block_bytes is None else int(block_bytes)
+    step = max(1, min(n, budget // 2 // max(1, 4 * dim)))
     starts = list(range(0, n, step))
     for a in starts:
         check_cancel(cancel, "Gram matrix")

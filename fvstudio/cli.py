@@ -348,9 +348,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command is None:
         return cmd_gui(argparse.Namespace(workspace=None, screenshot=None, panel=None))
     from .engine.progress import Cancelled
+    from .pipeline.compute import BlockError
 
     try:
         return args.func(args)
+    except BlockError as exc:  # a block failed on a Dask worker: told as the same error here would be
+        if os.environ.get("FVSTUDIO_DEBUG") or not isinstance(exc.error, (ValueError, OSError)):
+            raise
+        sys.stderr.write(f"fvstudio {args.command}: error: {exc}\n")
+        return EXIT_CONFIG if isinstance(exc.error, ValueError) else EXIT_OS_ERROR
     except Cancelled:
         sys.stderr.write("cancelled: finished steps stay cached; run the same command again to resume\n")
         return EXIT_INTERRUPTED

@@ -92,12 +92,13 @@ def test_threads_cancel_after_the_first_block(tmp_path):
     assert written(tmp_path) == ["block000.npy"]
 
 
-def test_threads_error_names_the_block(tmp_path):
+def test_threads_pass_a_block_error_through_unchanged(tmp_path):
+    """In the calling thread the engine's own exceptions keep their types (and the CLI's handling)."""
     blocks = payloads(tmp_path, 4)
     blocks[2]["fail"] = True
-    with BlockRunner(THREADS, N_JOBS) as runner, pytest.raises(BlockError, match=r"toy block 2 \(of 4\)") as err:
+    with BlockRunner(THREADS, N_JOBS) as runner, pytest.raises(ValueError, match="no data for block 2"):
         runner.map(write_block, blocks, label="toy")
-    assert err.value.index == 2 and isinstance(err.value.__cause__, ValueError)
+    assert len(written(tmp_path)) == 2
 
 
 def test_step_progress_objects_are_reported_through_part(tmp_path):
@@ -152,8 +153,9 @@ def test_dask_error_names_the_block(tmp_path, cluster):
     blocks = payloads(tmp_path, 4)
     blocks[3]["fail"] = True
     with BlockRunner(ComputeSettings("dask", address=cluster.scheduler_address), N_JOBS) as runner:
-        with pytest.raises(BlockError, match=r"toy block 3 \(of 4\) failed: ValueError: no data for block 3"):
+        with pytest.raises(BlockError, match=r"toy block 3 \(of 4\) failed: ValueError: no data for block 3") as err:
             runner.map(write_block, blocks, label="toy")
+    assert err.value.index == 3 and isinstance(err.value.__cause__, ValueError)
 
 
 @pytest.mark.slow
@@ -235,3 +237,16 @@ def test_a_bad_scheduler_flag_exits_2_naming_it(tmp_path, capsys):
     cfg_file.write_text(f'[dataset]\nroot = "{tmp_path}"\n')
     assert main(["run", str(cfg_file), "--out", str(tmp_path / "out"), "--scheduler", "spark"]) == 2
     assert "--scheduler must be 'threads', 'dask'" in capsys.readouterr().err
+
+
+def test_a_failed_dask_block_is_one_line_of_the_cli(tmp_path, capsys, monkeypatch):
+    from fvstudio import cli
+
+    def fail(args):
+        raise BlockError("encode", 3, 10, ValueError("image 7 is unreadable"))
+
+    monkeypatch.setattr(cli, "cmd_run", fail)
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text("")
+    assert cli.main(["run", str(cfg_file), "--out", str(tmp_path / "out")]) == 2
+    assert "error: encode block 3 (of 10) failed: ValueError: image 7 is unreadable" in capsys.readouterr().err

@@ -42,8 +42,8 @@ CONNECT_TIMEOUT = 10.0
 
 
 class BlockError(Exception):
-    """A block's function raised: the message names the block (``label``, ``index``); ``error`` (also the
-    ``__cause__``) is the original exception."""
+    """A block's function raised on a Dask worker: the message names the block (``label``, ``index``);
+    ``error`` (also the ``__cause__``, with the worker's traceback) is the original exception."""
 
     def __init__(self, label: str, index: int, total: int, error: BaseException) -> None:
         self.label, self.index, self.total, self.error = label, index, total, error
@@ -163,8 +163,9 @@ class BlockRunner:
             cancel=None, label: str = "blocks") -> List[Any]:
         """``[fn(p) for p in payloads]``, in payload order, each payload given ``n_jobs`` =
         :attr:`block_n_jobs`. Progress is reported after every finished block; a set ``cancel`` raises
-        :class:`~fvstudio.engine.progress.Cancelled` (on Dask the remaining blocks are cancelled); an
-        exception of a block is raised as :class:`BlockError` naming it."""
+        :class:`~fvstudio.engine.progress.Cancelled` (on Dask the remaining blocks are cancelled). On
+        threads a block's exception propagates unchanged (its traceback is this thread's); on Dask it comes
+        back as a :class:`BlockError` naming the block, caused by the worker's exception."""
         if not callable(fn):
             raise TypeError(f"fn must be a module-level function, got {fn!r}")
         blocks = []
@@ -188,12 +189,8 @@ class BlockRunner:
         out = []
         for i, payload in enumerate(blocks):
             check_cancel(cancel, label)
-            try:
-                out.append(fn(payload))
-            except Cancelled:
-                raise
-            except Exception as exc:
-                raise BlockError(label, i, len(blocks), exc) from exc
+            out.append(fn(payload))  # an exception comes through as it is: the engine's own (DiskFullError,
+            #                          DamagedFileError, ConfigError) keep their types and their handling
             _emit_done(emit, label, i + 1, len(blocks))
         return out
 

@@ -2,7 +2,7 @@
 
     fvstudio                                   open the explorer (same as ``fvstudio gui``)
     fvstudio gui [--workspace DIR] [--screenshot PATH] [--panel NAME] [--select CLASS/FILE] [--patch X,Y]
-    fvstudio run CONFIG.toml --out DIR [--workspace DIR] [--set KEY=VALUE ...]
+    fvstudio run CONFIG.toml --out DIR [--workspace DIR] [--set KEY=VALUE ...] [--scheduler threads|dask|tcp://HOST:PORT]
     fvstudio sweep CONFIG.toml --set KEY=V1,V2,... [--set ...] --out DIR [--workspace DIR]
     fvstudio sweep CONFIG.toml --preset table1 --out DIR
     fvstudio config [CONFIG.toml] [--set KEY=VALUE ...]   print the resolved config (all keys)
@@ -140,7 +140,28 @@ def _load(args) -> "Any":
         if len(values) != 1:
             raise ValueError(f"--set {key}: 'run' takes one value per key (use 'fvstudio sweep' for several)")
         cfg.set(key, values[0])
+    scheduler = getattr(args, "scheduler", None)
+    if scheduler is not None:
+        for key, value in scheduler_overrides(scheduler).items():
+            cfg.set(key, value)
     return cfg
+
+
+def scheduler_overrides(option: str) -> dict:
+    """The ``[compute]`` keys ``--scheduler`` sets: ``threads``; ``dask`` (a local cluster); or a Dask
+    scheduler's address ``tcp://host:port`` (dask on that cluster). ValueError naming the option."""
+    option = option.strip()
+    if option in ("threads", "dask"):
+        return {"compute.scheduler": option, "compute.address": ""}
+    if option.startswith("tcp://"):
+        from .pipeline.config import ConfigError, check_value
+
+        try:
+            return {"compute.scheduler": "dask", "compute.address": check_value("compute.address", option)}
+        except ConfigError as exc:
+            raise ValueError(f"--scheduler {option}: {exc}") from None
+    raise ValueError(f"--scheduler must be 'threads', 'dask' (a local cluster) or a Dask scheduler's address "
+                     f"tcp://host:port, got {option!r}")
 
 
 def _writable_folder(path: Optional[Path], option: str) -> None:
@@ -298,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, required=True, help="folder for results.json and predictions.csv")
     r.add_argument("--workspace", type=Path, help="cache folder (default: per-dataset folder in the user cache)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. gmm.n_components=64")
+    r.add_argument("--scheduler", metavar="threads|dask|tcp://HOST:PORT",
+                   help="where blocks run (overrides [compute]): threads in this process, dask on a local "
+                        "cluster, or dask on the cluster whose scheduler has this address")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_run)
 
@@ -324,9 +348,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command is None:
         return cmd_gui(argparse.Namespace(workspace=None, screenshot=None, panel=None))
     from .engine.progress import Cancelled
+    from .pipeline.compute import BlockError
 
     try:
         return args.func(args)
+    except BlockError as exc:  # a block failed on a Dask worker: told as the same error here would be
+        if os.environ.get("FVSTUDIO_DEBUG") or not isinstance(exc.error, (ValueError, OSError)):
+            raise
+        sys.stderr.write(f"fvstudio {args.command}: error: {exc}\n")
+        return EXIT_CONFIG if isinstance(exc.error, ValueError) else EXIT_OS_ERROR
     except Cancelled:
         sys.stderr.write("cancelled: finished steps stay cached; run the same command again to resume\n")
         return EXIT_INTERRUPTED

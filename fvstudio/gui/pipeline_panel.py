@@ -31,11 +31,11 @@ STEP_TITLES = {
     "evaluate": ("Evaluation", "Accuracy / AP on the test split (Sec. 3)"),
 }
 #: The step whose section of the panel shows each config section (``PipelineConfig``'s SECTIONS). The
-#: ``dataset`` keys are edited in the dataset panel; ``fusion`` and ``runtime`` are listed last, with the
-#: evaluation.
+#: ``dataset`` keys are edited in the dataset panel; ``fusion``, ``runtime`` and ``compute`` are listed last,
+#: with the evaluation.
 SECTION_STEPS = {"dataset": None, "descriptors": "descriptors", "pca": "pca", "gmm": "gmm", "encoder": "encode",
                  "compression": "compress", "classifier": "classifier", "fusion": "evaluate", "evaluate": "evaluate",
-                 "runtime": "evaluate"}
+                 "runtime": "evaluate", "compute": "evaluate"}
 
 STATUS_TEXT = {
     "not run": "○ not run",

@@ -60,7 +60,7 @@ def config_diff(a: Dict, b: Dict) -> List[str]:
         return out
     fa, fb = flat(a), flat(b)
     return [f"{k}: {fa.get(k)} → {fb.get(k)}" for k in sorted(set(fa) | set(fb))
-            if fa.get(k) != fb.get(k) and not k.startswith("runtime.")]
+            if fa.get(k) != fb.get(k) and not k.startswith(("runtime.", "compute."))]
 
 
 class ResultsPanel(QWidget):

@@ -1,8 +1,9 @@
 """The pipeline's declarative configuration: one schema, TOML in and out, defaults = the paper's setup.
 
 Every key lives in a section named after the pipeline step that reads it (``dataset``, ``descriptors``,
-``pca``, ``gmm``, ``encoder``, ``compression``, ``classifier``, ``fusion``, ``evaluate``) plus ``runtime`` (how, not what,
-to compute: never part of a cache key). :data:`SCHEMA` lists every key once, with its type, default,
+``pca``, ``gmm``, ``encoder``, ``compression``, ``classifier``, ``fusion``, ``evaluate``) plus ``runtime`` and
+``compute`` (how and where, not what, to compute: never part of a cache key, so a run on a Dask cluster
+re-uses the cache of a run on threads and vice versa). :data:`SCHEMA` lists every key once, with its type, default,
 allowed range or choices and a one-line help citing the paper's section; the GUI builds its widgets from
 :meth:`PipelineConfig.schema`, the CLI validates with it, and unspecified keys take these defaults (the values live in :mod:`fvstudio.engine.defaults`, which the
 engine's signatures use too):
@@ -36,7 +37,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["Param", "SCHEMA", "SECTIONS", "PipelineConfig", "load_config", "parse_pyramid", "ConfigError"]
+__all__ = ["Param", "SCHEMA", "SECTIONS", "PipelineConfig", "load_config", "parse_pyramid", "check_value",
+           "ConfigError"]
 
 
 class ConfigError(ValueError):
@@ -76,9 +78,11 @@ def _p(*args, **kwargs) -> Param:
 
 
 _PYRAMID_RE = re.compile(r"^\s*\d+\s*x\s*\d+\s*(\+\s*\d+\s*x\s*\d+\s*)*$")
+#: A Dask scheduler's address: tcp://host:port (host a name, an IPv4 or a bracketed IPv6 address).
+_ADDRESS_RE = re.compile(r"^tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.\-_]*):\d{1,5}$")
 
 SECTIONS = ("dataset", "descriptors", "pca", "gmm", "encoder", "compression", "classifier", "fusion", "evaluate",
-            "runtime")
+            "runtime", "compute")
 
 _PARAMS: List[Param] = [
     # -- dataset ------------------------------------------------------------------------------------
@@ -240,6 +244,17 @@ _PARAMS: List[Param] = [
     # -- runtime ------------------------------------------------------------------------------------
     _p("runtime.n_jobs", "int", 2, "Worker threads for extraction and encoding (does not change results)",
        min=1, max=256, hashed=False),
+    # -- compute ------------------------------------------------------------------------------------
+    _p("compute.scheduler", "str", "threads",
+       "Where blocks of work run: threads = this process (runtime.n_jobs threads); dask = worker processes "
+       "of a Dask cluster (compute.address, or a local one); does not change results",
+       choices=("threads", "dask"), hashed=False),
+    _p("compute.address", "str", "",
+       "Dask: scheduler of an existing cluster, tcp://host:8786 (its workers must see the dataset and the "
+       "workspace at the same paths); empty = start a local cluster for the run", hashed=False),
+    _p("compute.n_workers", "int", 0,
+       "Dask without an address: worker processes of the local cluster (one thread each)", min=0, max=1024,
+       zero_means="as many as cores", hashed=False),
 ]
 
 SCHEMA: Dict[str, Param] = {p.key: p for p in _PARAMS}
@@ -296,6 +311,12 @@ def _coerce(param: Param, value: Any) -> Any:
         if key == "encoder.pyramid":
             parse_pyramid(value)
             return value.replace(" ", "")
+        if key == "compute.address":
+            value = value.strip()
+            if value and not _ADDRESS_RE.match(value):
+                raise ConfigError(f"compute.address must be empty (a local cluster) or a Dask scheduler's "
+                                  f"address like 'tcp://host:8786', got {value!r}")
+            return value
         if param.choices is not None and value not in param.choices:
             raise ConfigError(f"{key} must be one of {list(param.choices)}, got {value!r}")
         return value
@@ -343,6 +364,14 @@ def _unknown_key_message(key: str) -> str:
     if section not in SECTIONS:
         return f"unknown config section {section!r} in key {key!r}{hint}; sections are {list(SECTIONS)}"
     return f"unknown config key {key!r}{hint}"
+
+
+def check_value(key: str, value: Any) -> Any:
+    """``value`` checked against the schema of ``key`` and in canonical form, or a ConfigError naming the key
+    (for settings objects built from one section, e.g. :class:`fvstudio.pipeline.compute.ComputeSettings`)."""
+    if key not in SCHEMA:
+        raise ConfigError(_unknown_key_message(key))
+    return _coerce(SCHEMA[key], value)
 
 
 def parse_value(key: str, text: str) -> Any:

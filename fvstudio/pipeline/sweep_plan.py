@@ -86,10 +86,11 @@ def plan_sweep(sets: Sequence[Tuple[str, List[Any]]] = (), preset: Optional[str]
 
 
 def sweepable_keys() -> List[str]:
-    """Config keys with a number or a choice (numbers, booleans, choices), dataset paths and runtime left out."""
+    """Config keys with a number or a choice (numbers, booleans, choices); dataset paths and the keys that
+    change how, not what, is computed (``runtime``, ``compute``) left out."""
     out = []
     for key, p in SCHEMA.items():
-        if key.startswith("runtime.") or p.type in ("path", "list[float]"):
+        if not p.hashed or p.type in ("path", "list[float]"):
             continue
         if p.type in ("int", "float", "bool") or p.choices:
             out.append(key)

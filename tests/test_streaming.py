@@ -190,3 +190,64 @@ def test_float16_storage_gives_the_same_fvs_stored_or_streamed(dataset, tmp_path
     assert np.array_equal(np.asarray(a.artifact("encode", "sift").fvs), np.asarray(b.artifact("encode", "sift").fvs))
     store = b.context().stores["sift"]
     assert store.descriptor_dtype == "float16"
+
+
+@pytest.mark.slow
+def test_a_dask_run_equals_the_local_run_bit_for_bit(dataset, streamed, tmp_path):
+    pipe, res, _ = streamed
+    cfg = _config(dataset, **{"compute.scheduler": "dask", "compute.n_workers": 2})
+    dask_pipe = Pipeline(cfg, tmp_path / "ws")
+    dres = dask_pipe.run_all()
+    assert dres.metrics == res.metrics
+    assert np.array_equal(np.asarray(dask_pipe.artifact("encode", "sift").fvs),
+                          np.asarray(pipe.artifact("encode", "sift").fvs))
+
+
+@pytest.mark.slow
+def test_a_dask_worker_killed_in_the_middle_of_the_encode_changes_nothing(dataset, streamed, tmp_path, monkeypatch):
+    import signal
+    import threading
+    import time
+
+    import psutil
+
+    from fvstudio.pipeline.steps import encode
+
+    monkeypatch.setattr(encode, "BLOCK", 2)  # 12 blocks: the kill lands while most are still to do
+    cfg = _config(dataset, **{"compute.scheduler": "dask", "compute.n_workers": 2, "descriptors.scales": 3})
+    ws = tmp_path / "ws"
+    pipe = Pipeline(cfg, ws)
+    pipe.run_step("gmm")
+    key = pipe.keys()["encode"]["sift"][0]
+    chunks = ws / "steps" / "encode" / key / "fvs.zarr" / "c"
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    outcome = {}
+
+    def run():
+        try:
+            pipe.run_step("encode")
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    killed = None
+    deadline = time.monotonic() + 120
+    while worker.is_alive() and time.monotonic() < deadline and killed is None:
+        if chunks.is_dir() and any(chunks.glob("*/0")):
+            workers = [p for p in psutil.Process().children(recursive=True)  # the worker processes, not
+                       if p.pid not in before and "spawn_main" in " ".join(p.cmdline())]  # the resource tracker
+            if workers:
+                left = 12 - len(list(chunks.glob("*/0")))
+                workers[0].send_signal(signal.SIGKILL)
+                killed = (workers[0].pid, left)
+        time.sleep(0.002)
+    worker.join(300)
+    assert "error" not in outcome, outcome
+    assert killed is not None and killed[1] > 0, "the encode finished before a worker could be killed"
+    assert pipe.status("encode") == "cached"
+    threads = Pipeline(_config(dataset, **{"descriptors.scales": 3}), tmp_path / "threads")
+    monkeypatch.setattr(encode, "BLOCK", 2)
+    threads.run_step("encode")
+    assert np.array_equal(np.asarray(pipe.artifact("encode", "sift").fvs),
+                          np.asarray(threads.artifact("encode", "sift").fvs))

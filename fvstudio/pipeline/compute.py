@@ -159,10 +159,11 @@ class BlockRunner:
             self.client = Client(self.cluster, set_as_default=False)
 
     # ---- running ----------------------------------------------------------------------------------------
-    def map(self, fn: Callable[[Dict[str, Any]], Any], payloads: Sequence[Mapping[str, Any]], *, progress=None,
-            cancel=None, label: str = "blocks") -> List[Any]:
-        """``[fn(p) for p in payloads]``, in payload order, each payload given ``n_jobs`` =
-        :attr:`block_n_jobs`. Progress is reported after every finished block; a set ``cancel`` raises
+    def map(self, fn: Callable[..., Any], payloads: Sequence[Mapping[str, Any]], *, shared: Any = None,
+            progress=None, cancel=None, label: str = "blocks") -> List[Any]:
+        """``[fn(p) for p in payloads]`` (``[fn(shared, p) ...]`` when ``shared`` is given: what every block
+        reads, e.g. the models; on Dask it is sent to each worker once, not with every block), in payload
+        order, each payload given ``n_jobs`` = :attr:`block_n_jobs`. Progress is reported after every finished block; a set ``cancel`` raises
         :class:`~fvstudio.engine.progress.Cancelled` (on Dask the remaining blocks are cancelled). On
         threads a block's exception propagates unchanged (its traceback is this thread's); on Dask it comes
         back as a :class:`BlockError` naming the block, caused by the worker's exception."""
@@ -181,24 +182,29 @@ class BlockRunner:
         if self.settings.scheduler == "dask":
             if self.client is None:
                 raise RuntimeError("BlockRunner.map on Dask needs the runner entered (use it in a with block)")
-            return self._map_dask(fn, blocks, emit, cancel, label)
-        return self._map_threads(fn, blocks, emit, cancel, label)
+            return self._map_dask(fn, blocks, emit, cancel, label, shared)
+        return self._map_threads(fn, blocks, emit, cancel, label, shared)
 
     @staticmethod
-    def _map_threads(fn, blocks, emit, cancel, label) -> List[Any]:
+    def _map_threads(fn, blocks, emit, cancel, label, shared=None) -> List[Any]:
         out = []
         for i, payload in enumerate(blocks):
             check_cancel(cancel, label)
-            out.append(fn(payload))  # an exception comes through as it is: the engine's own (DiskFullError,
+            out.append(fn(payload) if shared is None else fn(shared, payload))  # an exception comes through as it is: the engine's own (DiskFullError,
             #                          DamagedFileError, ConfigError) keep their types and their handling
             _emit_done(emit, label, i + 1, len(blocks))
         return out
 
-    def _map_dask(self, fn, blocks, emit, cancel, label) -> List[Any]:
+    def _map_dask(self, fn, blocks, emit, cancel, label, shared=None) -> List[Any]:
         from distributed import as_completed
 
         run = uuid.uuid4().hex[:12]
-        futures = self.client.map(fn, blocks, key=[f"{label}-{i}-{run}" for i in range(len(blocks))], pure=False)
+        keys = [f"{label}-{i}-{run}" for i in range(len(blocks))]
+        if shared is None:
+            futures = self.client.map(fn, blocks, key=keys, pure=False)
+        else:
+            common = self.client.scatter(shared, broadcast=True, hash=False)
+            futures = self.client.map(fn, [common] * len(blocks), blocks, key=keys, pure=False)
         index = {f.key: i for i, f in enumerate(futures)}
         results: List[Any] = [None] * len(blocks)
         pending = as_completed(futures, loop=self.client.loop)  # not the default client: there is none

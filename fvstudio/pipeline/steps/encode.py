@@ -163,11 +163,19 @@ class EncodeStep(Step):
                 for ch in ctx.channels}
 
     def run(self, ctx, keys, progress, cancel) -> None:
-        units = ctx.new_units(keys[self.name])
-        for j, (ch, split, key) in enumerate(units):
-            if not self._unit_done(ctx, key):
-                self._encode_unit(ctx, keys, ch, split, key, progress, cancel,
-                                  j / len(units), (j + 1) / len(units))
+        from ..compute import BlockRunner, compute_settings
+
+        units = [(j, u) for j, u in enumerate(ctx.new_units(keys[self.name])) if not self._unit_done(ctx, u[2])]
+        if not units:
+            return
+        total = len(ctx.new_units(keys[self.name]))
+        settings = compute_settings(ctx.config)
+        if settings.scheduler == "dask":
+            progress.emit(0.0, "encode: connecting to the Dask cluster" if settings.address else
+                          "encode: starting a local Dask cluster")
+        with BlockRunner(settings, ctx.n_jobs) as runner:  # one cluster for every unit of the step
+            for j, (ch, split, key) in units:
+                self._encode_unit(ctx, keys, ch, split, key, progress, cancel, j / total, (j + 1) / total, runner)
 
     def is_cached(self, ctx, keys) -> bool:
         return all(self._unit_done(ctx, key) for _, _, key in ctx.new_units(keys[self.name]))
@@ -190,7 +198,8 @@ class EncodeStep(Step):
                           f"will compute them again (and only them)", stacklevel=2)
         return not missing
 
-    def _encode_unit(self, ctx, keys, ch: str, split: int, key: str, progress, cancel, lo: float, hi: float):
+    def _encode_unit(self, ctx, keys, ch: str, split: int, key: str, progress, cancel, lo: float, hi: float,
+                     runner):
         t0 = time.perf_counter()
         store = ctx.stores[ch]
         indices = ctx.split_indices(split)
@@ -213,17 +222,15 @@ class EncodeStep(Step):
             progress.emit(lo, f"encode[{name}]: resuming, {arr.n_blocks - len(todo)} of {arr.n_blocks} blocks kept",
                           channel=ch, split=split)
         shared = {"store": store, "pca": pca, "encoder": enc, "array": str(arr.path)}
-        done = n - sum(arr.block_rows(b).stop - arr.block_rows(b).start for b in todo)
-        for b in todo:
-            check_cancel(cancel, "encode")
-            rows = arr.block_rows(b)
-            part = progress.part(lo + (hi - lo) * done / n, lo + (hi - lo) * (done + rows.stop - rows.start) / n,
-                                 channel=ch, split=split)
-            encode_block(shared, {"block": b, "indices": indices[rows], "n_jobs": ctx.n_jobs},
-                         progress=part, cancel=cancel)
-            done += rows.stop - rows.start
-            progress.emit(min(0.999, lo + (hi - lo) * done / n), f"encode[{name}]: {done}/{n} images",
+        kept = n - sum(arr.block_rows(b).stop - arr.block_rows(b).start for b in todo)
+
+        def blocks_done(p):  # the runner reports finished blocks (in any order on Dask)
+            images = min(n, kept + int(p.values.get("blocks_done", 0)) * arr.block)
+            progress.emit(min(0.999, lo + (hi - lo) * images / n), f"encode[{name}]: {images}/{n} images",
                           channel=ch, split=split)
+
+        runner.map(encode_block, [{"block": b, "indices": [int(i) for i in indices[arr.block_rows(b)]]}
+                                  for b in todo], shared=shared, progress=blocks_done, cancel=cancel, label="encode")
         missing = arr.missing_blocks()
         if missing:  # a block written and lost since (another process cleaning up, a failing disk)
             raise RuntimeError(f"encode[{name}]: blocks {missing[:5]} of {arr.path} are missing after writing them")

@@ -6,7 +6,8 @@ Variants, each a fresh process (peak RSS is per variant) on split seed 0 (30 tra
                 (the path before streaming; ~3.6 MB of descriptors an image, so it needs ~22 GB free)
     stream      descriptors.keep = "vocabulary" (the default): only ``descriptors.vocab_images`` training
                 images' descriptors stored, every other image described inside the encode pass
-    stream+pq   the same, then PQ codes b = 1, G = 8 (compression.bits_per_dim = 1), SGD/dual on the codes
+    stream+pq   then PQ codes b = 1, G = 8 (compression.bits_per_dim = 1) on ``stream``'s FVs (its workspace:
+                only compress, classifier and evaluate run), the classifier on the codes
     dask1/dask2 the encode step again (vocabulary cached from ``stream``) on a dask LocalCluster of 1 / 2
                 worker processes (compute.scheduler = "dask"): the same FVs, the scale-out's overhead/gain
 
@@ -115,18 +116,19 @@ def main():
     rows = []
     stream_ws = top / "ws-stream"
     for name in args.variants:
-        if name.startswith("dask"):
-            ws, mode = stream_ws, "encode"
+        if name.startswith("dask") or name == "stream+pq":
+            ws, mode = stream_ws, ("encode" if name.startswith("dask") else "all")
             if not (ws / "steps" / "gmm").is_dir():
                 print(f"{name}: needs the stream variant's workspace (run it first in the same call)")
                 continue
-            shutil.rmtree(ws / "steps" / "encode", ignore_errors=True)
+            if name.startswith("dask"):
+                shutil.rmtree(ws / "steps" / "encode", ignore_errors=True)
         else:
             ws, mode = top / f"ws-{name.replace('+', '-')}", "all"
             shutil.rmtree(ws, ignore_errors=True)
         r = run_variant(args, name, ws, mode)
         r.update(name=name, desc_bytes=du(ws / "descriptors"), fv_bytes=du(ws / "steps" / "encode"),
-                 code_bytes=du(ws / "steps" / "compress"))
+                 code_bytes=du(ws / "steps" / "compress") if name == "stream+pq" else 0)
         rows.append(r)
         t = r["timings"]
         print(f"{name:10s} total {r['total']:7.1f} s | " + ", ".join(f"{k} {v:.1f}" for k, v in t.items() if v) +
@@ -146,6 +148,9 @@ def main():
     if not args.keep:
         for name in args.variants:
             shutil.rmtree(top / f"ws-{name.replace('+', '-')}", ignore_errors=True)
+    print("per-image costs (the scale model's inputs): " + "; ".join(
+        f"{r['name']}: {sum(r['timings'].values()) / n_images * 1e3:.1f} ms wall/image over the steps it ran"
+        for r in rows))
 
 
 if __name__ == "__main__":

@@ -251,3 +251,21 @@ def test_a_dask_worker_killed_in_the_middle_of_the_encode_changes_nothing(datase
     threads.run_step("encode")
     assert np.array_equal(np.asarray(pipe.artifact("encode", "sift").fvs),
                           np.asarray(threads.artifact("encode", "sift").fvs))
+
+
+def test_pq_codes_live_in_chunks_and_a_lost_chunk_is_recomputed(dataset, streamed, tmp_path):
+    cfg = _config(dataset, **{"compression.bits_per_dim": 1.0, "compression.group": 4})
+    ws = tmp_path / "ws"
+    shutil.copytree(streamed[2], ws)
+    pipe = Pipeline(cfg, ws)
+    first = pipe.run_all()
+    key = pipe.keys()["compress"]["sift"][0]
+    folder = ws / "steps" / "compress" / key
+    assert (folder / "codes.zarr").is_dir() and (folder / "mask.zarr").is_dir()
+    assert not (folder / "codes.npz").exists()
+    (folder / "codes.zarr" / "c" / "0" / "0").unlink()
+    again = Pipeline(cfg, ws)
+    assert again.status("compress") != "cached"
+    res = again.run_all()
+    assert again.computed["compress"] == 1 and again.computed["encode"] == 0
+    assert res.metrics == first.metrics and res.compression == first.compression

@@ -870,6 +870,20 @@ class ProductQuantizer(ArrayOutput, Estimator):
 
     def encode_sparse(self, X) -> SparseCodes:
         """PQ codes + the per-Gaussian sparsity bit (Sec. 4.2) of the rows of ``X``."""
+        return self.pack_sparse(*self.encode_masked(X))
+
+    def pack_sparse(self, codes, mask) -> SparseCodes:
+        """The compact records of :meth:`encode_sparse` from the (N, code_size_) codes of every group and the
+        (N, ceil(U / 8)) unit masks of :meth:`encode_masked` (e.g. read back from a chunked store)."""
+        codes = self.check_codes(codes)
+        mask = np.ascontiguousarray(mask, dtype=np.uint8)
+        if mask.shape != (len(codes), (self.n_units_ + 7) // 8):
+            raise ValueError(f"mask has shape {mask.shape}, expected ({len(codes)}, {(self.n_units_ + 7) // 8})")
+        return self._pack(codes, mask)
+
+    def encode_masked(self, X):
+        """(codes of every group, packed unit masks) of the rows of ``X``: :meth:`encode_sparse` before the
+        groups of unused units are dropped (fixed-size rows, for a chunked store)."""
         X, E, N = self._fitted_rows(X)
         U = self.n_units_
         mask = np.zeros((N, (U + 7) // 8), dtype=np.uint8)
@@ -882,7 +896,7 @@ class ProductQuantizer(ArrayOutput, Estimator):
             _unit_mask(block, int(self.group), self.group_unit_, U, unit[:e - s])
             mask[s:e] = np.packbits(unit[:e - s], axis=1, bitorder="little")
             _encode_block(block, self.codebooks_t_, self.n_bits, codes[s:e])
-        return self._pack(codes, mask)
+        return codes, mask
 
     def _pack(self, codes, mask) -> SparseCodes:
         stored = np.empty(len(codes), dtype=np.int64)

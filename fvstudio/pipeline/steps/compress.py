@@ -9,8 +9,13 @@ split (training and test) is encoded. With ``compression.sparsity`` the per-Gaus
 Sec. 4.2 is stored too: one bit per Gaussian and pyramid region, and no code for a Gaussian no descriptor
 was assigned to (lossless on top of PQ).
 
-Output: ``pq.npz`` (the quantiser) and ``codes.npz`` (codes in the row order of the encode step's
-``fvs.npy``, with the quantiser's fingerprint), written through temporary names. The manifest records
+Output: ``pq.npz`` (the quantiser) and the codes in the row order of the encode step's FVs, in chunked
+stores like the FVs (:class:`~fvstudio.data.chunked.ChunkedArray`, one chunk per block of images, named after
+the quantiser's fingerprint): ``codes.zarr`` (n, code bytes) and, with the sparsity bit, ``mask.zarr`` (n, one
+bit per Gaussian and region); the compact per-image records of Sec. 4.2 are assembled from them when loaded.
+The codebooks are learned here, on the client; the blocks (read FVs -> quantise -> write chunk) run through
+:class:`~fvstudio.pipeline.compute.BlockRunner`, on threads or on Dask workers, and a cancelled or killed
+run keeps its finished blocks. The manifest records
 what the paper reports about a code (and ``results.json -> compression`` repeats it): bits per dimension,
 group, bytes per image as float32, as PQ codes and as PQ codes + sparsity bit (mean and largest), the share
 of zero dimensions, and the distortion MSE = mean ||q(x) - x||^2 (eq. 42) on the split's training and test
@@ -29,6 +34,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from ...data.chunked import ChunkedArray
 from ...engine.pq import PQRows, ProductQuantizer, sparsity_storage
 from ...engine.progress import check_cancel
 from ..config import ConfigError
@@ -37,7 +43,29 @@ from .base import Step
 from .encode import EncodedSet, EncodeStep
 from .pca import DESCRIPTOR_DIMS
 
-__all__ = ["CompressStep", "CompressedSet", "compression_params", "compression_on"]
+__all__ = ["CompressStep", "CompressedSet", "compression_params", "compression_on", "compress_block"]
+
+
+def _fv_rows(path: str):
+    """The FVs at ``path``: a chunked store, or the ``fvs.npy`` of an encode of an earlier version."""
+    return ChunkedArray.open(path) if not path.endswith(".npy") else np.load(path, mmap_mode="r")
+
+
+def compress_block(shared: Dict[str, Any], payload: Dict[str, Any]) -> int:
+    """Quantise one block of FVs and write its chunk(s): ``shared`` = ``pq``, ``fvs`` (path), ``codes`` /
+    ``mask`` (paths, ``mask`` None without the sparsity bit); ``payload`` = ``block``. Idempotent, so it may
+    run on a Dask worker and run again after the worker dies."""
+    codes = ChunkedArray.open(shared["codes"], writable=True)
+    rows = codes.block_rows(payload["block"])
+    X = np.ascontiguousarray(_fv_rows(shared["fvs"])[rows], dtype=np.float32)
+    pq: ProductQuantizer = shared["pq"]
+    if shared["mask"] is None:
+        codes.write_block(payload["block"], pq.encode(X))
+    else:
+        dense, units = pq.encode_masked(X)
+        codes.write_block(payload["block"], dense)
+        ChunkedArray.open(shared["mask"], writable=True).write_block(payload["block"], units)
+    return rows.stop - rows.start
 
 
 def compression_on(config) -> bool:
@@ -96,21 +124,44 @@ class CompressStep(Step):
                     raise ConfigError(f"compression.group = {g} must divide {what}: a group may not straddle two "
                                       f"Gaussians' blocks (Sec. 4.1)")
 
+    def is_cached(self, ctx, keys) -> bool:
+        return all(self._unit_done(ctx, key) for _, _, key in ctx.new_units(keys[self.name]))
+
+    def _unit_done(self, ctx, key: str) -> bool:
+        """The manifest is there and so is every chunk of the codes (a lost or garbled one is computed again)."""
+        if ctx.cache.manifest(self.name, key) is None:
+            return False
+        folder = ctx.cache.step_dir(self.name, key)
+        try:
+            return all(ChunkedArray.open(folder / name).is_complete()
+                       for name in ("codes.zarr", "mask.zarr") if (folder / name).exists())
+        except (OSError, ValueError):
+            return False
+
     def key(self, ctx, keys):
         p = compression_params(ctx.config) if compression_on(ctx.config) else "off"
         return {ch: [digest(["compress", k, p]) for k in keys["encode"][ch]] for ch in ctx.channels}
 
     def run(self, ctx, keys, progress, cancel) -> None:
+        from ..compute import BlockRunner, compute_settings
+
         units = ctx.new_units(keys[self.name])
+        todo = []
         for j, (ch, split, key) in enumerate(units):
-            if ctx.cache.manifest(self.name, key) is not None:
+            if self._unit_done(ctx, key):
                 continue
             if not compression_on(ctx.config):
                 ctx.cache.write_manifest(self.name, key, 0.0, channel=ch, split=split, off=True)
                 continue
-            self._compress_unit(ctx, keys, ch, split, key, progress, cancel, j / len(units), (j + 1) / len(units))
+            todo.append((j, ch, split, key))
+        if not todo:
+            return
+        with BlockRunner(compute_settings(ctx.config), ctx.n_jobs) as runner:
+            for j, ch, split, key in todo:
+                self._compress_unit(ctx, keys, ch, split, key, progress, cancel, j / len(units),
+                                    (j + 1) / len(units), runner)
 
-    def _compress_unit(self, ctx, keys, ch, split, key, progress, cancel, lo, hi) -> None:
+    def _compress_unit(self, ctx, keys, ch, split, key, progress, cancel, lo, hi, runner) -> None:
         t0 = time.perf_counter()
         c = ctx.config
         name = ctx.unit_name(ch, split)
@@ -135,7 +186,7 @@ class CompressStep(Step):
                       split=split)
         X_te = _rows(enc.fvs, te)
         storage = sparsity_storage(pq, X_te if len(te) else X_tr)
-        codes = pq.encode_sparse(enc.fvs) if c.get("compression.sparsity") else pq.encode(enc.fvs)
+        codes = self._encode_blocks(ctx, key, pq, enc, runner, progress, cancel, lo + 0.8 * (hi - lo), hi, name)
         check_cancel(cancel, "compress")
         info = {"bits_per_dim": float(pq.bits_per_dim), "group": int(pq.group), "n_bits": int(pq.n_bits),
                 "dim": int(enc.fvs.shape[1]), "sparsity": bool(c.get("compression.sparsity")),
@@ -150,11 +201,31 @@ class CompressStep(Step):
                 "n_train_fvs": int(pq.n_train_), "n_reseeded": int(pq.n_reseeded_)}
         info["bytes_per_image"] = info["bytes_pq_sparse_mean"] if info["sparsity"] else float(info["bytes_pq"])
         folder = ctx.cache.step_dir(self.name, key)
-        folder.mkdir(parents=True, exist_ok=True)
         pq.save(folder / "pq.npz")
-        pq.save_codes(folder / "codes.npz", codes)
         ctx.cache.write_manifest(self.name, key, time.perf_counter() - t0, channel=ch, split=split, off=False,
                                  indices=[int(i) for i in enc.indices], **info)
+
+    def _encode_blocks(self, ctx, key, pq, enc: EncodedSet, runner, progress, cancel, lo, hi, name):
+        """Quantise every FV block by block through ``runner`` (the finished blocks of an interrupted run are
+        kept), then read the codes back as the classifier takes them."""
+        folder = ctx.cache.step_dir(self.name, key)
+        folder.mkdir(parents=True, exist_ok=True)
+        n = len(enc.indices)
+        block = enc.fvs.block if isinstance(enc.fvs, ChunkedArray) else 64
+        sparsity = bool(ctx.config.get("compression.sparsity"))
+        codes, mask = _code_arrays(folder, pq, n, sparsity, block, create=True)
+        todo = sorted(set(codes.missing_blocks()) | set(mask.missing_blocks() if mask is not None else []))
+        fvs_path = str(enc.fvs.path) if isinstance(enc.fvs, ChunkedArray) else str(enc.fvs.filename)
+        shared = {"pq": pq, "fvs": fvs_path, "codes": str(codes.path), "mask": None if mask is None else str(mask.path)}
+
+        def blocks_done(p):
+            k = int(p.values.get("blocks_done", 0))
+            progress.emit(min(0.999, lo + (hi - lo) * k / max(1, len(todo))),
+                          f"compress[{name}]: {k}/{len(todo)} blocks quantised", channel=enc.channel)
+
+        runner.map(compress_block, [{"block": b} for b in todo], shared=shared, progress=blocks_done, cancel=cancel,
+                   label="compress")
+        return _read_codes(pq, folder)
 
     def load(self, ctx, keys, channel, split) -> Optional[CompressedSet]:
         """The codes of ``channel`` and ``split``, or None when compression is off."""
@@ -167,12 +238,32 @@ class CompressStep(Step):
 
         def read(folder):
             pq = ProductQuantizer.load(folder / "pq.npz")
-            return pq, pq.load_codes(folder / "codes.npz")
+            if (folder / "codes.npz").exists():  # a compress step of an earlier version
+                return pq, pq.load_codes(folder / "codes.npz")
+            return pq, _read_codes(pq, folder)
 
         pq, codes = ctx.cache.loaded(self.name, key, read)
         info = {k: v for k, v in man.items() if k not in ("indices", "files", "seconds", "channel", "split", "off", "step", "key",
                                                     "created")}
         return CompressedSet(channel, pq, codes, np.asarray(man["indices"], np.int64), info)
+
+
+def _code_arrays(folder, pq: ProductQuantizer, n: int, sparsity: bool, block: int, create: bool):
+    """The chunked stores of the codes (and sparsity masks) of ``n`` FVs, named by ``pq``'s fingerprint."""
+    ident = {"pq": pq.fingerprint_, "sparsity": bool(sparsity)}
+    make = (lambda path, shape: ChunkedArray.create(path, shape, np.uint8, block, ident)) if create else \
+        (lambda path, shape: ChunkedArray.open(path))
+    codes = make(folder / "codes.zarr", (n, pq.code_size_))
+    mask = make(folder / "mask.zarr", (n, (pq.n_units_ + 7) // 8)) if sparsity else None
+    return codes, mask
+
+
+def _read_codes(pq: ProductQuantizer, folder):
+    """Every code of a finished compress step (ChunkError if a chunk is missing or garbled)."""
+    codes = np.asarray(ChunkedArray.open(folder / "codes.zarr"))
+    if (folder / "mask.zarr").exists():
+        return pq.pack_sparse(codes, np.asarray(ChunkedArray.open(folder / "mask.zarr")))
+    return pq.check_codes(codes, f"codes in {folder}")
 
 
 def _mse(pq: ProductQuantizer, codes, rows: np.ndarray, fvs, block: int = 256) -> float:

@@ -441,6 +441,31 @@ class DescriptorStore:
         return (e is not None and e.get("stamp") == stamp and e["status"] == "ok"
                 and (e.get("stored", True) or not stored))
 
+    def pending(self, indices=None, keep=None) -> List[Tuple[int, Any, bool]]:
+        """``(index, stamp, store)`` of the images of ``indices`` that :meth:`extract` would (re)do, for running
+        their :func:`extract_block` elsewhere (Dask workers); the images done are then :meth:`adopt`-ed."""
+        idx = np.unique(self._indices(indices))
+        self._ensure_open()
+        keep_set = None if keep is None else set(self._indices(keep).tolist())
+        out = []
+        for i in idx.tolist():
+            stamp = _stamp(self.dataset.paths[i])
+            stored = keep_set is None or i in keep_set
+            if not self._reusable(self._entries.get(self.dataset.ids[i]), stamp, stored):
+                out.append((i, stamp, stored))
+        if out and self._dim is None:
+            self._dim = self._probe()  # before the store is pickled for the workers (probed entries record it)
+        return out
+
+    def adopt(self, entries: List[dict]) -> None:
+        """Take the entries :func:`extract_block` wrote elsewhere into the index, and write the index."""
+        self._ensure_open()
+        for e in entries:
+            self._entries[e["id"]] = e
+            self._damaged.pop(e["id"], None)
+        self._version += 1
+        self._write_index()
+
     def extract(self, indices=None, *, keep=None, n_jobs: int = 2, progress=None,
                 cancel=None) -> ExtractionReport:
         """Extract (or find in the cache) the descriptors of ``indices`` (default: all images).
@@ -781,3 +806,13 @@ class DescriptorStore:
     def __repr__(self) -> str:
         return (f"DescriptorStore({self.channel!r}, {len(self.dataset)} images of {self.dataset.root}, "
                 f"params={self.params}, max_pixels={self.max_pixels}, folder={self.folder})")
+
+
+def extract_block(shared: Dict[str, Any], payload: Dict[str, Any]) -> List[dict]:
+    """Extract (or probe) the images ``payload["todo"]`` (rows of :meth:`DescriptorStore.pending`) of the store
+    ``shared["store"]``, ``payload["n_jobs"]`` threads; returns their entries (written to the store's folder as
+    they are done, so a block run twice, or after its worker died, redoes only what is missing)."""
+    store: DescriptorStore = shared["store"]
+    todo = [tuple(t) for t in payload["todo"]]
+    with ThreadPoolExecutor(max_workers=max(1, int(payload.get("n_jobs", 1))), thread_name_prefix="fv-extract") as pool:
+        return list(pool.map(lambda t: store._work(int(t[0]), t[1], bool(t[2])), todo))

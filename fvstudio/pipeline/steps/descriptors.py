@@ -19,8 +19,12 @@ from __future__ import annotations
 import time
 from typing import Any, Dict
 
+from ...data.cache import extract_block
+from ..compute import BlockRunner, compute_settings
 from ..hashing import digest, ids_digest
 from .base import Step
+
+BLOCK = 64  # images per Dask task
 
 __all__ = ["DescriptorsStep", "descriptor_params"]
 
@@ -70,10 +74,15 @@ class DescriptorsStep(Step):
         needed = ctx.needed_indices()
         n = len(ctx.channels)
         failures = {}
+        dask = compute_settings(ctx.config).scheduler == "dask"
         for j, ch in enumerate(ctx.channels):
             store = ctx.stores[ch]
-            store.extract(indices=needed, keep=ctx.stored_indices(), n_jobs=ctx.n_jobs,
-                          progress=progress.part(j / n, (j + 1) / n, channel=ch), cancel=cancel)
+            part = progress.part(j / n, (j + 1) / n, channel=ch)
+            if dask:
+                self._extract_on_cluster(ctx, store, needed, part, cancel)
+            else:
+                store.extract(indices=needed, keep=ctx.stored_indices(), n_jobs=ctx.n_jobs, progress=part,
+                              cancel=cancel)
             failures[ch] = store.failures(needed)
         ctx.cache.write_manifest(self.name, self.run_key(ctx, keys), time.perf_counter() - t0, failures=failures)
         left_out = {image_id: reason for rows in failures.values() for image_id, reason in rows}
@@ -83,6 +92,23 @@ class DescriptorsStep(Step):
             progress.emit(0.999, f"{len(left_out)} images left out", warning=(
                 f"{len(left_out)} of {len(needed)} images give no descriptor and are left out of training and "
                 f"testing: {shown}{more}"))
+
+    @staticmethod
+    def _extract_on_cluster(ctx, store, needed, progress, cancel) -> None:
+        """The images to extract or probe, BLOCK at a time on the Dask workers (each writes its images' files
+        into the store, on the shared file system); the entries come back and the index is written here."""
+        todo = store.pending(needed, keep=ctx.stored_indices())
+        if not todo:
+            return
+        blocks = [{"todo": [[int(i), stamp, bool(keep)] for i, stamp, keep in todo[s:s + BLOCK]]}
+                  for s in range(0, len(todo), BLOCK)]
+        with BlockRunner(compute_settings(ctx.config), ctx.n_jobs) as runner:
+            try:
+                done = runner.map(extract_block, blocks, shared={"store": store}, progress=progress, cancel=cancel,
+                                  label=f"descriptors[{store.channel}]")
+            finally:
+                store.refresh()  # what the workers wrote before a cancel or an error is picked up from the files
+        store.adopt([e for part in done for e in part])
 
     def load(self, ctx, keys, channel, split):
         return ctx.stores[channel]

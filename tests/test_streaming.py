@@ -68,6 +68,13 @@ def test_only_the_vocabulary_images_descriptors_are_stored(streamed):
     jsons = list(store.folder.glob("images/*.json"))
     assert len(npys) == 5 and len(jsons) == 24
     assert store.stored(ctx.split_indices(0)).sum() == 5
+    # and of those, only the rows their vocabulary sample can draw (256 a picture), not every descriptor
+    import json as _json
+
+    entries = [_json.loads(p.read_text()) for p in jsons]
+    kept = [e for e in entries if e.get("stored", True)]
+    assert len(kept) == 5 and all(e["n_rows"] == 256 < e["n"] for e in kept)
+    assert all(p.stat().st_size < 256 * 600 for p in npys)
     # what is kept of an image the vocabulary does not use: its entry, a few hundred bytes
     sizes = [p.stat().st_size for p in jsons]
     assert max(sizes) < 400

@@ -107,6 +107,16 @@ FRAME_BYTES = 16
 _NPY_HEADER_MIN = 64
 
 
+def vocab_rows(image_id: str, t: int, k: int) -> np.ndarray:
+    """The rows of an image's ``t`` descriptors that a vocabulary sample of ``k`` rows per image draws from:
+    all of them when ``k`` is 0 or >= ``t``, else a subset seeded by the image id -- the same rows whether the
+    store keeps only them or every row, so a vocabulary does not depend on what was stored."""
+    if not k or k >= t:
+        return np.arange(t, dtype=np.int64)
+    seed = int.from_bytes(hashlib.sha1(image_id.encode("utf-8")).digest()[:8], "little")
+    return np.sort(np.random.default_rng(seed).choice(t, size=k, replace=False)).astype(np.int64)
+
+
 def record_dtype(dim: int, descriptor_dtype: str = "float32") -> np.dtype:
     """The record layout of one cached descriptor (see the module docstring)."""
     return np.dtype([("descriptor", np.dtype(descriptor_dtype).newbyteorder("<"), (dim,)),
@@ -369,10 +379,12 @@ class DescriptorStore:
             pass
         return entry
 
-    def _work(self, i: int, stamp, store: bool = True) -> dict:
-        """Extract image ``i`` and store its descriptors (``store``), or only probe it: load it, count the
-        frames it gives (:func:`~fvstudio.engine.descriptors.dense_frames`) and record the SHA-1 of its
-        bytes, so that :meth:`get` can extract it again on demand and check it is the same file."""
+    def _work(self, i: int, stamp, store=True) -> dict:
+        """Extract image ``i`` and store its descriptors (``store`` True or 0: every row; an int k > 0: only
+        its :func:`vocab_rows` for k), or only probe it (``store`` False / None): load it, count the frames it
+        gives (:func:`~fvstudio.engine.descriptors.dense_frames`) and record the SHA-1 of its bytes, so that
+        :meth:`get` can extract it again on demand and check it is the same file."""
+        keep_k = 0 if store is True else store
         from fvstudio.engine.descriptors import extract_channel
 
         image_id = self.dataset.ids[i]
@@ -383,7 +395,7 @@ class DescriptorStore:
         try:
             try:
                 rgb, entry["src"] = load_image_sha1(path, self.max_pixels)
-                if not store:
+                if store is None or store is False:
                     return self._write_probed(name, entry, rgb)
                 dd = extract_channel(self.channel, rgb, **self.params)
             except ImageLoadError as exc:
@@ -399,11 +411,15 @@ class DescriptorStore:
                 patch = self.params.get("patch", 24)
                 return self._write_failed(name, entry, f"no descriptors: the {h}x{w} image (after loading) is "
                                                        f"smaller than one {patch}-px patch")
-            rows = np.empty(t, record_dtype(d, self.descriptor_dtype))
-            rows["descriptor"] = dd.descriptors
-            rows["position"] = dd.positions
-            rows["scale"] = dd.scales
-            rows["norm"] = dd.norms
+            sel = vocab_rows(image_id, t, int(keep_k)) if keep_k else slice(None)
+            kept = t if not keep_k else len(sel)
+            rows = np.empty(kept, record_dtype(d, self.descriptor_dtype))
+            rows["descriptor"] = dd.descriptors[sel]
+            rows["position"] = dd.positions[sel]
+            rows["scale"] = dd.scales[sel]
+            rows["norm"] = dd.norms[sel]
+            if kept < t:
+                entry.update(n_rows=int(kept), rows_k=int(keep_k))
             npy = self._images / f"{name}.npy"
             _replace_into(npy, lambda fh: np.save(fh, rows, allow_pickle=False))
             entry.update(status="ok", reason="", n=int(t), dim=int(d), bytes=int(os.stat(npy).st_size),
@@ -436,12 +452,29 @@ class DescriptorStore:
             pass
         return entry
 
-    def _reusable(self, e: Optional[dict], stamp, stored: bool) -> bool:
-        """An entry :meth:`extract` keeps: descriptors of the file as it is, stored if they must be."""
-        return (e is not None and e.get("stamp") == stamp and e["status"] == "ok"
-                and (e.get("stored", True) or not stored))
+    @staticmethod
+    def _holds(e: dict, want) -> bool:
+        """Whether an "ok" entry holds what ``want`` asks: None = nothing (probed is enough), 0 = every row,
+        k > 0 = the :func:`vocab_rows` for k (every row holds them too)."""
+        if want is None or want is False:
+            return True
+        if not e.get("stored", True):
+            return False
+        if "n_rows" not in e:
+            return True
+        return want not in (0, True) and int(e.get("rows_k", -1)) == int(want)
 
-    def pending(self, indices=None, keep=None) -> List[Tuple[int, Any, bool]]:
+    def _reusable(self, e: Optional[dict], stamp, want) -> bool:
+        """An entry :meth:`extract` keeps: descriptors of the file as it is, stored as far as they must be."""
+        return e is not None and e.get("stamp") == stamp and e["status"] == "ok" and self._holds(e, want)
+
+    def _want(self, i: int, keep_set, keep_rows: int):
+        """What :meth:`extract` stores of image ``i``: None (probe), 0 (every row) or k (its vocabulary rows)."""
+        if keep_set is not None and i not in keep_set:
+            return None
+        return int(keep_rows or 0)
+
+    def pending(self, indices=None, keep=None, keep_rows: int = 0) -> List[Tuple[int, Any, Any]]:
         """``(index, stamp, store)`` of the images of ``indices`` that :meth:`extract` would (re)do, for running
         their :func:`extract_block` elsewhere (Dask workers); the images done are then :meth:`adopt`-ed."""
         idx = np.unique(self._indices(indices))
@@ -450,9 +483,9 @@ class DescriptorStore:
         out = []
         for i in idx.tolist():
             stamp = _stamp(self.dataset.paths[i])
-            stored = keep_set is None or i in keep_set
-            if not self._reusable(self._entries.get(self.dataset.ids[i]), stamp, stored):
-                out.append((i, stamp, stored))
+            want = self._want(i, keep_set, keep_rows)
+            if not self._reusable(self._entries.get(self.dataset.ids[i]), stamp, want):
+                out.append((i, stamp, want))
         if out and self._dim is None:
             self._dim = self._probe()  # before the store is pickled for the workers (probed entries record it)
         return out
@@ -466,15 +499,16 @@ class DescriptorStore:
         self._version += 1
         self._write_index()
 
-    def extract(self, indices=None, *, keep=None, n_jobs: int = 2, progress=None,
+    def extract(self, indices=None, *, keep=None, keep_rows: int = 0, n_jobs: int = 2, progress=None,
                 cancel=None) -> ExtractionReport:
         """Extract (or find in the cache) the descriptors of ``indices`` (default: all images).
 
         ``keep`` (default: all of them) lists the images whose descriptors are stored; the others are
         only probed (loaded, their frames counted, their bytes hashed): they get an entry, their failures
         are known, and :meth:`get` extracts them again when asked, while the disk holds a few hundred
-        bytes of them (the streaming path of :mod:`fvstudio.pipeline.steps.encode`). An image stored by an
-        earlier call stays stored.
+        bytes of them (the streaming path of :mod:`fvstudio.pipeline.steps.encode`). ``keep_rows`` = k > 0
+        stores only the :func:`vocab_rows` of the kept images (what a vocabulary sample of k rows per image
+        reads). An image stored by an earlier call stays stored.
 
         Images with valid descriptors are reused; new, changed, damaged and previously failed images
         are (re)done. Progress: one update per image (``done`` counts cached images too; values
@@ -490,12 +524,12 @@ class DescriptorStore:
         self._ensure_open()
         rep = ExtractionReport(n_requested=int(idx.size))
         keep_set = None if keep is None else set(self._indices(keep).tolist())
-        todo: List[Tuple[int, Any, bool]] = []
+        todo: List[Tuple[int, Any, Any]] = []
         for i in idx.tolist():
             image_id = self.dataset.ids[i]
             stamp = _stamp(self.dataset.paths[i])
             e = self._entries.get(image_id)
-            stored = keep_set is None or i in keep_set
+            stored = self._want(i, keep_set, keep_rows)
             if self._reusable(e, stamp, stored):
                 rep.n_cached += 1
             else:
@@ -583,18 +617,18 @@ class DescriptorStore:
         return rep
 
     # ------------------------------------------------------------------ reading
-    def is_complete(self, indices=None, keep=None) -> bool:
+    def is_complete(self, indices=None, keep=None, keep_rows: int = 0) -> bool:
         """True if every image of ``indices`` has a valid entry (descriptors, or a failure for the
         file as it is now) and every image of ``keep`` (default: all of them) that gives descriptors has
         them stored. Failed images are retried by every :meth:`extract` even so."""
         idx = self._indices(indices)
         self._ensure_open()
-        keep_set = set(idx.tolist()) if keep is None else set(self._indices(keep).tolist())
+        keep_set = None if keep is None else set(self._indices(keep).tolist())
         for i in idx.tolist():
             e = self._entries.get(self.dataset.ids[i])
             if not self._valid(e, i):
                 return False
-            if i in keep_set and e["status"] == "ok" and not e.get("stored", True):
+            if e["status"] == "ok" and not self._holds(e, self._want(i, keep_set, keep_rows)):
                 return False
         return True
 
@@ -674,9 +708,10 @@ class DescriptorStore:
         except (OSError, ValueError, EOFError) as exc:
             return None, f"{path.name} is unreadable ({type(exc).__name__}: {exc})"
         want = record_dtype(int(entry["dim"]), self.descriptor_dtype)
-        if not isinstance(rows, np.ndarray) or rows.shape != (entry["n"],) or rows.dtype != want:
+        n_rows = int(entry.get("n_rows", entry["n"]))
+        if not isinstance(rows, np.ndarray) or rows.shape != (n_rows,) or rows.dtype != want:
             return None, (f"{path.name} holds {getattr(rows, 'shape', '?')} records of "
-                          f"{getattr(rows, 'dtype', '?')}, the entry says ({entry['n']},) of {want}")
+                          f"{getattr(rows, 'dtype', '?')}, the entry says ({n_rows},) of {want}")
         if not mmap and entry.get("sha1") and hashlib.sha1(rows.data).hexdigest() != entry["sha1"]:
             return None, f"{path.name} does not match the checksum written with it (garbled)"
         return rows, ""
@@ -688,7 +723,7 @@ class DescriptorStore:
         image_id = self.dataset.ids[i]
         log.warning("descriptor store %s: cached descriptors of %r are damaged (%s); extracting them again",
                     self.folder, image_id, why)
-        new = self._work(i, _stamp(self.dataset.paths[i]))
+        new = self._work(i, _stamp(self.dataset.paths[i]), int(entry.get("rows_k", 0)))
         self._entries[image_id] = new
         self._version += 1
         if new["status"] != "ok":
@@ -712,7 +747,7 @@ class DescriptorStore:
                              f"descriptors; run extract() first")
         if e["status"] == "failed":
             return None
-        if not e.get("stored", True):
+        if not e.get("stored", True) or "n_rows" in e:  # probed, or only its vocabulary rows stored
             return self._extract_again(i, e)
         rows, e = self._rows(i, e, mmap=False)
         if rows is None:
@@ -754,10 +789,13 @@ class DescriptorStore:
             out[k] = e is not None and e["status"] == "ok" and e.get("stored", True)
         return out
 
-    def sample(self, n: int, seed=0, indices=None) -> np.ndarray:
+    def sample(self, n: int, seed=0, indices=None, rows_per_image: int = 0) -> np.ndarray:
         """``n`` descriptors drawn uniformly without replacement from all cached descriptors of
         ``indices`` (default: every image; pass the training images to keep test data out of
         PCA/GMM fitting), as a float32 (n, D) array in storage order (by image, then row).
+
+        ``rows_per_image`` = k > 0 draws from each image's :func:`vocab_rows` for k only (the rows a store
+        made with ``keep_rows = k`` holds; the same from a store holding every row).
 
         If fewer than ``n`` exist, all of them are returned. Only the sampled rows are read (the
         per-image files are memory-mapped; their header, shape and dtype are checked, a damaged one
@@ -766,15 +804,25 @@ class DescriptorStore:
         n = check_positive_int(n, "n")
         idx = np.unique(self._indices(indices))
         self._ensure_open()
-        imgs, counts = [], []
+        k_rows = int(rows_per_image or 0)
+        imgs, counts, where = [], [], []  # where: positions in the image's file of its candidate rows
         missing = []
         for i in idx.tolist():
             e = self._entries.get(self.dataset.ids[i])
             if e is None:
                 missing.append(i)
             elif e["status"] == "ok" and e["n"] > 0 and e.get("stored", True):
+                if "n_rows" in e:  # only vocabulary rows stored
+                    if not k_rows or int(e.get("rows_k", -1)) != k_rows:
+                        raise ValueError(f"{self.dataset.ids[i]!r} keeps only {e['n_rows']} vocabulary rows (for "
+                                         f"{e.get('rows_k')} rows per image), not what this sample needs; extract it "
+                                         f"again with keep_rows={k_rows}")
+                    pos = np.arange(int(e["n_rows"]), dtype=np.int64)
+                else:
+                    pos = vocab_rows(self.dataset.ids[i], int(e["n"]), k_rows)
                 imgs.append(i)
-                counts.append(e["n"])
+                counts.append(len(pos))
+                where.append(pos)
         if missing:
             raise ValueError(f"{len(missing)} of the requested images have no cached descriptors "
                              f"(e.g. {self.dataset.ids[missing[0]]!r}); run extract() first")
@@ -796,11 +844,12 @@ class DescriptorStore:
         for a, b in zip(starts.tolist(), stops.tolist()):
             k = int(owner[a])
             i = imgs[k]
-            rows, e = self._rows(i, self._entries[self.dataset.ids[i]], mmap=True)
-            if rows is None or e["n"] != counts[k]:
+            before = self._entries[self.dataset.ids[i]]
+            rows, e = self._rows(i, before, mmap=True)
+            if rows is None or e["n"] != before["n"] or e.get("n_rows") != before.get("n_rows"):
                 raise ValueError(f"the descriptors of {self.dataset.ids[i]!r} changed while sampling (a damaged "
                                  f"cache entry was extracted again from a changed file); sample again")
-            out[a:b] = rows["descriptor"][picks[a:b] - offsets[k]]
+            out[a:b] = rows["descriptor"][where[k][picks[a:b] - offsets[k]]]
         return out
 
     def __repr__(self) -> str:
@@ -815,4 +864,4 @@ def extract_block(shared: Dict[str, Any], payload: Dict[str, Any]) -> List[dict]
     store: DescriptorStore = shared["store"]
     todo = [tuple(t) for t in payload["todo"]]
     with ThreadPoolExecutor(max_workers=max(1, int(payload.get("n_jobs", 1))), thread_name_prefix="fv-extract") as pool:
-        return list(pool.map(lambda t: store._work(int(t[0]), t[1], bool(t[2])), todo))
+        return list(pool.map(lambda t: store._work(int(t[0]), t[1], t[2]), todo))

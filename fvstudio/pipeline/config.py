@@ -131,9 +131,13 @@ _PARAMS: List[Param] = [
        "Descriptors stored on disk: vocabulary = only those of the images PCA and the GMM learn from (every other "
        "image is described again while it is encoded, one pass, nothing kept: Sec. 4-5); all = every image's "
        "(faster repeated encodes; 3-4 MB an image)", choices=("vocabulary", "all")),
-    _p("descriptors.vocab_images", "int", 500,
+    _p("descriptors.vocab_images", "int", 5000,
        "Training images per split whose descriptors PCA and the GMM sample (pca.sample / gmm.sample descriptors "
        "are drawn from them); a seeded random subset", min=0, max=100_000_000, zero_means="every training image"),
+    _p("descriptors.vocab_rows", "int", 256,
+       "Descriptors of each vocabulary image the samples draw from (a seeded subset, the only ones stored): "
+       "5,000 images x 256 rows = the paper's ~1M descriptors (Sec. 3.1)", min=0, max=1_000_000,
+       zero_means="all of them"),
     _p("descriptors.dtype", "str", "float32",
        "Precision of the stored descriptors (float16 halves the disk, relative rounding 5e-4; images described "
        "on the fly are rounded alike)", choices=("float32", "float16")),

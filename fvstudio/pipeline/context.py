@@ -181,6 +181,10 @@ class StepContext:
             return None
         return np.unique(np.concatenate([self.vocab_indices(s, raw=True) for s in range(len(self.raw_splits))]))
 
+    def stored_rows(self) -> int:
+        """Rows stored of each vocabulary image (0: all): ``descriptors.vocab_rows`` on the streaming path."""
+        return 0 if self.config.get("descriptors.keep") == "all" else int(self.config.get("descriptors.vocab_rows"))
+
     def vocab_signature(self, split: int) -> str:
         """Digest of the ids of ``split``'s vocabulary images."""
         return self._memoised(("vocab_sig", split), lambda: ids_digest(self.ids, self.vocab_indices(split)))

@@ -51,9 +51,11 @@ class Step:
 
 def training_sample(ctx, channel: str, n: int, seed: int, split: int) -> np.ndarray:
     """``n`` descriptors of ``channel`` drawn uniformly from the vocabulary images of ``split`` (float32):
-    ``descriptors.vocab_images`` of its training images (:meth:`~fvstudio.pipeline.context.StepContext.vocab_indices`).
+    ``descriptors.vocab_images`` of its training images (:meth:`~fvstudio.pipeline.context.StepContext.vocab_indices`),
+    ``descriptors.vocab_rows`` seeded rows of each (:func:`~fvstudio.data.cache.vocab_rows`).
 
     Only training images: the vocabulary never sees an image its split tests (see
     :mod:`fvstudio.pipeline.runner`)."""
-    X = ctx.stores[channel].sample(n, seed=seed, indices=ctx.vocab_indices(split))
+    X = ctx.stores[channel].sample(n, seed=seed, indices=ctx.vocab_indices(split),
+                                   rows_per_image=ctx.config.get("descriptors.vocab_rows"))
     return np.ascontiguousarray(X, dtype=np.float32)

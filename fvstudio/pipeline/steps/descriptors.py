@@ -1,8 +1,8 @@
 """Step 1, ``descriptors``: dense SIFT / LCS of every image some split uses (Sec. 3.1).
 
 With ``descriptors.keep = "vocabulary"`` (the default) only the vocabulary images' descriptors
-(``descriptors.vocab_images`` training images per split, :meth:`~fvstudio.pipeline.context.StepContext.vocab_indices`)
-are stored; every other image is probed (loaded, its frames counted, its bytes hashed: failures are known
+(``descriptors.vocab_images`` training images per split, :meth:`~fvstudio.pipeline.context.StepContext.vocab_indices`,
+and of each only the ``descriptors.vocab_rows`` rows its vocabulary sample can draw) are stored; every other image is probed (loaded, its frames counted, its bytes hashed: failures are known
 before anything is learned, and its content identity is the hash of its bytes) and described again, once,
 while the encode step encodes it. ``keep = "all"`` stores every image's descriptors (the same results;
 repeated encodes skip the extraction). ``descriptors.dtype = "float16"`` halves what is stored.
@@ -55,12 +55,12 @@ class DescriptorsStep(Step):
 
     def is_cached(self, ctx, keys) -> bool:
         needed = ctx.needed_indices()
-        keep = ctx.stored_indices()
+        keep, rows = ctx.stored_indices(), ctx.stored_rows()
         for ch in ctx.channels:
             store = ctx.stores[ch]
-            if not store.is_complete(needed, keep=keep):
+            if not store.is_complete(needed, keep=keep, keep_rows=rows):
                 store.refresh()  # another Pipeline object (e.g. a GUI worker) may have extracted since
-                if not store.is_complete(needed, keep=keep):
+                if not store.is_complete(needed, keep=keep, keep_rows=rows):
                     return False
         return True
 
@@ -81,8 +81,8 @@ class DescriptorsStep(Step):
             if dask:
                 self._extract_on_cluster(ctx, store, needed, part, cancel)
             else:
-                store.extract(indices=needed, keep=ctx.stored_indices(), n_jobs=ctx.n_jobs, progress=part,
-                              cancel=cancel)
+                store.extract(indices=needed, keep=ctx.stored_indices(), keep_rows=ctx.stored_rows(),
+                              n_jobs=ctx.n_jobs, progress=part, cancel=cancel)
             failures[ch] = store.failures(needed)
         ctx.cache.write_manifest(self.name, self.run_key(ctx, keys), time.perf_counter() - t0, failures=failures)
         left_out = {image_id: reason for rows in failures.values() for image_id, reason in rows}
@@ -97,10 +97,10 @@ class DescriptorsStep(Step):
     def _extract_on_cluster(ctx, store, needed, progress, cancel) -> None:
         """The images to extract or probe, BLOCK at a time on the Dask workers (each writes its images' files
         into the store, on the shared file system); the entries come back and the index is written here."""
-        todo = store.pending(needed, keep=ctx.stored_indices())
+        todo = store.pending(needed, keep=ctx.stored_indices(), keep_rows=ctx.stored_rows())
         if not todo:
             return
-        blocks = [{"todo": [[int(i), stamp, bool(keep)] for i, stamp, keep in todo[s:s + BLOCK]]}
+        blocks = [{"todo": [[int(i), stamp, want] for i, stamp, want in todo[s:s + BLOCK]]}
                   for s in range(0, len(todo), BLOCK)]
         with BlockRunner(compute_settings(ctx.config), ctx.n_jobs) as runner:
             try:

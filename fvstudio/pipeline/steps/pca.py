@@ -39,7 +39,8 @@ class PcaStep(Step):
     def key(self, ctx, keys):
         section = ctx.config.hashed_section("pca")
         return {ch: [digest(["pca", keys["descriptors"][ch], ctx.fit_signature(s), ctx.fit_content(ch, s),
-                             section] + ([ctx.vocab_signature(s)] if ctx.config.get("descriptors.vocab_images") else []))
+                             section] + ([ctx.vocab_signature(s)] if ctx.config.get("descriptors.vocab_images") else [])
+                             + ([ctx.config.get("descriptors.vocab_rows")] if ctx.config.get("descriptors.vocab_rows") else []))
                      for s in range(len(ctx.splits))] for ch in ctx.channels}
 
     def run(self, ctx, keys, progress, cancel) -> None:

@@ -152,8 +152,9 @@ def test_compute_diagnostics_returns_the_figures_arrays(tiny_pipeline):
     pca, gmm, enc = pipe.artifact("pca"), pipe.artifact("gmm"), pipe.artifact("encode")
     np.testing.assert_array_equal(d.pca_explained_variance_ratio, pca.explained_variance_ratio_)
     np.testing.assert_array_equal(d.log_likelihood, gmm.log_likelihood_)
-    train = np.unique(np.asarray(pipe.splits[0].train, dtype=np.int64))
-    X = pca.transform(pipe.artifact("descriptors").sample(POSTERIOR_SAMPLE, seed=0, indices=train))
+    vocab = pipe.context().vocab_indices(0)  # what the vocabulary learned from
+    X = pca.transform(pipe.artifact("descriptors").sample(POSTERIOR_SAMPLE, seed=0, indices=vocab,
+                                                          rows_per_image=pipe.config.get("descriptors.vocab_rows")))
     ref = posterior_sharpness(np.ascontiguousarray(X, dtype=np.float32), gmm,
                               pipe.config.get("encoder.posterior_threshold"))
     np.testing.assert_array_equal(d.posterior_sharpness.max_posterior, ref.max_posterior)

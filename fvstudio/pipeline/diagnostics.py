@@ -69,8 +69,9 @@ def em_stop_text(gmm) -> str:
 
 
 def _sharpness(pipeline, store, pca, gmm, cancel) -> PosteriorSharpness:
-    train = np.unique(np.asarray(pipeline.splits[0].train, dtype=np.int64))
-    X = store.sample(POSTERIOR_SAMPLE, seed=0, indices=train)
+    # the descriptors the vocabulary learned from (all a streaming store keeps of the training images)
+    vocab = pipeline.context().vocab_indices(0)
+    X = store.sample(POSTERIOR_SAMPLE, seed=0, indices=vocab, rows_per_image=pipeline.config.get("descriptors.vocab_rows"))
     if pca is not None:
         X = pca.transform(X)
     check_cancel(cancel, "diagnostics")

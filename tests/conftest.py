@@ -42,3 +42,19 @@ def voc2007_imagesets(shared_dir) -> Path:
 @pytest.fixture(scope="session")
 def sample_data_dir() -> Path:
     return REPO_ROOT / "sample_data"
+
+
+@pytest.fixture(scope="module")
+def textures_24(tmp_path_factory, sample_data_dir) -> Path:
+    """A copy of 6 images of each of 4 texture classes (24 images): a dataset small enough for whole runs."""
+    import shutil
+
+    src = Path(sample_data_dir) / "textures"
+    if not src.is_dir():
+        pytest.skip("sample_data/textures is not there")
+    root = tmp_path_factory.mktemp("ds") / "textures"
+    for cls in ("bricks", "rust", "spots", "waves"):
+        (root / cls).mkdir(parents=True)
+        for f in sorted((src / cls).iterdir())[:6]:
+            shutil.copy(f, root / cls / f.name)
+    return root

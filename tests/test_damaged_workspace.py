@@ -1,8 +1,6 @@
 """A damaged or half-written workspace is detected, recomputed and said so; the CLI checks its folders."""
 from __future__ import annotations
 
-import errno
-import os
 import shutil
 from pathlib import Path
 
@@ -12,19 +10,10 @@ import pytest
 from fvstudio.cli import main
 from fvstudio.pipeline import Pipeline, PipelineConfig
 
-CLASSES = ("bricks", "rust", "spots", "waves")
-
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory, sample_data_dir):
-    src = Path(sample_data_dir) / "textures"
-    if not src.is_dir():
-        pytest.skip("sample_data/textures is not there")
-    root = tmp_path_factory.mktemp("ds") / "textures"
-    for cls in CLASSES:
-        (root / cls).mkdir(parents=True)
-        for f in sorted((src / cls).iterdir())[:6]:
-            shutil.copy(f, root / cls / f.name)
+def config(textures_24):
+    root = textures_24
     c = PipelineConfig()
     c.update({"dataset.root": str(root), "dataset.n_train": 3, "dataset.max_pixels": 20_000,
               "descriptors.scales": 1, "descriptors.step": 6, "pca.n_components": 16, "pca.sample": 5_000,
@@ -109,19 +98,18 @@ def test_output_folders_are_checked_before_anything_runs(config, tmp_path, capsy
     assert not (tmp_path / "ws" / "steps").exists()
 
 
-def _fv_chunk(ws, pipe, block=0):
+def _copied_run(reference, config, tmp_path):
+    """A copy of the reference workspace, its pipeline, its FVs and the path of their first chunk."""
+    ws = tmp_path / "ws"
+    shutil.copytree(reference[0], ws)
+    pipe = Pipeline(config, ws)
     key = pipe.keys()["encode"]["sift"][0]
-    return ws / "steps" / "encode" / key / "fvs.zarr" / "c" / str(block) / "0"
+    return ws, pipe, np.asarray(pipe.artifact("encode", "sift").fvs), ws / "steps" / "encode" / key / "fvs.zarr" / "c" / "0" / "0"
 
 
 @pytest.mark.parametrize("damage", ["truncate", "delete"])
 def test_a_missing_or_cut_fv_chunk_is_recomputed_alone_with_a_warning(config, reference, tmp_path, damage):
-    src, metrics = reference
-    ws = tmp_path / "ws"
-    shutil.copytree(src, ws)
-    pipe = Pipeline(config, ws)
-    before = np.asarray(pipe.artifact("encode", "sift").fvs)
-    chunk = _fv_chunk(ws, pipe)
+    ws, pipe, before, chunk = _copied_run(reference, config, tmp_path)
     if damage == "truncate":
         chunk.write_bytes(chunk.read_bytes()[:100])
     else:
@@ -136,12 +124,7 @@ def test_a_missing_or_cut_fv_chunk_is_recomputed_alone_with_a_warning(config, re
 def test_a_garbled_fv_chunk_is_never_read_and_is_recomputed(config, reference, tmp_path):
     from fvstudio.data.chunked import ChunkError
 
-    src, metrics = reference
-    ws = tmp_path / "ws"
-    shutil.copytree(src, ws)
-    pipe = Pipeline(config, ws)
-    before = np.asarray(pipe.artifact("encode", "sift").fvs)
-    chunk = _fv_chunk(ws, pipe)
+    ws, pipe, before, chunk = _copied_run(reference, config, tmp_path)
     data = bytearray(chunk.read_bytes())
     data[200] ^= 0x10  # same size: only the checksum can tell
     chunk.write_bytes(bytes(data))

@@ -13,20 +13,9 @@ import pytest
 
 from fvstudio.pipeline import CancelToken, Cancelled, Pipeline, PipelineConfig
 
-CLASSES = ("bricks", "rust", "spots", "waves")
-
-
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory, sample_data_dir):
-    src = Path(sample_data_dir) / "textures"
-    if not src.is_dir():
-        pytest.skip("sample_data/textures is not there")
-    root = tmp_path_factory.mktemp("ds") / "textures"
-    for cls in CLASSES:
-        (root / cls).mkdir(parents=True)
-        for f in sorted((src / cls).iterdir())[:6]:
-            shutil.copy(f, root / cls / f.name)
-    return root
+def dataset(textures_24):
+    return textures_24
 
 
 def _config(root, **extra):

@@ -371,6 +371,10 @@ class DescriptorStore:
 
     def _write_failed(self, name: str, entry: dict, reason: str) -> dict:
         entry.update(status="failed", reason=reason, n=0, image_shape=entry.get("image_shape"))
+        return self._write_without_rows(name, entry)
+
+    def _write_without_rows(self, name: str, entry: dict) -> dict:
+        """Publish an entry that has no .npy (a failure, a probed image) and drop any older .npy."""
         text = json.dumps(entry).encode()
         _replace_into(self._images / f"{name}.json", lambda fh: fh.write(text))
         try:
@@ -444,13 +448,7 @@ class DescriptorStore:
             return self._write_failed(name, entry, f"no descriptors: the {h}x{w} image (after loading) is "
                                                    f"smaller than one {grid.get('patch', 24)}-px patch")
         entry.update(status="ok", reason="", n=t, dim=self._dim, stored=False)
-        text = json.dumps(entry).encode()
-        _replace_into(self._images / f"{name}.json", lambda fh: fh.write(text))
-        try:
-            os.unlink(self._images / f"{name}.npy")
-        except FileNotFoundError:
-            pass
-        return entry
+        return self._write_without_rows(name, entry)
 
     @staticmethod
     def _holds(e: dict, want) -> bool:

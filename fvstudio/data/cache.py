@@ -543,62 +543,7 @@ class DescriptorStore:
             if is_cancelled(cancel):
                 raise Cancelled("descriptor extraction cancelled")
             self._dim = self._probe()
-            inflight: Dict[Future, int] = {}
-            pos = 0
-            cancelled = False
-            fatal: Optional[BaseException] = None
-            written = []  # bytes of the images stored by this call (the disk-full estimate)
-            with ThreadPoolExecutor(max_workers=n_jobs, thread_name_prefix="fv-extract") as pool:
-                try:
-                    while pos < len(todo) or inflight:
-                        while (pos < len(todo) and len(inflight) < 2 * n_jobs and not cancelled
-                               and fatal is None):
-                            i, stamp, stored = todo[pos]
-                            inflight[pool.submit(self._work, i, stamp, stored)] = i
-                            pos += 1
-                        if not inflight:
-                            break
-                        finished, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
-                        for fut in finished:
-                            i = inflight.pop(fut)
-                            try:
-                                entry = fut.result()
-                            except BaseException as exc:  # disk full, KeyboardInterrupt: stop, keep what is done
-                                if fatal is None or (isinstance(exc, DiskFullError)
-                                                     and not isinstance(fatal, DiskFullError)):
-                                    fatal = exc
-                                entry = None
-                            if entry is None:
-                                continue
-                            self._entries[entry["id"]] = entry
-                            self._damaged.pop(entry["id"], None)
-                            self._version += 1
-                            if entry["status"] == "ok":
-                                written.append(int(entry.get("bytes", 0)) + 512)
-                            rep.n_extracted += 1
-                            done += 1
-                            report(progress, done, total, self.dataset.ids[i], id=self.dataset.ids[i],
-                                   index=i, status=entry["status"], n_descriptors=entry["n"])
-                        if is_cancelled(cancel):
-                            cancelled = True
-                finally:
-                    if fatal is None and pos < len(todo) and not cancelled:
-                        cancelled = is_cancelled(cancel)
-                    try:
-                        self._write_index()
-                    except DiskFullError:
-                        if fatal is None:
-                            raise
-                        # the per-image entries are the truth; the summary is rebuilt on open
-            if isinstance(fatal, DiskFullError):
-                per = max([fatal.needed or 0] + ([int(np.mean(written))] if written else []))
-                left = len(todo) - rep.n_extracted  # images not stored yet
-                raise self._disk_full(fatal, per * left if per else None) from fatal
-            if fatal is not None:
-                raise fatal
-            if cancelled and pos < len(todo):
-                raise Cancelled(f"descriptor extraction cancelled after {done} of {total} images "
-                                f"(finished images are kept; extract again to resume)")
+            self._run_pool(todo, n_jobs, rep, total, progress, cancel)
         elif self._dim is None:
             self._dim = next((e.get("dim") for e in self._entries.values() if e.get("dim")), None)
         for i in idx.tolist():
@@ -613,6 +558,67 @@ class DescriptorStore:
             log.info("descriptor store %s: %s left out: %s", self.folder, path, reason)
         rep.seconds = time.perf_counter() - t0
         return rep
+
+    def _run_pool(self, todo, n_jobs: int, rep: ExtractionReport, total: int, progress, cancel) -> None:
+        """:meth:`extract`'s work: ``todo`` on ``n_jobs`` threads, at most 2 x n_jobs images in flight, the
+        index written at the end whatever happens (see :meth:`extract` for cancel and a full disk)."""
+        done = rep.n_cached
+        inflight: Dict[Future, int] = {}
+        pos = 0
+        cancelled = False
+        fatal: Optional[BaseException] = None
+        written = []  # bytes of the images stored by this call (the disk-full estimate)
+        with ThreadPoolExecutor(max_workers=n_jobs, thread_name_prefix="fv-extract") as pool:
+            try:
+                while pos < len(todo) or inflight:
+                    while (pos < len(todo) and len(inflight) < 2 * n_jobs and not cancelled
+                           and fatal is None):
+                        i, stamp, stored = todo[pos]
+                        inflight[pool.submit(self._work, i, stamp, stored)] = i
+                        pos += 1
+                    if not inflight:
+                        break
+                    finished, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        i = inflight.pop(fut)
+                        try:
+                            entry = fut.result()
+                        except BaseException as exc:  # disk full, KeyboardInterrupt: stop, keep what is done
+                            if fatal is None or (isinstance(exc, DiskFullError)
+                                                 and not isinstance(fatal, DiskFullError)):
+                                fatal = exc
+                            entry = None
+                        if entry is None:
+                            continue
+                        self._entries[entry["id"]] = entry
+                        self._damaged.pop(entry["id"], None)
+                        self._version += 1
+                        if entry["status"] == "ok":
+                            written.append(int(entry.get("bytes", 0)) + 512)
+                        rep.n_extracted += 1
+                        done += 1
+                        report(progress, done, total, self.dataset.ids[i], id=self.dataset.ids[i],
+                               index=i, status=entry["status"], n_descriptors=entry["n"])
+                    if is_cancelled(cancel):
+                        cancelled = True
+            finally:
+                if fatal is None and pos < len(todo) and not cancelled:
+                    cancelled = is_cancelled(cancel)
+                try:
+                    self._write_index()
+                except DiskFullError:
+                    if fatal is None:
+                        raise
+                    # the per-image entries are the truth; the summary is rebuilt on open
+        if isinstance(fatal, DiskFullError):
+            per = max([fatal.needed or 0] + ([int(np.mean(written))] if written else []))
+            left = len(todo) - rep.n_extracted  # images not stored yet
+            raise self._disk_full(fatal, per * left if per else None) from fatal
+        if fatal is not None:
+            raise fatal
+        if cancelled and pos < len(todo):
+            raise Cancelled(f"descriptor extraction cancelled after {done} of {total} images "
+                            f"(finished images are kept; extract again to resume)")
 
     # ------------------------------------------------------------------ reading
     def is_complete(self, indices=None, keep=None, keep_rows: int = 0) -> bool:

@@ -40,7 +40,6 @@ Layouts as :class:`~fvstudio.engine.svm.OneVsRestSGD`: ``coef_`` (C, D) float32,
 """
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, Sequence
 
@@ -51,7 +50,7 @@ from .progress import CancelLike, check_cancel, report
 from .serialization import atomic_save_npz, load_npz
 from .jit import kernel
 from .model_selection import LambdaSearch, _cv_metric, make_folds
-from .rows import as_row_provider, iter_chunks
+from .rows import as_row_provider, iter_chunks, memory_budget
 from .estimator import Classifier
 from .validation import check_positive_int, check_targets, feature_count_error, rng_from_seed
 
@@ -62,13 +61,9 @@ _CHUNK_BYTES = 64 << 20
 
 
 def _gram_block_bytes() -> int:
-    """Bytes of rows one Gram block may hold: a quarter of the memory available now, at most 4 GB, at
-    least 64 MB."""
-    try:
-        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        avail = 0
-    return int(max(_CHUNK_BYTES, min(4 << 30, avail // 4)))
+    """Bytes of rows one Gram block may hold: a quarter of the memory available now (page cache included),
+    at most 4 GB, at least 64 MB."""
+    return memory_budget()
 
 
 def gram_matrix(X, *, cancel: CancelLike = None, block_bytes: Optional[int] = None) -> np.ndarray:

@@ -7,7 +7,10 @@ prediction read samples only through it, a chunk of <= 32 MB of rows at a time, 
 an ndarray, an ``np.memmap`` on disk, a subset of either, or a lazy concatenation:
 
 - :class:`ArrayRows` wraps an ndarray / memmap (checked finite chunk by chunk once, at construction);
-  a float32 C-contiguous one is read in place by the SGD kernel (no copy, :func:`dense_source`);
+  a float32 C-contiguous one is read in place by the SGD kernel (no copy, :func:`dense_source`). A lazy
+  2-D array-like (the chunked FV store, :class:`fvstudio.data.chunked.ChunkedArray`) is read into memory
+  once if it fits in :func:`memory_budget`, else read block by block on demand (memory stays flat, reads
+  are slower: the learners then read each row through the store);
 - :class:`SubsetRows` is the rows ``indices`` of another provider (cross-validation folds, splits);
 - :class:`ConcatRows` is early fusion (Sec. 5, the paper's large-scale experiments) done row by row:
   for M providers with rows x_1 .. x_M and weights beta_m >= 0, sum_m beta_m = 1 (default 1/M),
@@ -31,6 +34,36 @@ from .validation import as_numeric_matrix
 _CHUNK_BYTES = 32 << 20
 
 
+def available_memory() -> int:
+    """Bytes the kernel says can be allocated now without swapping (``MemAvailable``: free memory plus the
+    page cache it can drop), 0 if unknown. Not ``SC_AVPHYS_PAGES``, which leaves the page cache out and is
+    near 0 on a machine that has read many files."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import os
+
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def memory_budget(fraction: float = 0.25, cap: int = 4 << 30, floor: int = 64 << 20) -> int:
+    """``fraction`` of :func:`available_memory`, between ``floor`` and ``cap`` bytes."""
+    return int(max(floor, min(cap, available_memory() * fraction)))
+
+
+def _is_lazy_rows(array) -> bool:
+    """A 2-D array-like read by indexing that is not an ndarray (e.g. a chunked store)."""
+    return (not isinstance(array, np.ndarray) and hasattr(array, "__getitem__") and hasattr(array, "dtype")
+            and len(getattr(array, "shape", ())) == 2 and np.dtype(array.dtype).kind in "fiub")
+
+
 @runtime_checkable
 class RowProvider(Protocol):
     """What the learner needs from a sample store: its length, row width, and rows by index."""
@@ -52,7 +85,11 @@ class ArrayRows:
     """
 
     def __init__(self, array, *, name: str = "X", check: bool = True):
-        arr = as_numeric_matrix(array, name)  # not copied: a memmap stays a view on its file
+        if _is_lazy_rows(array):
+            nbytes = int(array.shape[0]) * int(array.shape[1]) * np.dtype(array.dtype).itemsize
+            arr = np.asarray(array) if nbytes <= memory_budget() else array  # read once, or block by block
+        else:
+            arr = as_numeric_matrix(array, name)  # not copied: a memmap stays a view on its file
         self.array = arr
         self.name = name
         if check:
@@ -78,7 +115,7 @@ class ArrayRows:
     def dense_float32(self) -> Optional[np.ndarray]:
         """The underlying float32 C-contiguous array (no copy), or None if rows need converting."""
         a = self.array
-        if a.dtype == np.float32 and a.flags.c_contiguous:
+        if isinstance(a, np.ndarray) and a.dtype == np.float32 and a.flags.c_contiguous:
             return np.asarray(a)  # plain ndarray view of a memmap: same pages, no copy
         return None
 

@@ -129,13 +129,15 @@ def load_descriptor_sets(store, indices: np.ndarray, pca, n_jobs: int = 1) -> De
     return DescriptorSets([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
 
 
-def encode_block(shared: Dict[str, Any], payload: Dict[str, Any], *, progress=None, cancel=None) -> Dict[str, Any]:
+def encode_block(shared: Dict[str, Any], payload: Dict[str, Any]) -> Dict[str, Any]:
     """Describe (if not stored), project and encode one block of images and write its chunk.
 
     ``shared`` (the same for every block of a unit): ``store``, ``pca``, ``encoder`` and ``array`` (the
     ``fvs.zarr`` path); ``payload``: ``block``, ``indices`` (its dataset indices) and ``n_jobs``. Module-level
     and idempotent (the chunk is written whole and renamed), so a block can run on a Dask worker and run
-    again after a worker dies, with the same result."""
+    again after a worker dies, with the same result. On threads ``shared`` may also hold ``cancel`` (checked
+    between images) and ``progress`` (one update per image); on Dask the runner cancels between blocks."""
+    cancel, progress = shared.get("cancel"), shared.get("progress")
     arr = ChunkedArray.open(shared["array"], writable=True)
     sets = load_descriptor_sets(shared["store"], payload["indices"], shared["pca"], payload["n_jobs"])
     check_cancel(cancel, "encode")
@@ -223,11 +225,20 @@ class EncodeStep(Step):
                           channel=ch, split=split)
         shared = {"store": store, "pca": pca, "encoder": enc, "array": str(arr.path)}
         kept = n - sum(arr.block_rows(b).stop - arr.block_rows(b).start for b in todo)
+        state = {"images": kept}
 
         def blocks_done(p):  # the runner reports finished blocks (in any order on Dask)
-            images = min(n, kept + int(p.values.get("blocks_done", 0)) * arr.block)
+            state["images"] = images = min(n, kept + int(p.values.get("blocks_done", 0)) * arr.block)
             progress.emit(min(0.999, lo + (hi - lo) * images / n), f"encode[{name}]: {images}/{n} images",
                           channel=ch, split=split)
+
+        if runner.settings.scheduler != "dask":  # in this process: cancel and progress inside a block too
+            def image_done(p):
+                at = state["images"] + int(p.done)
+                progress.emit(min(0.999, lo + (hi - lo) * at / n), f"encode[{name}]: image {at}/{n}", channel=ch,
+                              split=split)
+
+            shared.update(cancel=cancel, progress=image_done)
 
         runner.map(encode_block, [{"block": b, "indices": [int(i) for i in indices[arr.block_rows(b)]]}
                                   for b in todo], shared=shared, progress=blocks_done, cancel=cancel, label="encode")

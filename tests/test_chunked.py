@@ -71,3 +71,18 @@ def test_a_block_of_the_wrong_shape_is_refused(filled, tmp_path):
         z.write_block(2, np.zeros((10, 4), np.float32))  # the last block has 5 rows
     z.write_block(2, np.ones((5, 4), np.float32))
     assert z.missing_blocks() == [0, 1]
+
+
+def test_the_learners_read_a_store_lazily_when_it_does_not_fit_the_budget(filled, monkeypatch):
+    from fvstudio.engine import rows as rows_mod
+    from fvstudio.engine.dual_svm import gram_matrix
+
+    a, path = filled
+    z = ChunkedArray.open(path)
+    assert isinstance(rows_mod.ArrayRows(z).array, np.ndarray)  # small: read once
+    monkeypatch.setattr(rows_mod, "memory_budget", lambda *args, **kw: 1000)
+    lazy = rows_mod.ArrayRows(z)
+    assert lazy.array is z and lazy.dense_float32() is None
+    assert np.array_equal(lazy.rows([5, 99, 0]), a[[5, 99, 0]])
+    K = gram_matrix(lazy, block_bytes=2 * 20 * 17 * 4)  # blocks of 20 rows
+    assert np.allclose(K, a @ a.T, rtol=1e-5, atol=1e-4)

@@ -59,6 +59,9 @@ def _remove_orphans(path: Path, age: float = 120.0) -> None:
 class ChunkedArray:
     """Rows ``(n, dim)`` of ``dtype`` in ``block``-row chunks at ``path`` (see the module docstring)."""
 
+    #: read by indexing, block by block (:class:`fvstudio.engine.rows.ArrayRows` keeps it lazy when it is large)
+    lazy_rows = True
+
     def __init__(self, path, z) -> None:
         self.path = Path(path)
         self._z = z

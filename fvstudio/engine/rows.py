@@ -59,9 +59,10 @@ def memory_budget(fraction: float = 0.25, cap: int = 4 << 30, floor: int = 64 <<
 
 
 def _is_lazy_rows(array) -> bool:
-    """A 2-D array-like read by indexing that is not an ndarray (e.g. a chunked store)."""
-    return (not isinstance(array, np.ndarray) and hasattr(array, "__getitem__") and hasattr(array, "dtype")
-            and len(getattr(array, "shape", ())) == 2 and np.dtype(array.dtype).kind in "fiub")
+    """A 2-D store of rows read by indexing that says so (``lazy_rows = True``: the chunked store); other
+    array-likes (lists, sparse matrices...) go through the usual checks."""
+    return (getattr(array, "lazy_rows", False) is True and len(getattr(array, "shape", ())) == 2
+            and np.dtype(array.dtype).kind in "fiub")
 
 
 @runtime_checkable

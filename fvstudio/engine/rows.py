@@ -94,7 +94,7 @@ class ArrayRows:
         self.array = arr
         self.name = name
         if check:
-            step = max(1, _CHUNK_BYTES // max(1, arr.shape[1] * arr.itemsize))
+            step = max(1, _CHUNK_BYTES // max(1, arr.shape[1] * np.dtype(arr.dtype).itemsize))
             for s in range(0, arr.shape[0], step):
                 block = arr[s:s + step]
                 if not np.isfinite(np.sum(block, dtype=np.float64)) and not np.isfinite(block).all():

@@ -18,7 +18,7 @@ dense FVs if they are kept: N x E x 4). It assumes the per-image cost does not d
 memory, ``bench_stream_rss.py``) and that workers read images at the rate they process them.
 
 Run:  python benchmarks/scale_model.py --rows /work/notes/scale/rows.json --sgd-seconds 29.1 \\
-          --sgd-updates 6.0e12
+          --sgd-updates 6.016e9
 """
 from __future__ import annotations
 
@@ -59,6 +59,7 @@ def main():
     ap.add_argument("--sgd-updates", type=float, required=True, help="epochs x (1 + neg_ratio) x images x dims of that fit")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--neg-ratio", type=float, default=5.0)
+    ap.add_argument("--bits", type=float, default=1.0, help="PQ bits per dimension (b) of the codes")
     args = ap.parse_args()
     rows = {r["name"]: r for r in json.loads(Path(args.rows).read_text())}
     st = rows["stream"]
@@ -67,11 +68,13 @@ def main():
     per_image = (t.get("descriptors", 0) + t.get("encode", 0)) * args.cores / n  # core-seconds
     fixed = t.get("pca", 0) + t.get("gmm", 0)
     pq = rows.get("stream+pq")
+    # the compress step's time includes learning the codebooks (fixed): an upper bound per image
     quant = (pq["timings"].get("compress", 0) * args.cores / n) if pq else 0.0
-    dim = None
-    code_bytes = pq["code_bytes"] / n if pq else None
-    meta = st["desc_bytes"] / n  # an upper bound: it includes the vocabulary images' stored descriptors
     fv_bytes = st["fv_bytes"] / n
+    # a code is b bits a dimension + the sparsity bits; the workspace's codes folder also holds the codebooks
+    # (a fixed cost, 2^(bG) centroids per group: most of it at Caltech's size), so it is not divided here
+    code_bytes = (fv_bytes / 4) * args.bits / 8 + (fv_bytes / 4) / 64 / 8 if pq else None
+    meta = st["desc_bytes"] / n  # an upper bound: it includes the vocabulary images' stored descriptors
     print(f"measured ({args.rows}): describe + encode {per_image * 1e3:.1f} core-ms/image, quantise "
           f"{quant * 1e3:.2f} core-ms/image, PCA + GMM {fixed:.0f} s (fixed), FV {human_bytes(fv_bytes)}/image, "
           f"codes {human_bytes(code_bytes) if code_bytes else '-'}/image, store {human_bytes(meta)}/image "

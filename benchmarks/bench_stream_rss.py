@@ -239,6 +239,16 @@ def run_worker(mode: str, dataset: Path, ws: Path, args) -> dict:
 MB = 2 ** 20
 
 
+def _step_table(rows, run: str, key: str, steps, extra, extra_head: str) -> None:
+    """Peak RSS after each step of one run kind, and the RSS held at its end, one line per N."""
+    print(f"\npeak RSS after each step of the {run} run (MB), and RSS held at its end:")
+    print(f"{'N':>7} " + " ".join(f"{s:>11}" for s in steps) + f" {'RSS at end':>11}" + extra_head)
+    for r in rows:
+        d = r[key]
+        print(f"{r['n']:7d} " + " ".join(f"{d['maxrss_after'][s] / MB:11.0f}" for s in steps)
+              + f" {d['rss_after'][steps[-1]] / MB:11.0f}" + extra(r))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default="/tmp/rss", help="folder for the images and the workspaces")
@@ -322,19 +332,10 @@ def main() -> None:
         print(f"{n:7d} {e['n_train']:5d} {e['n_test']:6d} {st['descriptors']:7.1f} {st['pca']:6.1f} {st['gmm']:6.1f} "
               f"{st['encode']:7.1f} {rate:6.0f} {e['maxrss'] / MB:10.0f} {clf_s} {clf_m} "
               f"{da / n:7.0f} ({dp / n:6.0f}) {ea / n:7.0f} ({ep / n:6.0f})")
-    print("\npeak RSS after each step of the encode run (MB), and RSS held at its end:")
-    print(f"{'N':>7} " + " ".join(f"{s:>11}" for s in ENCODE_STEPS) + f" {'RSS at end':>11} {'entries json B/img':>18}")
-    for r in rows:
-        e = r["enc"]
-        print(f"{r['n']:7d} " + " ".join(f"{e['maxrss_after'][s] / MB:11.0f}" for s in ENCODE_STEPS)
-              + f" {e['rss_after']['encode'] / MB:11.0f} {e['entries_json_bytes'] / r['n']:18.0f}")
+    _step_table(rows, "encode", "enc", ENCODE_STEPS, lambda r: f" {r['enc']['entries_json_bytes'] / r['n']:18.0f}",
+                f" {'entries json B/img':>18}")
     if rows[0]["cls"]:
-        print("\npeak RSS after each step of the classify run (MB), and RSS held at its end:")
-        print(f"{'N':>7} " + " ".join(f"{s:>11}" for s in CLASSIFY_STEPS) + f" {'RSS at end':>11}")
-        for r in rows:
-            c = r["cls"]
-            print(f"{r['n']:7d} " + " ".join(f"{c['maxrss_after'][s] / MB:11.0f}" for s in CLASSIFY_STEPS)
-                  + f" {c['rss_after']['evaluate'] / MB:11.0f}")
+        _step_table(rows, "classify", "cls", CLASSIFY_STEPS, lambda r: "", "")
     if args.tracemalloc:
         print("\ntracemalloc after the encode run: Python-allocated bytes still held, and the largest holders")
         for r in rows:

@@ -175,6 +175,15 @@ class FVBars(Figure):
         self.set_placeholder("")
 
 
+
+def _form_group(title: str, *rows) -> QGroupBox:
+    """A titled box of form rows: ``(label, widget)`` pairs, or a widget spanning the row."""
+    box = QGroupBox(title)
+    form = QFormLayout(box)
+    for row in rows:
+        form.addRow(*row) if isinstance(row, tuple) else form.addRow(row)
+    return box
+
 class TeachingPanel(QWidget):
     """The teaching room (see the module docstring)."""
 
@@ -214,12 +223,8 @@ class TeachingPanel(QWidget):
         self.seed.setRange(0, 9999)
         self.new_button = QPushButton("New points")
         self.new_button.setToolTip("Draw the preset's points again (same seed: same points); click the plot to add one")
-        pts = QGroupBox("Points (click the plot to add one)")
-        f = QFormLayout(pts)
-        f.addRow("preset", self.preset)
-        f.addRow("points", self.n_points)
-        f.addRow("seed", self.seed)
-        f.addRow(self.new_button)
+        pts = _form_group("Points (click the plot to add one)", ("preset", self.preset), ("points", self.n_points),
+                          ("seed", self.seed), self.new_button)
         self.k_spin = QSpinBox()
         self.k_spin.setRange(1, 10)
         self.k_spin.setValue(4)
@@ -232,11 +237,8 @@ class TeachingPanel(QWidget):
         self.floor_spin.setSingleStep(0.005)
         self.floor_spin.setValue(0.01)
         self.floor_spin.setToolTip("σ² ≥ floor × the data's variance, per dimension (Appendix B)")
-        model = QGroupBox("Model")
-        f = QFormLayout(model)
-        f.addRow("Gaussians K", self.k_spin)
-        f.addRow("init", self.init_combo)
-        f.addRow("variance floor", self.floor_spin)
+        model = _form_group("Model", ("Gaussians K", self.k_spin), ("init", self.init_combo),
+                            ("variance floor", self.floor_spin))
         self.e_button = QPushButton("E-step")
         self.e_button.setToolTip("Posteriors γ_t(k) of every point under the current Gaussians (the colours)")
         self.m_button = QPushButton("M-step")
@@ -264,11 +266,7 @@ class TeachingPanel(QWidget):
         self.l2_box.setChecked(True)
         self.image_seed = QSpinBox()
         self.image_seed.setRange(0, 9999)
-        enc = QGroupBox("Encoding (pages 2, 3)")
-        f = QFormLayout(enc)
-        f.addRow(self.power_box)
-        f.addRow(self.l2_box)
-        f.addRow("image seed", self.image_seed)
+        enc = _form_group("Encoding (pages 2, 3)", self.power_box, self.l2_box, ("image seed", self.image_seed))
         self.status = QLabel("")
         self.status.setWordWrap(True)
         font = self.status.font()

@@ -4,7 +4,7 @@
     fvstudio gui [--workspace DIR] [--screenshot PATH] [--panel NAME] [--select CLASS/FILE] [--patch X,Y]
     fvstudio run CONFIG.toml --out DIR [--workspace DIR] [--set KEY=VALUE ...] [--scheduler threads|dask|tcp://HOST:PORT]
     fvstudio sweep CONFIG.toml --set KEY=V1,V2,... [--set ...] --out DIR [--workspace DIR]
-    fvstudio sweep CONFIG.toml --preset table1 --out DIR
+    fvstudio sweep CONFIG.toml --preset table1|findings --out DIR
     fvstudio config [CONFIG.toml] [--set KEY=VALUE ...]   print the resolved config (all keys)
 
 ``run`` draws one progress bar per pipeline step on stderr and writes ``DIR/results.json`` and
@@ -296,6 +296,8 @@ def cmd_gui(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .pipeline.presets import PRESET_HELP
+
     parser = argparse.ArgumentParser(
         prog="fvstudio",
         description="Fisher Vector image classification: explorer (no arguments) and headless runner.",
@@ -329,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("config", type=Path)
     s.add_argument("--set", action="append", metavar="KEY=V1,V2,...",
                    help="a key and its values (repeat for a grid); the first key is the plot's x axis")
-    s.add_argument("--preset", choices=["table1"], help="table1: the paper's PN / L2 / SP ablation (8 runs)")
+    s.add_argument("--preset", choices=sorted(PRESET_HELP),
+                   help="; ".join(f"{k}: {v}" for k, v in sorted(PRESET_HELP.items())))
     s.add_argument("--out", type=Path, required=True, help="folder for sweep.csv, sweep.png and runs/")
     s.add_argument("--workspace", type=Path)
     s.add_argument("-q", "--quiet", action="store_true")

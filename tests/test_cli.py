@@ -186,6 +186,28 @@ def test_table1_preset_runs_eight_variants(tiny):
     assert (out / "sweep.png").stat().st_size > 5_000
 
 
+def test_findings_preset_compares_bov_raw_sift_and_the_empirical_fim(tiny):
+    base, cfg = tiny
+    out = base / "findings"
+    assert main(["sweep", str(cfg), "--preset", "findings", "--out", str(out), "--workspace", str(base / "ws"),
+                 "-q"]) == 0
+    with open(out / "sweep.csv", newline="") as fh:
+        rows = {r["label"]: r for r in csv.DictReader(fh)}
+    assert list(rows) == ["FV", "soft-BoV", "raw SIFT", "empirical FIM"]
+    assert rows["soft-BoV"]["encoder.kind"] == "soft_bow" and rows["empirical FIM"]["encoder.fim"] == "empirical"
+    # soft-BoV and the empirical FIM re-use the defaults' GMM; raw SIFT re-uses only the descriptors
+    for label in ("soft-BoV", "empirical FIM"):
+        assert {"descriptors", "pca", "gmm"} <= set(rows[label]["cached_steps"].split("+"))
+    raw = set(rows["raw SIFT"]["cached_steps"].split("+"))
+    assert "descriptors" in raw and "gmm" not in raw
+    # bytes per image: per region the FV is 2 x D x K (TINY: PCA to D = 16), soft-BoV K, raw SIFT 2 x 128 x K
+    fv, bov, rawb = (float(rows[k]["bytes_per_image"]) for k in ("FV", "soft-BoV", "raw SIFT"))
+    assert fv == 2 * 16 * bov and rawb == (128 // 16) * fv
+    for label in rows:
+        assert 0.0 < float(rows[label]["mean_per_class_accuracy"]) <= 1.0
+    assert (out / "sweep.png").stat().st_size > 5_000
+
+
 @pytest.mark.parametrize("text, needle", [
     ('[gmm]\nn_components = "many"\n', "gmm.n_components"),
     ('[encoder]\nkind = "bow"\n', "encoder.kind"),

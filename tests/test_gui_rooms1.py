@@ -23,7 +23,7 @@ from PySide6.QtWidgets import QDialogButtonBox  # noqa: E402
 from test_gui import RUN_TIMEOUT, _run_all, _tiny_config, _wait_idle, _window  # noqa: E402
 
 from fvstudio.engine.hubness import distortion_sweep  # noqa: E402
-from fvstudio.pipeline.sweep_plan import plan_sweep, table1_bars  # noqa: E402
+from fvstudio.pipeline.sweep_plan import plan_sweep, table1_bars, variant_bars  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
@@ -91,6 +91,32 @@ def test_table1_preset_groups_its_bars_by_normalisation():
     assert groups == ["none", "PN", "L2", "PN+L2"]
     assert series["without SP (1x1)"] == [scores["none"], scores["PN"], scores["L2"], scores["PN+L2"]]
     assert series["with SP (1x1+3x1)"] == [scores["SP"], scores["PN+SP"], scores["L2+SP"], scores["PN+L2+SP"]]
+
+
+def test_the_findings_preset_draws_one_bar_per_variant_with_its_own_title(qtbot, tmp_path):
+    from fvstudio.gui.sweep_panel import SweepPanel
+
+    panel = SweepPanel()
+    qtbot.addWidget(panel)
+    panel.resize(1100, 500)
+    plan = plan_sweep([], "findings")
+    panel.begin(plan, tmp_path / "out", tmp_path / "ws")
+    assert "--preset findings" in panel.command.text()
+    scores = {"FV": 0.74, "soft-BoV": 0.31, "raw SIFT": 0.70}
+    for label, v in scores.items():
+        panel.add_result(label, {"bytes_per_image": 4096.0, "seconds_total": 1.0},
+                         {"primary_metric": "mean_per_class_accuracy", "metrics": {"mean_per_class_accuracy": v}})
+    assert panel.stack.currentWidget() is panel.bars
+    assert "soft-BoV" in panel.bars.question and "Table 1" not in panel.bars.question
+    cats, series = variant_bars(plan, scores)
+    assert cats == [label for label, _ in plan.variants] and series[""][:3] == [0.74, 0.31, 0.70]
+    assert series[""][3] is None  # the empirical FIM has not finished
+    bar = panel.bars._bars[0]
+    heights = bar.opts["height"]
+    assert np.allclose(heights[:3], [74.0, 31.0, 70.0]) and heights[3] == 0
+    assert [panel.table.item(r, 1).text() for r in range(4)] == ["74.00", "31.00", "70.00", "…"]
+    panel.grab().save(str(tmp_path / "findings.png"))
+    assert (tmp_path / "findings.png").stat().st_size > 5_000
 
 
 def test_a_confusion_cell_shows_its_test_images_with_top5_and_opens_one(qtbot, tmp_path, workspace):

@@ -8,7 +8,7 @@ headless. Each finished variant arrives as a progress value ``sweep_result`` (la
 its ``RunResult.to_json_dict()``); the panel then redraws its chart from
 :func:`~fvstudio.pipeline.sweep_plan.line_series` (the headline metric against the first key's values, one
 line per value of a second key) or, for the Table 1 preset, :func:`~fvstudio.pipeline.sweep_plan.table1_bars`
-(grouped bars), and fills a row of the table. *Export…* copies the output folder (the CLI's ``sweep.csv``,
+(grouped bars; another preset, ``findings``: one bar per variant), and fills a row of the table. *Export…* copies the output folder (the CLI's ``sweep.csv``,
 ``sweep.png``, ``sweep_bytes.png``, ``runs/`` and ``config.toml``) to a folder of the user's choice.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (QApplication, QHBoxLayout, QHeaderView, QLabel, Q
 from fvstudio.engine.progress import Progress
 from fvstudio.engine.serialization import atomic_write_bytes
 from fvstudio.pipeline.sweep import SweepResult, axis_label, run_sweep
-from fvstudio.pipeline.sweep_plan import SweepPlan, line_series, table1_bars
+from fvstudio.pipeline.sweep_plan import SweepPlan, line_series, table1_bars, variant_bars
 
 from .dialogs import choose_folder
 from .plots import Bars, Figure, set_category_ticks, series_colors
@@ -57,6 +57,9 @@ def sweep_job(config, plan: SweepPlan, out: Path, workspace, progress=None, canc
                      **plan.run_kwargs())
 
 
+_TABLE1_QUESTION = "Table 1: what do PN, L2 and the spatial pyramid add?"
+
+
 class SweepPanel(QWidget):
     variant_done = Signal(str, object)  # label, RunResult.to_json_dict() of a finished variant
 
@@ -72,7 +75,7 @@ class SweepPanel(QWidget):
         self.line = Figure("sweep", "How does accuracy change with the swept value?", "value", None,
                            "accuracy", "%")
         self._curves: List = []
-        self.bars = Bars("sweep_table1", "Table 1: what do PN, L2 and the spatial pyramid add?",
+        self.bars = Bars("sweep_table1", _TABLE1_QUESTION,
                          "normalisations of the Fisher vector", "accuracy", "%")
         self.stack = QStackedWidget()
         self.stack.addWidget(self.line)
@@ -176,16 +179,26 @@ class SweepPanel(QWidget):
             self.table.setItem(r, c, it)
 
     # ---------------------------------------------------------------- chart
+    def _set_bars_title(self, table1: bool) -> None:
+        question, xlabel = ((_TABLE1_QUESTION, "normalisations of the Fisher vector") if table1 else
+                            (self.plan.title or "Accuracy of each variant", self.plan.xlabel or "variant"))
+        if self.bars.question != question:
+            self.bars.question = question
+            self.bars._labels["bottom"] = (xlabel, None)
+            self.bars.apply_palette()
+
     def _draw(self) -> None:
         metric = _METRIC_NAMES.get(self.metric_name, self.metric_name)
         if self.plan is None:
             self.line.set_placeholder("no sweep yet")
             return
-        if self.plan.preset == "table1":
+        if self.plan.preset:
             self.stack.setCurrentWidget(self.bars)
-            groups, series = table1_bars(self.plan, self.scores)
+            t1 = self.plan.preset == "table1"
+            groups, series = (table1_bars if t1 else variant_bars)(self.plan, self.scores)
+            self._set_bars_title(t1)
             self.bars.set_series(groups, [100 * np.array([np.nan if v is None else v for v in s], float)
-                                          for s in series.values()], list(series))
+                                          for s in series.values()], list(series) if t1 else [])
             self.bars.getPlotItem().setLabel("left", metric, units="%")
             top = max([100 * v for v in self.scores.values()] or [100.0])
             self.bars.getPlotItem().setYRange(0, top * 1.25, padding=0)  # headroom for the legend

@@ -8,7 +8,7 @@
   ``steps/``, given one :class:`~.context.StepContext`), each cached in a workspace folder under a hash of
   its inputs and parameters; ``status``, ``run_step``, ``run_all``, ``result``, ``artifact``.
 - :class:`RunResult` (``results.py``): metrics, per-class values, confusion, timings, predictions.
-- ``presets.py``: the paper's Table 1 ablation; ``sweep.py``: parameter sweeps with a table and a plot.
+- ``presets.py``: the paper's Table 1 ablation and its other Sec. 3.2 findings; ``sweep.py``: parameter sweeps with a table and a plot.
 """
 from ..engine.progress import CancelToken, Cancelled, Progress
 from .config import SCHEMA, ConfigError, PipelineConfig, load_config, parse_pyramid

@@ -21,9 +21,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from .config import SCHEMA
 from .presets import preset_variants
 
-__all__ = ["SweepPlan", "plan_sweep", "sweepable_keys", "line_series", "table1_bars", "format_value"]
+__all__ = ["SweepPlan", "plan_sweep", "sweepable_keys", "line_series", "table1_bars", "variant_bars",
+           "format_value"]
 
 TABLE1_TITLE = "Table 1: what do power normalisation (PN), L2 and the spatial pyramid (SP) add?"
+FINDINGS_TITLE = "Sec. 3.2: FV vs soft-BoV at equal K, PCA vs raw SIFT, closed-form vs empirical FIM"
+_PRESET_CHART = {"table1": (TABLE1_TITLE, "improvements over the plain Fisher kernel"),
+                 "findings": (FINDINGS_TITLE, "one change from the defaults")}
 
 
 def format_value(v: Any) -> str:
@@ -77,9 +81,8 @@ def plan_sweep(sets: Sequence[Tuple[str, List[Any]]] = (), preset: Optional[str]
         if sets:  # extra --set values with a preset: a grid of presets (e.g. per channel)
             variants = [(f"{lab}, {glab}", {**ov, **gov}) for glab, gov in grid_variants(sets)
                         for lab, ov in variants]
-        t1 = preset == "table1"
-        return SweepPlan(sets, preset, variants, None, "bar", TABLE1_TITLE if t1 else "",
-                         "improvements over the plain Fisher kernel" if t1 else "")
+        title, xlabel = _PRESET_CHART.get(preset, ("", ""))
+        return SweepPlan(sets, preset, variants, None, "bar", title, xlabel)
     if not sets:
         raise ValueError("sweep needs --set KEY=V1,V2,... or --preset NAME")
     return SweepPlan(sets, None, grid_variants(sets), sets[0][0], "line")
@@ -124,6 +127,12 @@ def table1_bars(plan: SweepPlan, scores: Dict[str, float]) -> Tuple[List[str], D
         norm = "+".join(p for p in parts if p in ("PN", "L2")) or "none"
         series["with SP (1x1+3x1)" if sp else "without SP (1x1)"][groups.index(norm)] = scores.get(label)
     return groups, series
+
+
+def variant_bars(plan: SweepPlan, scores: Dict[str, float]) -> Tuple[List[str], Dict[str, List[Optional[float]]]]:
+    """One bar per variant (a preset other than Table 1): (variant labels, {"": value per label})."""
+    cats = [label for label, _ in plan.variants]
+    return cats, {"": [scores.get(label) for label in cats]}
 
 
 def default_out(workspace, stamp: str) -> Path:

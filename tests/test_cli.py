@@ -171,13 +171,18 @@ def test_chart_is_drawn_from_a_worker_thread_without_qt(tmp_path):
         assert (tmp_path / f"{style}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_table1_preset_runs_eight_variants(tiny):
+def _preset_sweep(tiny, name):
+    """Run ``fvstudio sweep --preset name`` on the tiny config: (its sweep.csv rows, the output folder)."""
     base, cfg = tiny
-    out = base / "table1"
-    assert main(["sweep", str(cfg), "--preset", "table1", "--out", str(out), "--workspace", str(base / "ws"),
+    out = base / name
+    assert main(["sweep", str(cfg), "--preset", name, "--out", str(out), "--workspace", str(base / "ws"),
                  "-q"]) == 0
     with open(out / "sweep.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
+        return list(csv.DictReader(fh)), out
+
+
+def test_table1_preset_runs_eight_variants(tiny):
+    rows, out = _preset_sweep(tiny, "table1")
     assert [r["label"] for r in rows] == ["none", "PN", "L2", "SP", "PN+L2", "PN+SP", "L2+SP", "PN+L2+SP"]
     none = rows[0]
     assert none["encoder.power"] == "0" and none["encoder.lp"] == "0" and none["encoder.pyramid"] == "1x1"
@@ -187,12 +192,8 @@ def test_table1_preset_runs_eight_variants(tiny):
 
 
 def test_findings_preset_compares_bov_raw_sift_and_the_empirical_fim(tiny):
-    base, cfg = tiny
-    out = base / "findings"
-    assert main(["sweep", str(cfg), "--preset", "findings", "--out", str(out), "--workspace", str(base / "ws"),
-                 "-q"]) == 0
-    with open(out / "sweep.csv", newline="") as fh:
-        rows = {r["label"]: r for r in csv.DictReader(fh)}
+    listed, out = _preset_sweep(tiny, "findings")
+    rows = {r["label"]: r for r in listed}
     assert list(rows) == ["FV", "soft-BoV", "raw SIFT", "empirical FIM"]
     assert rows["soft-BoV"]["encoder.kind"] == "soft_bow" and rows["empirical FIM"]["encoder.fim"] == "empirical"
     # soft-BoV and the empirical FIM re-use the defaults' GMM; raw SIFT re-uses only the descriptors

@@ -111,6 +111,15 @@ class Figure(pg.PlotWidget):
     def note(self) -> str:
         return getattr(self, "_note", "")
 
+    def set_question(self, question: str, xlabel: Optional[str] = None) -> None:
+        """Retitle the figure (and, given, its x-axis label) when one figure shows different plots."""
+        if question == self.question and (xlabel is None or self._labels["bottom"][0] == xlabel):
+            return
+        self.question = question
+        if xlabel is not None:
+            self._labels["bottom"] = (xlabel, self._labels["bottom"][1])
+        self.apply_palette()
+
     def has_data(self) -> bool:
         """False while the figure shows its "no data" note instead of values (exports skip it then)."""
         return not getattr(self, "_empty", True)

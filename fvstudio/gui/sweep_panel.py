@@ -182,10 +182,7 @@ class SweepPanel(QWidget):
     def _set_bars_title(self, table1: bool) -> None:
         question, xlabel = ((_TABLE1_QUESTION, "normalisations of the Fisher vector") if table1 else
                             (self.plan.title or "Accuracy of each variant", self.plan.xlabel or "variant"))
-        if self.bars.question != question:
-            self.bars.question = question
-            self.bars._labels["bottom"] = (xlabel, None)
-            self.bars.apply_palette()
+        self.bars.set_question(question, xlabel)
 
     def _draw(self) -> None:
         metric = _METRIC_NAMES.get(self.metric_name, self.metric_name)

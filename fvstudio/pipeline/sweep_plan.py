@@ -103,8 +103,7 @@ def sweepable_keys() -> List[str]:
 def line_series(plan: SweepPlan, scores: Dict[str, float]) -> Tuple[List[str], Dict[str, List[Optional[float]]]]:
     """(x categories, {series name: value per category}) of the variants in ``scores`` (label -> metric)."""
     if plan.x_key is None:
-        cats = [label for label, _ in plan.variants]
-        return cats, {"": [scores.get(label) for label in cats]}
+        return variant_bars(plan, scores)
     cats: List[str] = []
     for _, ov in plan.variants:
         if format_value(ov[plan.x_key]) not in cats:
@@ -130,7 +129,8 @@ def table1_bars(plan: SweepPlan, scores: Dict[str, float]) -> Tuple[List[str], D
 
 
 def variant_bars(plan: SweepPlan, scores: Dict[str, float]) -> Tuple[List[str], Dict[str, List[Optional[float]]]]:
-    """One bar per variant (a preset other than Table 1): (variant labels, {"": value per label})."""
+    """One value per variant, in the plan's order (a preset other than Table 1, or a plan without an x key):
+    (variant labels, {"": value per label})."""
     cats = [label for label, _ in plan.variants]
     return cats, {"": [scores.get(label) for label in cats]}
 

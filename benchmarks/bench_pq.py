@@ -42,6 +42,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from caltech import check_root, split_dataset  # noqa: E402
 from fvstudio.engine.pq import PQRows, ProductQuantizer, sparsity_storage  # noqa: E402
 
 
@@ -53,18 +54,15 @@ def data_paths(args):
     ws = args.workspace or os.environ.get("FVSTUDIO_WORKSPACE", "")
     if not root:
         return None, None, "no Caltech-101 root given (--caltech or FVSTUDIO_CALTECH101)"
-    if not os.path.isdir(os.path.join(root, "caltech101")) or \
-            not os.path.isfile(os.path.join(root, "caltech101_splits", "train30_seed0.txt")):
-        return None, None, f"{root} does not hold caltech101/ and caltech101_splits/train30_seed0.txt"
+    if check_root(root):
+        return None, None, check_root(root)
     if not ws:
         return None, None, "no workspace given (--workspace or FVSTUDIO_WORKSPACE)"
     return root, ws, ""
 
 
 def caltech_config(root, K):
-    return {"dataset": {"root": os.path.join(root, "caltech101"),
-                        "train_list": os.path.join(root, "caltech101_splits", "train30_seed0.txt"),
-                        "test_list": os.path.join(root, "caltech101_splits", "test50_seed0.txt")},
+    return {"dataset": split_dataset(root, 0),
             "encoder": {"pyramid": "1x1"}, "gmm": {"n_components": int(K)}}
 
 

@@ -31,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+from caltech import split_dataset
+
 HERE = Path(__file__).resolve().parent
 CHILD = r"""
 import json, resource, sys, time
@@ -70,10 +72,7 @@ def du(path: Path) -> int:
 def toml_for(args, overrides) -> str:
     import tomli_w
 
-    root = Path(args.caltech)
-    doc = {"dataset": {"root": str(root / "caltech101"),
-                       "train_list": str(root / "caltech101_splits" / f"train30_seed{args.seed}.txt"),
-                       "test_list": str(root / "caltech101_splits" / f"test50_seed{args.seed}.txt")}}
+    doc = {"dataset": split_dataset(args.caltech, args.seed)}
     for key, value in overrides.items():
         section, name = key.split(".", 1)
         doc.setdefault(section, {})[name] = value

@@ -36,6 +36,8 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
+from caltech import check_root, split_dataset
+
 
 def inner_lists(train30: Path, seed: int) -> Tuple[List[str], List[str]]:
     """20 training / 10 validation ids per class of a train30 list, shuffled by default_rng(seed)."""
@@ -58,22 +60,20 @@ def inner_lists(train30: Path, seed: int) -> Tuple[List[str], List[str]]:
 
 def split_config(caltech: Path, seed: int, inner: bool, folder: Path) -> Path:
     """A TOML file holding only ``[dataset]`` for this split (written into ``folder``)."""
-    splits = caltech / "caltech101_splits"
-    root = caltech / "caltech101"
-    for p in (splits, root):
-        if not p.is_dir():
-            raise SystemExit(f"--caltech {caltech}: {p.name}/ is missing (run shared/datasets/prep_caltech101.sh)")
+    import tomli_w
+
+    if check_root(caltech):
+        raise SystemExit(f"--caltech: {check_root(caltech)}")
     folder.mkdir(parents=True, exist_ok=True)
-    train30 = splits / f"train30_seed{seed}.txt"
+    dataset = split_dataset(caltech, seed)
     if inner:
-        train, val = inner_lists(train30, seed)
+        train, val = inner_lists(Path(dataset["train_list"]), seed)
         tr, te = folder / f"inner{seed}_train.txt", folder / f"inner{seed}_val.txt"
         tr.write_text("\n".join(train) + "\n")
         te.write_text("\n".join(val) + "\n")
-    else:
-        tr, te = train30, splits / f"test50_seed{seed}.txt"
+        dataset.update(train_list=str(tr), test_list=str(te))
     cfg = folder / (f"inner{seed}.toml" if inner else f"seed{seed}.toml")
-    cfg.write_text(f'[dataset]\nroot = "{root}"\ntrain_list = "{tr}"\ntest_list = "{te}"\n')
+    cfg.write_text(tomli_w.dumps({"dataset": dataset}))
     return cfg
 
 

@@ -138,7 +138,11 @@ def _load(args) -> "Any":
     for item in getattr(args, "set", None) or []:
         key, values = parse_set_option(item)
         if len(values) != 1:
-            raise ValueError(f"--set {key}: 'run' takes one value per key (use 'fvstudio sweep' for several)")
+            from .pipeline.config import SCHEMA
+
+            sep = SCHEMA[key].type == "list[str]" and " ('+' joins a list's items, e.g. sift+lcs)" or ""
+            raise ValueError(f"--set {key}: 'run' takes one value per key{sep}; "
+                             f"use 'fvstudio sweep' for several")
         cfg.set(key, values[0])
     scheduler = getattr(args, "scheduler", None)
     if scheduler is not None:

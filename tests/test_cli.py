@@ -228,6 +228,15 @@ def test_bad_set_value_is_named(tiny, capsys):
     assert "gmm.n_components" in capsys.readouterr().err
 
 
+def test_a_list_key_given_with_commas_to_run_says_how_to_join_it(tiny, capsys):
+    base, cfg = tiny
+    assert main(["config", str(cfg), "--set", "descriptors.channels=sift,lcs"]) == 2
+    err = capsys.readouterr().err
+    assert "descriptors.channels" in err and "sift+lcs" in err
+    assert main(["config", str(cfg), "--set", "descriptors.channels=sift+lcs"]) == 0
+    assert '"lcs"' in capsys.readouterr().out
+
+
 def test_no_arguments_opens_the_gui(monkeypatch):
     import types
 

@@ -89,11 +89,18 @@ def run_one(cfg: Path, workspace: Path, overrides: Dict[str, str], keep: bool) -
     row = {"config": str(cfg), "overrides": overrides, "total": round(time.perf_counter() - t, 1),
            "timings": {k: round(v, 1) for k, v in res.timings.items()},
            "metrics": {k: round(100 * v, 2) for k, v in res.metrics.items()},
-           "lambdas": res.extra.get("lambdas"), "failed": res.extra["failed_images"]["count"]}
+           "lambdas": res.extra.get("lambdas"), "fusion_weights": res.extra.get("fusion_weights"), "failed": res.extra["failed_images"]["count"]}
     if not keep:
         for key in {k for ks in pipe.keys()["encode"].values() for k in ks}:
             shutil.rmtree(Path(pipe.workspace) / "steps" / "encode" / key, ignore_errors=True)
     return row
+
+
+def _choices(row: Dict[str, object]) -> str:
+    """The cross-validated lambda per channel, and the late-fusion weight of the first channel if any."""
+    text = ", ".join(f"{ch} {lam:g}" for lams in row["lambdas"] or [] for ch, lam in lams.items())
+    weights = [w for w in row.get("fusion_weights") or [] if w is not None]
+    return text + (f" (w {', '.join(f'{w:g}' for w in weights)})" if weights else "")
 
 
 def main(argv=None) -> int:
@@ -109,7 +116,7 @@ def main(argv=None) -> int:
     overrides = dict(kv.split("=", 1) for kv in args.set)
     label = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "defaults"
     print(f"# Caltech-101 {'inner 20/10 validation' if args.inner else 'test'} splits, {label}", flush=True)
-    print("| seed | mean per-class % | accuracy % | top-5 % | lambda | seconds (total: per step) |")
+    print("| seed | mean per-class % | accuracy % | top-5 % | lambda (fusion weight) | seconds (total: per step) |")
     print("|---|---|---|---|---|---|")
     scores = []
     for seed in args.seeds:
@@ -120,7 +127,7 @@ def main(argv=None) -> int:
         scores.append(m["mean_per_class_accuracy"])
         steps = ", ".join(f"{k} {v:g}" for k, v in row["timings"].items() if v)
         print(f"| {seed} | {m['mean_per_class_accuracy']:.2f} | {m['accuracy']:.2f} | {m['top5_accuracy']:.2f} | "
-              f"{row['lambdas']} | {row['total']:g}: {steps} |", flush=True)
+              f"{_choices(row)} | {row['total']:g}: {steps} |", flush=True)
         if row["failed"]:
             print(f"  ({row['failed']} images could not be read and were left out)", flush=True)
         if args.json:

@@ -194,15 +194,15 @@ def test_table1_preset_runs_eight_variants(tiny):
 def test_findings_preset_compares_bov_raw_sift_and_the_empirical_fim(tiny):
     listed, out = _preset_sweep(tiny, "findings")
     rows = {r["label"]: r for r in listed}
-    assert list(rows) == ["FV", "soft-BoV", "raw SIFT", "empirical FIM"]
+    assert list(rows) == ["FV", "soft-BoV", "no PCA", "empirical FIM"]
     assert rows["soft-BoV"]["encoder.kind"] == "soft_bow" and rows["empirical FIM"]["encoder.fim"] == "empirical"
-    # soft-BoV and the empirical FIM re-use the defaults' GMM; raw SIFT re-uses only the descriptors
+    # soft-BoV and the empirical FIM re-use the defaults' GMM; no PCA re-uses only the descriptors
     for label in ("soft-BoV", "empirical FIM"):
         assert {"descriptors", "pca", "gmm"} <= set(rows[label]["cached_steps"].split("+"))
-    raw = set(rows["raw SIFT"]["cached_steps"].split("+"))
+    raw = set(rows["no PCA"]["cached_steps"].split("+"))
     assert "descriptors" in raw and "gmm" not in raw
-    # bytes per image: per region the FV is 2 x D x K (TINY: PCA to D = 16), soft-BoV K, raw SIFT 2 x 128 x K
-    fv, bov, rawb = (float(rows[k]["bytes_per_image"]) for k in ("FV", "soft-BoV", "raw SIFT"))
+    # bytes per image: per region the FV is 2 x D x K (TINY: SIFT, PCA to D = 16), soft-BoV K, no PCA 2 x 128 x K
+    fv, bov, rawb = (float(rows[k]["bytes_per_image"]) for k in ("FV", "soft-BoV", "no PCA"))
     assert fv == 2 * 16 * bov and rawb == (128 // 16) * fv
     for label in rows:
         assert 0.0 < float(rows[label]["mean_per_class_accuracy"]) <= 1.0

@@ -102,7 +102,7 @@ def test_the_findings_preset_draws_one_bar_per_variant_with_its_own_title(qtbot,
     plan = plan_sweep([], "findings")
     panel.begin(plan, tmp_path / "out", tmp_path / "ws")
     assert "--preset findings" in panel.command.text()
-    scores = {"FV": 0.74, "soft-BoV": 0.31, "raw SIFT": 0.70}
+    scores = {"FV": 0.74, "soft-BoV": 0.31, "no PCA": 0.70}
     for label, v in scores.items():
         panel.add_result(label, {"bytes_per_image": 4096.0, "seconds_total": 1.0},
                          {"primary_metric": "mean_per_class_accuracy", "metrics": {"mean_per_class_accuracy": v}})

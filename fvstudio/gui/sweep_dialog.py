@@ -60,7 +60,7 @@ class SweepDialog(QDialog):
         self.preset = QComboBox()
         self.preset.addItem("(none: the keys above)", None)
         self.preset.addItem("Table 1: PN / L2 / SP on and off (8 runs)", "table1")
-        self.preset.addItem("Findings: FV vs soft-BoV, PCA vs raw SIFT, closed vs empirical FIM (4 runs)",
+        self.preset.addItem("Findings: FV vs soft-BoV, PCA vs raw descriptors, closed vs empirical FIM (4 runs)",
                             "findings")
         self.out_edit = QLineEdit(str(self.out))
         browse = QPushButton("Browse…")

@@ -25,7 +25,7 @@ __all__ = ["SweepPlan", "plan_sweep", "sweepable_keys", "line_series", "table1_b
            "format_value"]
 
 TABLE1_TITLE = "Table 1: what do power normalisation (PN), L2 and the spatial pyramid (SP) add?"
-FINDINGS_TITLE = "Sec. 3.2: FV vs soft-BoV at equal K, PCA vs raw SIFT, closed-form vs empirical FIM"
+FINDINGS_TITLE = "Sec. 3.2: FV vs soft-BoV at equal K, PCA vs raw descriptors, closed-form vs empirical FIM"
 _PRESET_CHART = {"table1": (TABLE1_TITLE, "improvements over the plain Fisher kernel"),
                  "findings": (FINDINGS_TITLE, "one change from the defaults")}
 

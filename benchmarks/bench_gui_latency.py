@@ -58,7 +58,7 @@ def main() -> int:
     cfg = PipelineConfig()
     cfg.update({"dataset.root": str(root), "dataset.n_train": args.images, "descriptors.scales": args.scales,
                 "gmm.n_components": args.k, "gmm.max_iter": args.max_iter, "gmm.tol": 0.0,
-                "gmm.sample": args.gmm_sample})
+                "gmm.sample": args.gmm_sample, "descriptors.channels": ["sift"]})
     workspace = tempfile.mkdtemp(prefix="fvstudio-bench-latency-")
     runner = BackgroundTask()
     intervals: dict = {"idle": [], "descriptors": [], "pca": [], "gmm": []}

@@ -63,7 +63,8 @@ def data_paths(args):
 
 def caltech_config(root, K):
     return {"dataset": split_dataset(root, 0),
-            "encoder": {"pyramid": "1x1"}, "gmm": {"n_components": int(K)}}
+            "descriptors": {"channels": ["sift"]}, "encoder": {"pyramid": "1x1"},
+            "gmm": {"n_components": int(K)}}
 
 
 def caltech_fvs(root, workspace, K):

@@ -154,7 +154,8 @@ def config_for(root: Path, n_train: int, n_jobs: int):
 
     cfg = PipelineConfig()
     cfg.update({"dataset.root": str(root), "dataset.split": "random", "dataset.n_train": n_train,
-                "dataset.n_test": 0, "descriptors.scales": 2, "descriptors.step": 8, "descriptors.patch": 24,
+                "dataset.n_test": 0, "descriptors.channels": ["sift"],
+                "descriptors.scales": 2, "descriptors.step": 8, "descriptors.patch": 24,
                 "descriptors.keep": "vocabulary", "descriptors.vocab_images": 200,
                 "pca.n_components": 16, "gmm.n_components": 16, "classifier.select_lambda": False,
                 "classifier.solver": "dual", "runtime.n_jobs": n_jobs})

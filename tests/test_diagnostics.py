@@ -86,7 +86,7 @@ from fvstudio.engine.descriptors import dense_frames, dense_sift, local_color_st
 TINY = {"dataset.n_train": 3, "dataset.n_test": 2, "dataset.max_pixels": 20_000, "descriptors.scales": 1,
         "descriptors.step": 8, "pca.n_components": 8, "pca.sample": 2_000, "gmm.n_components": 4,
         "gmm.max_iter": 8, "gmm.sample": 2_000, "classifier.select_lambda": False, "classifier.epochs": 3,
-        "encoder.pyramid": "1x1"}
+        "encoder.pyramid": "1x1", "descriptors.channels": ["sift"]}
 
 
 @pytest.mark.parametrize("shape, grid", [

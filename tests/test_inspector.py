@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1] / "sample_data" / "textures"
 TINY = {"dataset.n_train": 4, "dataset.n_test": 3, "dataset.max_pixels": 20_000, "descriptors.scales": 2,
         "descriptors.step": 8, "pca.n_components": 16, "pca.sample": 2_000, "gmm.n_components": 8,
         "gmm.max_iter": 10, "gmm.sample": 2_000, "classifier.select_lambda": False, "classifier.epochs": 5,
-        "encoder.pyramid": "1x1"}
+        "encoder.pyramid": "1x1", "descriptors.channels": ["sift"]}
 
 
 @pytest.fixture(scope="module")

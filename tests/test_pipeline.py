@@ -17,7 +17,7 @@ from fvstudio.pipeline.config import SCHEMA, ConfigError, parse_pyramid, parse_v
 # --------------------------------------------------------------------------------------------------
 def test_defaults_are_the_papers():
     c = PipelineConfig()
-    assert c.get("descriptors.channels") == ["sift"]
+    assert c.get("descriptors.channels") == ["sift", "lcs"]  # both, late-fused (Sec. 3.2); chosen by CV
     assert (c.get("descriptors.patch"), c.get("descriptors.step"), c.get("descriptors.scales")) == (24, 4, 5)
     assert c.get("dataset.max_pixels") == 100_000
     assert c.get("pca.n_components") == 64 and c.get("gmm.n_components") == 256
@@ -110,7 +110,7 @@ def tiny_config(root, **extra) -> PipelineConfig:
     c.update({"dataset.root": str(root), "dataset.max_pixels": 20_000,
               "descriptors.scales": 1, "descriptors.step": 6, "pca.n_components": 16, "pca.sample": 5_000,
               "gmm.n_components": 4, "gmm.sample": 5_000, "gmm.max_iter": 20,
-              "classifier.lam_grid": [1e-4, 1e-3], "classifier.epochs": 5})
+              "classifier.lam_grid": [1e-4, 1e-3], "classifier.epochs": 5, "descriptors.channels": ["sift"]})
     c.update(extra)
     return c
 

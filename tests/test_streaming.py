@@ -23,7 +23,8 @@ def _config(root, **extra):
     c.update({"dataset.root": str(root), "dataset.n_train": 3, "dataset.max_pixels": 20_000,
               "descriptors.scales": 1, "descriptors.step": 6, "descriptors.vocab_images": 5,
               "pca.n_components": 16, "pca.sample": 4_000, "gmm.n_components": 4, "gmm.sample": 4_000,
-              "gmm.max_iter": 20, "classifier.select_lambda": False, "classifier.epochs": 5, **extra})
+              "gmm.max_iter": 20, "classifier.select_lambda": False, "classifier.epochs": 5,
+              "descriptors.channels": ["sift"], **extra})
     return c
 
 

@@ -20,7 +20,7 @@ def _config(root, **extra) -> PipelineConfig:
     c.update({"dataset.root": str(root), "dataset.max_pixels": 20_000, "descriptors.scales": 1,
               "descriptors.step": 6, "pca.n_components": 16, "pca.sample": 5_000, "gmm.n_components": 4,
               "gmm.sample": 5_000, "gmm.max_iter": 20, "classifier.select_lambda": False,
-              "classifier.epochs": 5})
+              "classifier.epochs": 5, "descriptors.channels": ["sift"]})
     c.update(extra)
     return c
 

@@ -8,10 +8,13 @@ allowed range or choices and a one-line help citing the paper's section; the GUI
 :meth:`PipelineConfig.schema`, the CLI validates with it, and unspecified keys take these defaults (the values live in :mod:`fvstudio.engine.defaults`, which the
 engine's signatures use too):
 
-- Sec. 3.1: images resized to <= 100K pixels; dense SIFT on 24x24 patches every 4 px at 5 scales;
-  PCA to 64 dims; a diagonal GMM with K = 256; FV gradients w.r.t. means and sigmas only (2DK dims);
-  closed-form diagonal FIM (eqs. 16-18); power normalisation rho = 0.5 (eq. 30) then L2; spatial pyramid
-  1x1 + 3x1 (R = 4 regions, each normalised on its own); one-vs-rest linear SVMs (hinge loss) learned by
+- Sec. 3.1: images resized to <= 100K pixels; dense SIFT and LCS on 24x24 patches every 4 px at 5 scales,
+  each channel with its own PCA to 64 dims, GMM, FVs and SVMs, late-fused with a cross-validated weight
+  (Sec. 3.2: 0.6 SIFT + 0.4 LCS there; both channels by default because cross-validation inside the
+  training images chose them on Caltech-101 and the textures, see the README); a diagonal GMM with
+  K = 256; FV gradients w.r.t. means and sigmas only (2DK dims); closed-form diagonal FIM (eqs. 16-18);
+  power normalisation rho = 0.5 (eq. 30) then L2; spatial pyramid 1x1 + 3x1 (R = 4 regions, each
+  normalised on its own); one-vs-rest linear SVMs (hinge loss) learned by
   SGD, lambda cross-validated on the training set.
 - Sec. 3.2: VOC 2007 trains on ``trainval`` and tests on ``test``, 11-point interpolated AP.
 - Sec. 3.3-3.4: random splits of n training images per class, repeated, mean and std reported.
@@ -113,7 +116,7 @@ _PARAMS: List[Param] = [
        "Images larger than this are resized down, keeping the aspect ratio (Sec. 3.1: 100K pixels)",
        min=1_000, max=100_000_000, unit="px"),
     # -- descriptors --------------------------------------------------------------------------------
-    _p("descriptors.channels", "list[str]", ["sift"],
+    _p("descriptors.channels", "list[str]", ["sift", "lcs"],
        "Local descriptors: 128-d SIFT and/or 96-d Local Color Statistics; both = late fusion (Sec. 3.1-3.2)",
        choices=("sift", "lcs")),
     _p("descriptors.patch", "int", D.PATCH, "Patch side at the finest scale (Sec. 3.1: 24x24); a multiple of 4 "

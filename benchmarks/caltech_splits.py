@@ -89,7 +89,8 @@ def run_one(cfg: Path, workspace: Path, overrides: Dict[str, str], keep: bool) -
     row = {"config": str(cfg), "overrides": overrides, "total": round(time.perf_counter() - t, 1),
            "timings": {k: round(v, 1) for k, v in res.timings.items()},
            "metrics": {k: round(100 * v, 2) for k, v in res.metrics.items()},
-           "lambdas": res.extra.get("lambdas"), "fusion_weights": res.extra.get("fusion_weights"), "failed": res.extra["failed_images"]["count"]}
+           "lambdas": res.extra.get("lambdas"), "fusion_weights": res.extra.get("fusion_weights"),
+           "failed": res.extra["failed_images"]["count"]}
     if not keep:
         for key in {k for ks in pipe.keys()["encode"].values() for k in ks}:
             shutil.rmtree(Path(pipe.workspace) / "steps" / "encode" / key, ignore_errors=True)

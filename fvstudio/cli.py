@@ -140,7 +140,7 @@ def _load(args) -> "Any":
         if len(values) != 1:
             from .pipeline.config import SCHEMA
 
-            sep = SCHEMA[key].type == "list[str]" and " ('+' joins a list's items, e.g. sift+lcs)" or ""
+            sep = " ('+' joins a list's items, e.g. sift+lcs)" if SCHEMA[key].type == "list[str]" else ""
             raise ValueError(f"--set {key}: 'run' takes one value per key{sep}; "
                              f"use 'fvstudio sweep' for several")
         cfg.set(key, values[0])

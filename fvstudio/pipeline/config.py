@@ -382,7 +382,9 @@ def check_value(key: str, value: Any) -> Any:
 
 
 def parse_value(key: str, text: str) -> Any:
-    """Parse a command-line value for ``key`` (``"64"``, ``"true"``, ``"sift+lcs"``, ``"1e-4;1e-3"``) into the schema type."""
+    """Parse a command-line value for ``key`` into the schema type.
+
+    ``"64"``, ``"true"``; a list joins its items with ``+`` or ``;`` (``"sift+lcs"``, ``"1e-4;1e-3"``)."""
     if key not in SCHEMA:
         raise ConfigError(_unknown_key_message(key))
     param = SCHEMA[key]

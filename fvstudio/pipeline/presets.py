@@ -9,8 +9,8 @@ without each of the three improvements: power normalisation (PN, eq. 30, rho = 0
 ``findings``: the paper's other qualitative findings of Sec. 3.2, each one change from the defaults, so the
 four variants share descriptors (and all but the no-PCA one PCA and GMM): the FV against the soft-BoV on the
 same GMM (equal K; Fig. 1: the FV is far better at equal K), PCA to 64 dims against the raw descriptors
-(128-d SIFT, 96-d LCS; Fig. 1, "PCA is key"), and the closed-form diagonal FIM (Appendix A) against the empirical one (Sec. 3.2: "the
-closed-form approximation is at least as good").
+(128-d SIFT, 96-d LCS; Fig. 1, "PCA is key"), and the closed-form diagonal FIM (Appendix A) against the
+empirical one (Sec. 3.2: "the closed-form approximation is at least as good").
 """
 from __future__ import annotations
 

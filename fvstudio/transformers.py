@@ -36,6 +36,7 @@ from .engine.estimator import ArrayOutput, Estimator
 from .engine.fisher import FisherEncoder
 from .engine.gmm import DiagonalGMM
 from .engine.pca import PCA
+from .engine.spatial import append_xy
 from .engine.validation import as_float32_matrix, check_choice, check_positive_int, rng_from_seed
 
 __all__ = ["DenseSIFT", "FisherVectorEncoder", "sample_descriptors"]
@@ -195,8 +196,9 @@ class FisherVectorEncoder(ArrayOutput, Estimator):
     ``n_components`` K, ``pca_dims`` (None: no PCA), ``sample`` descriptors drawn for PCA and GMM, the GMM's
     ``gmm_init``/``gmm_max_iter``/``var_floor``, the encoding's ``gradients``/``fim``/``power``/``lp``/
     ``pyramid``/``posterior_threshold`` (defaults: the paper's, :mod:`fvstudio.engine.defaults`; the
-    pyramid needs DenseDescriptors input, so it is off by default), ``seed`` (sample, PCA, GMM) and
-    ``n_jobs`` (threads for EM and encoding; results do not depend on it).
+    pyramid needs DenseDescriptors input, so it is off by default), ``position_scale`` (> 0: spatial
+    coordinate augmentation with that scale, :mod:`fvstudio.engine.spatial`; needs DenseDescriptors too),
+    ``seed`` (sample, PCA, GMM) and ``n_jobs`` (threads for EM and encoding; results do not depend on it).
     """
 
     _estimator_kind = "transformer"
@@ -205,7 +207,9 @@ class FisherVectorEncoder(ArrayOutput, Estimator):
                  gradients: str = D.GRADIENTS, fim: str = D.FIM, power: Optional[float] = D.POWER,
                  lp: Optional[float] = D.LP, pyramid=None, posterior_threshold: float = D.POSTERIOR_THRESHOLD,
                  sample: int = 100_000, gmm_init: str = D.GMM_INIT, gmm_max_iter: int = D.GMM_MAX_ITER,
-                 var_floor: float = D.GMM_VAR_FLOOR, whiten: bool = False, seed=0, n_jobs: int = 1):
+                 var_floor: float = D.GMM_VAR_FLOOR, whiten: bool = False,
+                 position_scale: float = D.GMM_POSITION_SCALE, seed=0,
+                 n_jobs: int = 1):
         self.n_components = n_components
         self.pca_dims = pca_dims
         self.gradients = gradients
@@ -219,6 +223,7 @@ class FisherVectorEncoder(ArrayOutput, Estimator):
         self.gmm_max_iter = gmm_max_iter
         self.var_floor = var_floor
         self.whiten = whiten
+        self.position_scale = position_scale
         self.seed = seed
         self.n_jobs = n_jobs
 
@@ -239,18 +244,24 @@ class FisherVectorEncoder(ArrayOutput, Estimator):
         if self.pyramid is not None and positions is None:
             raise ValueError("pyramid needs descriptor positions: pass DenseDescriptors (DenseSIFT(output="
                              "'descriptors')) instead of plain arrays, or set pyramid=None")
+        xy = float(self.position_scale or 0.0)
+        if xy and positions is None:
+            raise ValueError("position_scale > 0 appends patch positions to the descriptors: pass DenseDescriptors, "
+                             "not arrays")
         Xs = sample_descriptors(sets, int(self.sample), self.seed)
         pca = None
         if self.pca_dims is not None:
             pca = PCA(n_components=self.pca_dims, whiten=self.whiten, seed=self.seed).fit(Xs)
             Xs = pca.transform(Xs)
+        if xy:  # the same draw, from the projected descriptors with their positions appended
+            Xs = sample_descriptors(self._project(pca, sets, xy, positions, shapes), int(self.sample), self.seed)
         gmm = DiagonalGMM(n_components=self.n_components, max_iter=self.gmm_max_iter, init=self.gmm_init,
                           var_floor=self.var_floor, posterior_threshold=self.posterior_threshold,
                           seed=self.seed, n_jobs=self.n_jobs).fit(Xs, progress=progress, cancel=cancel)
         encoder = FisherEncoder(gmm, gradients=self.gradients, fim=self.fim, power=self.power, lp=self.lp,
                                 pyramid=self.pyramid, posterior_threshold=self.posterior_threshold)
         if self.fim == "empirical":
-            encoder.fit_fim(self._project(pca, sets), positions, shapes, n_jobs=self.n_jobs)
+            encoder.fit_fim(self._project(pca, sets, xy, positions, shapes), positions, shapes, n_jobs=self.n_jobs)
         self.pca_ = pca
         self.gmm_ = gmm
         self.encoder_ = encoder
@@ -259,8 +270,11 @@ class FisherVectorEncoder(ArrayOutput, Estimator):
         return self
 
     @staticmethod
-    def _project(pca, sets):
-        return sets if pca is None else [pca.transform(s) for s in sets]
+    def _project(pca, sets, xy: float = 0.0, positions=None, shapes=None):
+        out = sets if pca is None else [pca.transform(s) for s in sets]
+        if xy:
+            out = [append_xy(s, p, sh, xy) for s, p, sh in zip(out, positions, shapes)]
+        return out
 
     def transform(self, X, *, progress=None, cancel=None) -> np.ndarray:
         """(N, dim) float32 Fisher Vectors of the N descriptor sets of ``X``."""
@@ -271,7 +285,12 @@ class FisherVectorEncoder(ArrayOutput, Estimator):
                              f"expecting {self.descriptor_dim_} features as input (the dimension it was fitted on)")
         if self.pyramid is not None and positions is None:
             raise ValueError("this FisherVectorEncoder uses a spatial pyramid: pass DenseDescriptors, not arrays")
-        return self._wrap_output(self.encoder_.encode_batch(self._project(self.pca_, sets), positions, shapes,
+        xy = float(self.position_scale or 0.0)
+        if xy and positions is None:
+            raise ValueError("this FisherVectorEncoder appends patch positions (position_scale > 0): pass "
+                             "DenseDescriptors")
+        return self._wrap_output(self.encoder_.encode_batch(self._project(self.pca_, sets, xy, positions, shapes),
+                                                            positions, shapes,
                                                             n_jobs=self.n_jobs, progress=progress, cancel=cancel))
 
     def fit_transform(self, X, y=None) -> np.ndarray:

@@ -195,6 +195,25 @@ def test_fisher_vector_encoder_spatial_pyramid_from_dense_descriptors(images):
     np.testing.assert_array_equal(out, native)
 
 
+def test_fisher_vector_encoder_with_xy_is_the_native_augmented_encoding(images):
+    from fvstudio.engine.spatial import append_xy
+
+    rich = DenseSIFT(**SIFT, output="descriptors").transform(images[0][:6])
+    enc = FisherVectorEncoder(2, position_scale=0.3, **FV).fit(rich)
+    assert enc.gmm_.means_.shape == (2, 18)
+    out = enc.transform(rich[:2])
+    assert out.shape == (2, 2 * 18 * 2)
+    aug = [append_xy(enc.pca_.transform(r.descriptors), r.positions, r.image_shape, 0.3) for r in rich]
+    allX = np.concatenate(aug)
+    X = allX if len(allX) <= FV["sample"] else \
+        allX[np.sort(np.random.default_rng(0).choice(len(allX), FV["sample"], replace=False))]
+    gmm = DiagonalGMM(2, seed=0).fit(X)
+    np.testing.assert_array_equal(enc.gmm_.means_, gmm.means_)
+    np.testing.assert_array_equal(out, FisherEncoder(gmm).encode_batch(aug[:2]))
+    with pytest.raises(ValueError, match="position_scale > 0 appends patch positions"):
+        FisherVectorEncoder(2, position_scale=0.3, **FV).fit([r.descriptors for r in rich])
+
+
 def test_grid_search_over_K_selects_refits_and_equals_the_native_api(images, tmp_path, monkeypatch):
     train, ytr, test, yte = images
     calls = []

@@ -98,6 +98,7 @@ from fvstudio.data.images import ImageLoadError, load_image_sha1
 from fvstudio.engine.progress import Cancelled, is_cancelled, report
 from fvstudio.engine.serialization import (DiskFullError, atomic_open, atomic_write_bytes, free_bytes,
                                            is_disk_full, is_stale_temporary, remove_stale_temporaries)
+from fvstudio.engine.spatial import normalised_xy
 from fvstudio.engine.validation import check_positive_int, rng_from_seed
 
 FORMAT_VERSION = 1
@@ -793,13 +794,16 @@ class DescriptorStore:
             out[k] = e is not None and e["status"] == "ok" and e.get("stored", True)
         return out
 
-    def sample(self, n: int, seed=0, indices=None, rows_per_image: int = 0) -> np.ndarray:
+    def sample(self, n: int, seed=0, indices=None, rows_per_image: int = 0, with_xy: bool = False):
         """``n`` descriptors drawn uniformly without replacement from all cached descriptors of
         ``indices`` (default: every image; pass the training images to keep test data out of
         PCA/GMM fitting), as a float32 (n, D) array in storage order (by image, then row).
 
         ``rows_per_image`` = k > 0 draws from each image's :func:`vocab_rows` for k only (the rows a store
         made with ``keep_rows = k`` holds; the same from a store holding every row).
+
+        ``with_xy``: also return the (n, 2) float32 normalised positions of the sampled rows, (u / W - 1/2,
+        v / H - 1/2) (:func:`fvstudio.engine.spatial.normalised_xy`), as a pair (descriptors, xy).
 
         If fewer than ``n`` exist, all of them are returned. Only the sampled rows are read (the
         per-image files are memory-mapped; their header, shape and dtype are checked, a damaged one
@@ -842,6 +846,7 @@ class DescriptorStore:
             picks = np.sort(rng_from_seed(seed).choice(total, size=n, replace=False))
         owner = np.searchsorted(offsets, picks, side="right") - 1
         out = np.empty((picks.size, self.dim), np.float32)
+        xy = np.empty((picks.size, 2), np.float32) if with_xy else None
         bounds = np.flatnonzero(np.diff(owner)) + 1
         starts = np.concatenate([[0], bounds])
         stops = np.concatenate([bounds, [picks.size]])
@@ -853,8 +858,11 @@ class DescriptorStore:
             if rows is None or e["n"] != before["n"] or e.get("n_rows") != before.get("n_rows"):
                 raise ValueError(f"the descriptors of {self.dataset.ids[i]!r} changed while sampling (a damaged "
                                  f"cache entry was extracted again from a changed file); sample again")
-            out[a:b] = rows["descriptor"][where[k][picks[a:b] - offsets[k]]]
-        return out
+            sel = where[k][picks[a:b] - offsets[k]]
+            out[a:b] = rows["descriptor"][sel]
+            if with_xy:
+                xy[a:b] = normalised_xy(rows["position"][sel], e["image_shape"])
+        return (out, xy) if with_xy else out
 
     def __repr__(self) -> str:
         return (f"DescriptorStore({self.channel!r}, {len(self.dataset)} images of {self.dataset.root}, "

@@ -29,6 +29,9 @@ GMM_INIT = "kmeans++"
 # splits of sample_data/textures (76.8% at 0.01, 79.0% at 0.05, 81.3% at 0.1, 80.0% at 0.2).
 GMM_VAR_FLOOR = 0.1
 GMM_N_INIT = 1
+# Not in the paper: spatial coordinate augmentation (engine/spatial.py), the scale of the two coordinates
+# appended to each PCA-projected descriptor before the GMM; 0 = off.
+GMM_POSITION_SCALE = 0.0
 POSTERIOR_THRESHOLD = 1e-4    # posteriors below this are zeroed and the rest renormalised (Appendix B)
 
 # -- encoding (Sec. 2.2-2.3, 3.1) ------------------------------------------------------------------------

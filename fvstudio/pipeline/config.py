@@ -164,6 +164,10 @@ _PARAMS: List[Param] = [
     # Not in the paper: see engine/defaults.py and the README's "Choices the paper leaves open".
     _p("gmm.var_floor", "float", D.GMM_VAR_FLOOR, "Variance floor, a fraction of each dimension's global variance; keeps "
        "Gaussians from collapsing onto one image's descriptors", min=0.0, max=1.0),
+    _p("gmm.position_scale", "float", D.GMM_POSITION_SCALE,
+       "Spatial coordinate augmentation (not in the paper): append each patch's position (x/W - 1/2, y/H - 1/2) "
+       "times this scale to its PCA'd descriptor, so the GMM and the FV model where words appear (+4K dims a "
+       "region); 0 = off", min=0.0, max=10.0, zero_means="off"),
     _p("gmm.n_init", "int", D.GMM_N_INIT, "EM restarts; the best likelihood is kept", min=1, max=100),
     _p("gmm.sample", "int", 200_000,
        "Descriptors sampled from the training images to fit the GMM (Sec. 3.1 uses ~1e6)", min=1_000,

@@ -71,9 +71,16 @@ def em_stop_text(gmm) -> str:
 def _sharpness(pipeline, store, pca, gmm, cancel) -> PosteriorSharpness:
     # the descriptors the vocabulary learned from (all a streaming store keeps of the training images)
     vocab = pipeline.context().vocab_indices(0)
-    X = store.sample(POSTERIOR_SAMPLE, seed=0, indices=vocab, rows_per_image=pipeline.config.get("descriptors.vocab_rows"))
+    xy = pipeline.config.get("gmm.position_scale")
+    X = store.sample(POSTERIOR_SAMPLE, seed=0, indices=vocab,
+                     rows_per_image=pipeline.config.get("descriptors.vocab_rows"), with_xy=bool(xy))
+    coords = None
+    if xy:
+        X, coords = X
     if pca is not None:
         X = pca.transform(X)
+    if coords is not None:  # the GMM models descriptor + position (gmm.position_scale)
+        X = np.concatenate([X, coords * np.float32(xy)], axis=1)
     check_cancel(cancel, "diagnostics")
     threshold = float(pipeline.config.get("encoder.posterior_threshold"))
     return posterior_sharpness(np.ascontiguousarray(X, dtype=np.float32), gmm, threshold)

@@ -304,7 +304,7 @@ def claimed_patches(pipeline, k: int, exclude: int, channel: str, pca, gmm, thre
             continue
         if d is None or not len(d.descriptors):
             continue
-        X = PcaStep.project(pca, d.descriptors)
+        X = PcaStep.project(pca, d.descriptors, pipeline.config.get("gmm.position_scale"), d.positions, d.image_shape)
         lj = gmm.terms.log_joint(X)
         cand = np.flatnonzero(lj.argmax(1) == k)  # the patches whose largest posterior is on k
         if not len(cand):
@@ -358,7 +358,7 @@ def inspect_patch(pipeline, image_index: int, x: float, y: float, scale: int = 0
     enc_set = pipeline.artifact("encode", ch)
     encoder = enc_set.encoder if enc_set is not None else build_encoder(pipeline.config, gmm)
     out.threshold = float(encoder.posterior_threshold)
-    X = PcaStep.project(pca, d.descriptors)
+    X = PcaStep.project(pca, d.descriptors, pipeline.config.get("gmm.position_scale"), d.positions, d.image_shape)
     post = gmm.predict_proba(X, threshold=out.threshold)
     p = post[t]
     out.posteriors = p

@@ -49,13 +49,15 @@ class Step:
         raise NotImplementedError
 
 
-def training_sample(ctx, channel: str, n: int, seed: int, split: int) -> np.ndarray:
+def training_sample(ctx, channel: str, n: int, seed: int, split: int, with_xy: bool = False):
     """``n`` descriptors of ``channel`` drawn uniformly from the vocabulary images of ``split`` (float32):
     ``descriptors.vocab_images`` of its training images (:meth:`~fvstudio.pipeline.context.StepContext.vocab_indices`),
     ``descriptors.vocab_rows`` seeded rows of each (:func:`~fvstudio.data.cache.vocab_rows`).
 
     Only training images: the vocabulary never sees an image its split tests (see
-    :mod:`fvstudio.pipeline.runner`)."""
-    X = ctx.stores[channel].sample(n, seed=seed, indices=ctx.vocab_indices(split),
-                                   rows_per_image=ctx.config.get("descriptors.vocab_rows"))
-    return np.ascontiguousarray(X, dtype=np.float32)
+    :mod:`fvstudio.pipeline.runner`). ``with_xy``: the pair (descriptors, their (n, 2) normalised positions)."""
+    out = ctx.stores[channel].sample(n, seed=seed, indices=ctx.vocab_indices(split),
+                                     rows_per_image=ctx.config.get("descriptors.vocab_rows"), with_xy=with_xy)
+    if with_xy:
+        return np.ascontiguousarray(out[0], dtype=np.float32), out[1]
+    return np.ascontiguousarray(out, dtype=np.float32)

@@ -1,6 +1,8 @@
 """Step 4, ``encode``: per channel and split, one Fisher Vector (or soft-BoV / VLAD) per image of the split.
 
-Reads ``[encoder]``. Each image's descriptors go through the split's PCA, then the encoder on the split's
+Reads ``[encoder]``. Each image's descriptors go through the split's PCA (and get their patch positions
+appended when ``gmm.position_scale`` > 0, as the GMM learned them: :mod:`fvstudio.engine.spatial`), then the
+encoder on the split's
 GMM (:mod:`fvstudio.engine.fisher`: gradients w.r.t. ``encoder.gradients`` (eqs. 16-18), Fisher
 normalisation ``encoder.fim``, power normalisation ``encoder.power`` (eq. 30) then Lp per pyramid region,
 pyramid ``encoder.pyramid``). With ``fim = "empirical"`` the FIM is first estimated on the split's
@@ -100,10 +102,12 @@ def _reserve_space(folder: Path, nbytes: int) -> None:
         raise DiskFullError(folder, free, nbytes, "write the FVs (fvs.zarr)")
 
 
-def load_descriptor_sets(store, indices: np.ndarray, pca, n_jobs: int = 1) -> DescriptorSets:
+def load_descriptor_sets(store, indices: np.ndarray, pca, n_jobs: int = 1, xy: float = 0.0) -> DescriptorSets:
     """The descriptors of ``indices`` projected by ``pca`` (None: raw): read from the store, or extracted
-    now for the images it only probed; ``n_jobs`` threads over images."""
+    now for the images it only probed; ``n_jobs`` threads over images. ``xy`` > 0 (``gmm.position_scale``)
+    appends each patch's scaled position (:func:`fvstudio.engine.spatial.append_xy`)."""
     dim = pca.components_.shape[0] if pca is not None else (store.dim or DESCRIPTOR_DIMS[store.channel])
+    dim += 2 if xy else 0
 
     def one(i):
         try:
@@ -114,8 +118,9 @@ def load_descriptor_sets(store, indices: np.ndarray, pca, n_jobs: int = 1) -> De
             raise RuntimeError(f"{store.dataset.ids[int(i)]}: descriptors became unreadable during the run "
                                f"(in {store.folder}); run again")
         X = d.descriptors
-        X = PcaStep.project(pca, X) if len(X) else np.zeros((0, dim), np.float32)
-        return X, np.asarray(d.positions, np.float32), tuple(int(v) for v in d.image_shape)
+        shape = tuple(int(v) for v in d.image_shape)
+        X = PcaStep.project(pca, X, xy, d.positions, shape) if len(X) else np.zeros((0, dim), np.float32)
+        return X, np.asarray(d.positions, np.float32), shape
 
     idx = [int(i) for i in indices]
     if n_jobs > 1 and len(idx) > 1:
@@ -139,7 +144,8 @@ def encode_block(shared: Dict[str, Any], payload: Dict[str, Any]) -> Dict[str, A
     between images) and ``progress`` (one update per image); on Dask the runner cancels between blocks."""
     cancel, progress = shared.get("cancel"), shared.get("progress")
     arr = ChunkedArray.open(shared["array"], writable=True)
-    sets = load_descriptor_sets(shared["store"], payload["indices"], shared["pca"], payload["n_jobs"])
+    sets = load_descriptor_sets(shared["store"], payload["indices"], shared["pca"], payload["n_jobs"],
+                                shared.get("xy", 0.0))
     check_cancel(cancel, "encode")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # empty regions: zero blocks
@@ -210,7 +216,8 @@ class EncodeStep(Step):
         enc = build_encoder(ctx.config, GmmStep().load(ctx, keys, ch, split))
         if ctx.config.get("encoder.kind") == "fisher" and ctx.config.get("encoder.fim") == "empirical":
             progress.emit(lo, f"encode[{name}]: estimating the empirical FIM", channel=ch, split=split)
-            fit = load_descriptor_sets(store, ctx.fit_indices(split), pca, ctx.n_jobs)
+            fit = load_descriptor_sets(store, ctx.fit_indices(split), pca, ctx.n_jobs,
+                                       ctx.config.get("gmm.position_scale"))
             enc.fit_fim(fit.descriptors, positions=fit.positions, image_shapes=fit.image_shapes)
             del fit
         folder = ctx.cache.step_dir(self.name, key)
@@ -223,7 +230,8 @@ class EncodeStep(Step):
         if len(todo) < arr.n_blocks:
             progress.emit(lo, f"encode[{name}]: resuming, {arr.n_blocks - len(todo)} of {arr.n_blocks} blocks kept",
                           channel=ch, split=split)
-        shared = {"store": store, "pca": pca, "encoder": enc, "array": str(arr.path)}
+        shared = {"store": store, "pca": pca, "encoder": enc, "array": str(arr.path),
+                  "xy": ctx.config.get("gmm.position_scale")}
         kept = n - sum(arr.block_rows(b).stop - arr.block_rows(b).start for b in todo)
         state = {"images": kept}
 

@@ -2,13 +2,16 @@
 
 Reads ``[gmm]`` (``runtime.n_jobs`` only changes how fast). The visual vocabulary of Sec. 2.1 / Appendix B:
 ``gmm.n_components`` Gaussians fitted on ``gmm.sample`` descriptors drawn uniformly from the split's
-training images and projected by that split's PCA; variances floored at ``gmm.var_floor`` times each
+training images and projected by that split's PCA (with ``gmm.position_scale`` > 0, each with its patch's
+scaled position appended: :mod:`fvstudio.engine.spatial`); variances floored at ``gmm.var_floor`` times each
 dimension's global variance. Output: ``gmm.npz`` (:meth:`fvstudio.engine.gmm.DiagonalGMM.save`) and a
 manifest with the EM log-likelihood per iteration, the iteration count and whether EM converged.
 """
 from __future__ import annotations
 
 import time
+
+import numpy as np
 
 from ...engine.gmm import DiagonalGMM
 from ...engine.progress import check_cancel
@@ -38,8 +41,14 @@ class GmmStep(Step):
                 continue
             t0 = time.perf_counter()
             progress.emit(j / n_units, f"gmm[{ctx.unit_name(ch, s)}]: sampling descriptors", channel=ch, split=s)
-            X = training_sample(ctx, ch, c.get("gmm.sample"), c.get("gmm.seed"), s)
+            xy = c.get("gmm.position_scale")
+            X = training_sample(ctx, ch, c.get("gmm.sample"), c.get("gmm.seed"), s, with_xy=bool(xy))
+            coords = None
+            if xy:  # the sample's positions come normalised already (what append_xy computes): scale them
+                X, coords = X
             X = PcaStep.project(PcaStep().load(ctx, keys, ch, s), X)
+            if coords is not None:
+                X = np.ascontiguousarray(np.concatenate([X, coords * np.float32(xy)], axis=1))
             K = c.get("gmm.n_components")
             if K > len(X):
                 raise ConfigError(f"gmm.n_components = {K} exceeds the {len(X)} descriptors sampled "

@@ -14,6 +14,7 @@ import numpy as np
 
 from ...engine.pca import PCA
 from ...engine.progress import check_cancel
+from ...engine.spatial import append_xy
 from ..config import ConfigError
 from ..hashing import digest
 from .base import Step, training_sample
@@ -76,8 +77,16 @@ class PcaStep(Step):
         return ctx.cache.loaded(self.name, key, lambda folder: PCA.load(folder / "pca.npz"))
 
     @staticmethod
-    def project(pca, X: np.ndarray) -> np.ndarray:
-        """``X`` through ``pca`` (identity when there is none), float32 C-contiguous."""
+    def project(pca, X: np.ndarray, xy: float = 0.0, positions=None, image_shape=None) -> np.ndarray:
+        """``X`` through ``pca`` (identity when there is none), float32 C-contiguous; with ``xy`` > 0 (the
+        config's ``gmm.position_scale``) each row gets its patch's scaled normalised position appended
+        (:func:`fvstudio.engine.spatial.append_xy`: ``positions`` (T, 2) and ``image_shape`` needed), which is
+        what the GMM of that config models."""
         if pca is not None:
             X = pca.transform(X)
+        if xy:
+            if positions is None:
+                raise ValueError("gmm.position_scale > 0 appends patch positions to the descriptors: positions "
+                                 "are needed")
+            return append_xy(X, positions, image_shape, xy)
         return np.ascontiguousarray(X, np.float32)

@@ -65,7 +65,8 @@ from .gmm import check_fitted_gmm
 from .jit import kernel
 from .posteriors import GaussianTerms, _accumulate_statistics
 from .progress import CancelLike, ProgressCallback, check_cancel, is_cancelled, report
-from .validation import _check_posterior_threshold, as_float32_matrix, check_choice, check_number
+from .validation import (_check_posterior_threshold, as_float32_matrix, check_choice, check_image_shape,
+                         check_number)
 
 __all__ = [
     "FisherEncoder", "SoftBoWEncoder", "VLADEncoder", "make_encoder", "ENCODER_KINDS",
@@ -164,11 +165,7 @@ def _check_lp(lp) -> Optional[float]:
 def region_assignments(positions, image_shape, pyramid) -> np.ndarray:
     """(T, n_grids) int32 region slot of every descriptor in every grid of ``pyramid`` (see module)."""
     pos = as_float32_matrix(positions, "positions", n_features=2)
-    if image_shape is None or len(image_shape) < 2:
-        raise ValueError(f"image_shape must be (H, W) when a pyramid is used, got {image_shape!r}")
-    H, W = float(image_shape[0]), float(image_shape[1])
-    if not (H > 0 and W > 0 and math.isfinite(H) and math.isfinite(W)):
-        raise ValueError(f"image_shape must hold positive (H, W), got {tuple(image_shape)!r}")
+    H, W = check_image_shape(image_shape, " when a pyramid is used")
     out = np.empty((pos.shape[0], len(pyramid)), dtype=np.int32)
     base = 0
     for g, (rows, cols) in enumerate(pyramid):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .validation import as_float32_matrix
+from .validation import as_float32_matrix, check_image_shape
 
 __all__ = ["append_xy", "normalised_xy"]
 
@@ -30,11 +30,7 @@ def normalised_xy(positions, image_shape) -> np.ndarray:
     """(T, 2) float32 (u / W - 1/2, v / H - 1/2) of patch centres ``positions`` (T, 2) = (u, v) in the
     pixels of an image of ``image_shape`` (H, W, ...): in [-1/2, 1/2) inside the image."""
     pos = as_float32_matrix(positions, "positions", n_features=2)
-    if image_shape is None or len(image_shape) < 2:
-        raise ValueError(f"image_shape must be (H, W), got {image_shape!r}")
-    H, W = float(image_shape[0]), float(image_shape[1])
-    if not (H > 0 and W > 0 and np.isfinite(H) and np.isfinite(W)):
-        raise ValueError(f"image_shape must hold positive (H, W), got {tuple(image_shape)!r}")
+    H, W = check_image_shape(image_shape)
     out = np.empty((pos.shape[0], 2), np.float32)
     out[:, 0] = pos[:, 0] / W - 0.5
     out[:, 1] = pos[:, 1] / H - 0.5

@@ -128,6 +128,17 @@ def check_float32_scale(max_deviation: float, mean_variance: float, name: str = 
                          "standardise it)")
 
 
+def check_image_shape(image_shape, purpose: str = "") -> tuple:
+    """(H, W) as floats from an image shape (H, W, ...), or a ValueError; ``purpose`` ends the first message
+    (e.g. " when a pyramid is used")."""
+    if image_shape is None or len(image_shape) < 2:
+        raise ValueError(f"image_shape must be (H, W){purpose}, got {image_shape!r}")
+    H, W = float(image_shape[0]), float(image_shape[1])
+    if not (H > 0 and W > 0 and math.isfinite(H) and math.isfinite(W)):
+        raise ValueError(f"image_shape must hold positive (H, W), got {tuple(image_shape)!r}")
+    return H, W
+
+
 def rng_from_seed(seed) -> np.random.Generator:
     """A numpy Generator from an int seed, None (fresh entropy) or an existing Generator."""
     if isinstance(seed, np.random.Generator):

@@ -41,6 +41,8 @@ _POWER_ITERS = 4
 _ROWS_PER_CHUNK = 65536
 
 
+_TRANSFORM_ROWS = 65_536  # rows converted to float64 at a time in transform (64 MB at D = 128)
+
 class PCA(ArrayOutput, Estimator):
     """Principal component analysis with optional regularised whitening (see module docstring)."""
 
@@ -123,8 +125,12 @@ class PCA(ArrayOutput, Estimator):
         """(N, D) -> (N, k) float32."""
         self._require_fitted()
         X = as_float32_matrix(X, "X", n_features=self.n_features_in_, owner="PCA")
-        out = X @ self._W
-        out -= self._offset
+        # float64 products rounded once to float32: a row's projection does not depend on which other rows
+        # the BLAS kernel blocks it with (float32 GEMM differs by an ulp with the row order)
+        out = np.empty((len(X), self._W.shape[1]), dtype=np.float32)
+        W, offset = self._W.astype(np.float64), self._offset.astype(np.float64)
+        for s in range(0, len(X), _TRANSFORM_ROWS):
+            out[s:s + _TRANSFORM_ROWS] = X[s:s + _TRANSFORM_ROWS].astype(np.float64) @ W - offset
         return self._wrap_output(out)
 
     def _feature_names(self):

@@ -223,6 +223,9 @@ class BlockRunner:
                         if isinstance(error, Cancelled):
                             raise error
                         raise BlockError(label, i, len(blocks), error) from error
+                    if fut.status == "lost":  # its result lived on a worker that died since: the scheduler
+                        pending.add(fut)      # computes it again (a task that keeps killing workers errs)
+                        continue
                     if fut.status != "finished":  # cancelled by someone else, or lost with the cluster
                         raise BlockError(label, i, len(blocks), RuntimeError(f"the task ended {fut.status}"))
                     results[i] = fut.result()

@@ -141,8 +141,9 @@ def test_layout_cuts_groups_per_gaussian_and_numbers_units(data):
     # region 0: m_0..m_3, s_0..s_3 -> units 0..3, 0..3 ; region 1 -> 4..7
     np.testing.assert_array_equal(pq.group_unit_, [0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7])
     np.testing.assert_array_equal(pq.part_bounds_, [0, 64, 128])
-    with pytest.raises(ValueError, match="group=16 would straddle"):
-        ProductQuantizer(0.5, 16, layout=layout).fit(Xtr)
+    # G = 16 > D = 8: every group crosses two Gaussians, so no group has a sparsity unit
+    wide = ProductQuantizer(0.5, 16, layout=layout, n_iter=2).fit(Xtr)
+    assert (wide.group_unit_ == -1).all()
     # weight gradients (1 per Gaussian) are cut across Gaussians and never sparse-coded
     w_layout = [Block("w", 0, 0, 8, 1), Block("m", 0, 8, 8, 4)]
     X = np.random.default_rng(0).standard_normal((300, 40)).astype(np.float32)
@@ -180,6 +181,30 @@ def test_sparsity_bit_is_lossless_on_top_of_pq(fitted, data):
     # sparse rows, renormalised, through the row provider
     rows = PQRows(pq, sparse, renormalise=True).rows([3, 0, 7])
     np.testing.assert_array_equal(rows, pq.decode_sparse(sparse, renormalise=True)[[3, 0, 7]])
+
+
+def test_groups_across_two_gaussians_are_always_stored_and_sparsity_stays_lossless():
+    # D = 6 with G = 4 (as D = 66 with G = 8 when gmm.position_scale appends two coordinates to 64 dims)
+    X, layout = fv_like(n=300, K=4, D=6, regions=1, seed=7)
+    pq = ProductQuantizer(1.0, 4, layout=layout, n_iter=5).fit(X)
+    # m: Gaussian k holds [6k, 6k + 6): groups [0,4) -> 0, [4,8) crosses 0|1, [8,12) -> 1, [12,16) -> 2,
+    # [16,20) crosses 2|3, [20,24) -> 3; the same for s, one block further on
+    np.testing.assert_array_equal(pq.group_unit_, [0, -1, 1, 2, -1, 3] * 2)
+    sparse = pq.encode_sparse(X)
+    units = sparse.unit_mask()
+    gu = pq.group_unit_
+    inactive = np.zeros((len(X), len(gu)), bool)
+    inactive[:, gu >= 0] = ~units[:, gu[gu >= 0]]
+    assert inactive.any()  # some Gaussians of some rows are exactly zero
+    skip = np.repeat(inactive, 4, axis=1)
+    back = pq.decode_sparse(sparse)
+    np.testing.assert_array_equal(back[~skip], pq.decode(pq.encode(X))[~skip])
+    assert (back[skip] == 0).all() and (X[skip] == 0).all()
+    stored = (~inactive).sum(1)
+    # 4 units: one mask byte, then 4-bit codes of the stored groups
+    np.testing.assert_array_equal(sparse.nbytes_per_image, 1 + (4 * stored + 7) // 8)
+    with pytest.raises(ValueError, match="group=16 would straddle two blocks: block 'm' of region 0 has 24"):
+        ProductQuantizer(0.5, 16, layout=layout).fit(X)
 
 
 def test_sparse_codes_bit_packed():

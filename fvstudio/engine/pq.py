@@ -24,10 +24,12 @@ centroid means are accumulated in float64. All random draws come from ``seed`` i
 the codebooks do not depend on ``n_jobs``.
 
 Layout (``layout`` = ``FisherEncoder.block_layout()``, or ``blocks`` = segment sizes): groups never
-straddle two Gaussians' blocks. A layout block of D values per Gaussian (the FV's mean and sigma
-gradients, VLAD) is cut per Gaussian and needs G to divide D; a block of one value per Gaussian (the
-K weight gradients, soft-BoV) is cut across Gaussians and needs G to divide K. Anything else is a
-ValueError naming ``group``.
+straddle two blocks (or pyramid regions), so G must divide every block's size, else a ValueError naming
+``group``. A layout block of D values per Gaussian (the FV's mean and sigma gradients, VLAD) is cut in
+order; when G divides D (the paper's D = 64, G = 8) every group lies inside one Gaussian's D values,
+otherwise (D = 66 with the two appended coordinates of ``gmm.position_scale``) a group may cross from one
+Gaussian to the next. A block of one value per Gaussian (the K weight gradients, soft-BoV) is cut across
+Gaussians.
 
 Codes: ``encode`` -> (N, code_size) uint8, code_size = ceil(M bG / 8). Row i is a little-endian
 bitstring: the code of group m occupies bits [m bG, (m + 1) bG), least significant bit first (as
@@ -35,9 +37,9 @@ faiss's PQEncoderGeneric). For bG = 8 this is one byte per group, for bG = 16 tw
 little-endian; other widths are bit-packed and the padding bits of the last byte are zero (checked).
 
 Sparsity bit (Sec. 4.2): one bit per Gaussian and pyramid region ("unit", id = region K + k): 0 when
-the Gaussian's whole block (mean and sigma gradients of that region) is exactly zero -- no descriptor
-had a posterior above the threshold -- and then none of its groups' codes is stored. Groups outside
-any unit (weight gradients) are always stored. ``encode_sparse`` -> :class:`SparseCodes`, lossless
+the groups lying inside the Gaussian's values (mean and sigma gradients of that region) are exactly
+zero -- no descriptor had a posterior above the threshold -- and then none of those groups' codes is
+stored. Groups outside any unit (weight gradients, and groups across two Gaussians) are always stored. ``encode_sparse`` -> :class:`SparseCodes`, lossless
 on top of PQ: stored groups decode exactly as ``decode(encode(X))``, unstored ones to exact zeros.
 :func:`sparsity_storage` gives bytes per image with and without it.
 
@@ -663,20 +665,24 @@ class ProductQuantizer(ArrayOutput, Estimator):
         if self.layout is not None:
             layout = list(self.layout)
             off = 0
-            K = max([b.n_components for b in layout if b.per_component % G == 0] or [0])
+            per_gaussian = [b.per_component > 1 or G == 1 for b in layout]
+            K = max([b.n_components for b, pg in zip(layout, per_gaussian) if pg] or [0])
             regions = {}
-            for b in layout:
+            for b, pg in zip(layout, per_gaussian):
                 if b.offset != off:
                     raise ValueError(f"layout blocks must tile the vector in order: block {b.name!r} of region "
                                      f"{b.region} starts at {b.offset}, expected {off}")
-                if b.per_component % G == 0:
-                    for k in range(b.n_components):
-                        a = (b.offset + k * b.per_component) // G
-                        unit[a:a + b.per_component // G] = b.region * K + k
-                    n_units = max(n_units, (b.region + 1) * K)
-                elif b.per_component > 1 or b.size % G:
+                if b.size % G:
                     raise ValueError(f"group={G} would straddle two blocks: block {b.name!r} of region {b.region} "
-                                     f"has {b.size} dimensions ({b.n_components} x {b.per_component})")
+                                     f"has {b.size} dimensions ({b.n_components} x {b.per_component}), not a "
+                                     f"multiple of {G}")
+                if pg:
+                    # the groups inside Gaussian k's D values form unit k; a group across two Gaussians
+                    # (G not dividing D) belongs to no unit and is always stored
+                    for k in range(b.n_components):
+                        lo = b.offset + k * b.per_component
+                        unit[-(-lo // G):(lo + b.per_component) // G] = b.region * K + k
+                    n_units = max(n_units, (b.region + 1) * K)
                 lo, hi = regions.get(b.region, (b.offset, b.stop))
                 regions[b.region] = (min(lo, b.offset), max(hi, b.stop))
                 off = b.stop

@@ -112,17 +112,21 @@ class CompressStep(Step):
         if c.get("encoder.kind") == "soft_bow":
             raise ConfigError("compression needs FVs or VLAD (encoder.kind = 'fisher' / 'vlad'); soft-BoV "
                               "histograms are K numbers, compress them by lowering encoder K instead")
-        # groups never straddle two Gaussians' blocks: G divides D (mean / sigma / VLAD blocks) and K (weights)
+        # groups never straddle two blocks: G divides K D (mean / sigma / VLAD blocks) and K (weights); a
+        # group may cross two Gaussians inside a block (then it has no sparsity bit), see engine/pq.py
         K = c.get("gmm.n_components")
         grads = c.get("encoder.gradients") if c.get("encoder.kind") == "fisher" else "m"
+        xy = 2 if c.get("gmm.position_scale") > 0 else 0
         for ch in ctx.channels:
-            D = c.get("pca.n_components") or DESCRIPTOR_DIMS[ch]
-            for needed, size, what in (("m" in grads or "s" in grads, D,
-                                        f"the {D} dimensions a Gaussian has in each mean / sigma block ({ch})"),
+            D = (c.get("pca.n_components") or DESCRIPTOR_DIMS[ch]) + xy
+            plus = " + 2 position coordinates (gmm.position_scale)" if xy else ""
+            for needed, size, what in (("m" in grads or "s" in grads, K * D,
+                                        f"the K x D = {K} x {D} dimensions of each mean / sigma block ({ch}; D = "
+                                        f"the PCA dimensions{plus})"),
                                        ("w" in grads, K, f"the K = {K} weight gradients")):
                 if needed and size % g:
                     raise ConfigError(f"compression.group = {g} must divide {what}: a group may not straddle two "
-                                      f"Gaussians' blocks (Sec. 4.1)")
+                                      f"blocks of the FV (Sec. 4.1)")
 
     def is_cached(self, ctx, keys) -> bool:
         return all(self._unit_done(ctx, key) for _, _, key in ctx.new_units(keys[self.name]))

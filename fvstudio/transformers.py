@@ -197,7 +197,8 @@ class FisherVectorEncoder(ArrayOutput, Estimator):
     ``gmm_init``/``gmm_max_iter``/``var_floor``, the encoding's ``gradients``/``fim``/``power``/``lp``/
     ``pyramid``/``posterior_threshold`` (defaults: the paper's, :mod:`fvstudio.engine.defaults`; the
     pyramid needs DenseDescriptors input, so it is off by default), ``position_scale`` (> 0: spatial
-    coordinate augmentation with that scale, :mod:`fvstudio.engine.spatial`; needs DenseDescriptors too),
+    coordinate augmentation with that scale, :mod:`fvstudio.engine.spatial`; needs DenseDescriptors too, so
+    it is off by default here, while the pipeline's ``gmm.position_scale`` defaults to 0.3),
     ``seed`` (sample, PCA, GMM) and ``n_jobs`` (threads for EM and encoding; results do not depend on it).
     """
 
@@ -208,7 +209,7 @@ class FisherVectorEncoder(ArrayOutput, Estimator):
                  lp: Optional[float] = D.LP, pyramid=None, posterior_threshold: float = D.POSTERIOR_THRESHOLD,
                  sample: int = 100_000, gmm_init: str = D.GMM_INIT, gmm_max_iter: int = D.GMM_MAX_ITER,
                  var_floor: float = D.GMM_VAR_FLOOR, whiten: bool = False,
-                 position_scale: float = D.GMM_POSITION_SCALE, seed=0,
+                 position_scale: float = 0.0, seed=0,
                  n_jobs: int = 1):
         self.n_components = n_components
         self.pca_dims = pca_dims

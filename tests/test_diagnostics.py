@@ -153,8 +153,11 @@ def test_compute_diagnostics_returns_the_figures_arrays(tiny_pipeline):
     np.testing.assert_array_equal(d.pca_explained_variance_ratio, pca.explained_variance_ratio_)
     np.testing.assert_array_equal(d.log_likelihood, gmm.log_likelihood_)
     vocab = pipe.context().vocab_indices(0)  # what the vocabulary learned from
-    X = pca.transform(pipe.artifact("descriptors").sample(POSTERIOR_SAMPLE, seed=0, indices=vocab,
-                                                          rows_per_image=pipe.config.get("descriptors.vocab_rows")))
+    X, xy = pipe.artifact("descriptors").sample(POSTERIOR_SAMPLE, seed=0, indices=vocab, with_xy=True,
+                                                rows_per_image=pipe.config.get("descriptors.vocab_rows"))
+    scale = pipe.config.get("gmm.position_scale")
+    assert scale > 0  # the default: the GMM models each descriptor with its position
+    X = np.hstack([pca.transform(X), np.float32(scale) * xy])
     ref = posterior_sharpness(np.ascontiguousarray(X, dtype=np.float32), gmm,
                               pipe.config.get("encoder.posterior_threshold"))
     np.testing.assert_array_equal(d.posterior_sharpness.max_posterior, ref.max_posterior)

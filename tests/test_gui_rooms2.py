@@ -17,6 +17,7 @@ from fvstudio.gui.main_window import MainWindow  # noqa: E402
 from fvstudio.gui.teaching_panel import TeachingPanel  # noqa: E402
 from fvstudio.pipeline import teaching as T  # noqa: E402
 from fvstudio.pipeline.inspector import sift_glyph  # noqa: E402
+from fvstudio.engine.spatial import append_xy
 from fvstudio.pipeline.steps.pca import PcaStep  # noqa: E402
 
 pytestmark = pytest.mark.gui
@@ -131,7 +132,9 @@ def test_inspect_a_patch(qtbot, tmp_path):
     # the engine's posteriors of that descriptor: the bars are its top ten, they and the rest sum to 1
     pipe = w.pipeline
     d = pipe.artifact("descriptors").get(image)
-    x = PcaStep.project(pipe.artifact("pca"), d.descriptors[ins.patch:ins.patch + 1])
+    # the GMM models the projected descriptor with its patch position appended (gmm.position_scale)
+    x = append_xy(PcaStep.project(pipe.artifact("pca"), d.descriptors[ins.patch:ins.patch + 1]), d.positions[ins.patch:ins.patch + 1],
+                  d.image_shape, pipe.config.get("gmm.position_scale"))
     post = pipe.artifact("gmm").predict_proba(x, threshold=pipe.config.get("encoder.posterior_threshold"))[0]
     top = np.argsort(-post, kind="stable")[:min(10, int((post > 0).sum()))]
     bars = dp.inspector.posterior_bars._bars[0].opts["height"]

@@ -9,6 +9,7 @@ import pytest
 from fvstudio.engine.descriptors import dense_sift, local_color_statistics
 from fvstudio.pipeline import Pipeline, PipelineConfig
 from fvstudio.pipeline import inspector as I
+from fvstudio.engine.spatial import append_xy
 from fvstudio.pipeline.steps.pca import PcaStep
 
 ROOT = Path(__file__).resolve().parents[1] / "sample_data" / "textures"
@@ -70,7 +71,9 @@ def test_inspect_patch_matches_the_engine(pipe):
     np.testing.assert_allclose(np.sort(ins.sift.ravel()), np.sort(d.descriptors[ins.patch]))
     assert ins.sift.shape == (4, 4, 8) and ins.cell_colours.shape == (4, 4, 3)
     # posteriors = the engine's posteriors of that projected descriptor
-    x = PcaStep.project(pca, d.descriptors[ins.patch:ins.patch + 1])
+    # the GMM models the projected descriptor with its patch position appended (gmm.position_scale)
+    x = append_xy(PcaStep.project(pca, d.descriptors[ins.patch:ins.patch + 1]), d.positions[ins.patch:ins.patch + 1],
+                  d.image_shape, pipe.config.get("gmm.position_scale"))
     ref = gmm.predict_proba(x, threshold=pipe.config.get("encoder.posterior_threshold"))[0]
     np.testing.assert_allclose(ins.posteriors, ref, atol=1e-6)
     assert ins.posteriors.sum() == pytest.approx(1.0, abs=1e-5)
@@ -78,7 +81,7 @@ def test_inspect_patch_matches_the_engine(pipe):
     assert ins.word == int(np.argmax(ref)) and ins.same_word[ins.patch]
     # energy shares: Gaussians' shares sum to <= 1; summed over all patches the block shares are 1
     assert 0 < ins.gaussian_energy.sum() <= 1 + 1e-9
-    X = PcaStep.project(pca, d.descriptors)
+    X = append_xy(PcaStep.project(pca, d.descriptors), d.positions, d.image_shape, pipe.config.get("gmm.position_scale"))
     total = np.zeros(len(ins.touched))
     for t in range(len(X)):
         tmp = I.PatchInspection(i, "", "sift", t, (0, 0), 0, (1, 1), d.positions, d.scales, touched=ins.touched)

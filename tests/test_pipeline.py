@@ -163,10 +163,10 @@ def test_run_all_results_and_progress(cached_run):
     json.dumps(result.to_json_dict())
     # artifacts for diagnostics
     assert pipe.artifact("pca").components_.shape == (16, 128)
-    assert pipe.artifact("gmm").means_.shape == (4, 16)
+    assert pipe.artifact("gmm").means_.shape == (4, 16 + 2)  # PCA dims + the 2 position coordinates
     enc = pipe.artifact("encode")
-    assert enc.fvs.shape == (32, 2 * 16 * 4 * 4) and len(enc.ids) == 32
-    assert np.allclose(np.linalg.norm(enc.fvs[:, : 2 * 16 * 4], axis=1), 1.0, atol=1e-4)
+    assert enc.fvs.shape == (32, 2 * 18 * 4 * 4) and len(enc.ids) == 32
+    assert np.allclose(np.linalg.norm(enc.fvs[:, : 2 * 18 * 4], axis=1), 1.0, atol=1e-4)
     clf = pipe.artifact("classifier")
     assert np.allclose(clf.test_scores[0], result.scores)
 
@@ -282,7 +282,7 @@ def test_two_channels_late_and_early_fusion(folder_dataset, tmp_path):
     assert set(clf.channel_scores[0]) == {"sift", "lcs"}
     assert np.allclose(clf.test_scores[0], w * clf.channel_scores[0]["sift"] + (1 - w) * clf.channel_scores[0]["lcs"],
                        atol=1e-5)
-    assert pipe.artifact("gmm", channel="lcs").means_.shape == (4, 16)
+    assert pipe.artifact("gmm", channel="lcs").means_.shape == (4, 16 + 2)
     pipe.config.set("fusion.mode", "early")
     before = dict(pipe.computed)
     early = pipe.run_all()

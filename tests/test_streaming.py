@@ -43,7 +43,7 @@ def test_streaming_equals_storing_every_descriptor_bit_for_bit(dataset, streamed
     assert res.metrics == res_full.metrics
     a = np.asarray(pipe.artifact("encode", "sift").fvs)
     b = np.asarray(full.artifact("encode", "sift").fvs)
-    assert a.shape == (24, 2 * 16 * 4 * 4) and np.array_equal(a, b)
+    assert a.shape == (24, 2 * (16 + 2) * 4 * 4) and np.array_equal(a, b)  # D = 16 PCA dims + 2 coordinates
     # the keep mode changes how, not what: the same keys, so either run reuses the other's cache
     assert pipe.keys() == full.keys()
 

@@ -29,9 +29,13 @@ GMM_INIT = "kmeans++"
 # splits of sample_data/textures (76.8% at 0.01, 79.0% at 0.05, 81.3% at 0.1, 80.0% at 0.2).
 GMM_VAR_FLOOR = 0.1
 GMM_N_INIT = 1
-# Not in the paper: spatial coordinate augmentation (engine/spatial.py), the scale of the two coordinates
-# appended to each PCA-projected descriptor before the GMM; 0 = off.
-GMM_POSITION_SCALE = 0.0
+# Not in the paper: spatial coordinate augmentation (engine/spatial.py; Sanchez, Perronnin & de Campos, PRL
+# 2012), the scale of the two coordinates (x/W - 1/2, y/H - 1/2) appended to each PCA-projected descriptor
+# before the GMM; 0 = off. 0.3 was chosen by cross-validation inside the training images of Caltech-101 (20
+# train / 10 validation per class of train30, splits 0/1/2): +1.66 / +1.56 / +1.57 points over 0 (1.0: +0.88 /
+# +1.86 / +1.18), and on held-out textures splits 84.5 +- 2.6% against 83.75 +- 4.8%. The pipeline's default;
+# the scikit-learn-shaped FisherVectorEncoder keeps 0 (it takes plain descriptor arrays, with no positions).
+GMM_POSITION_SCALE = 0.3
 POSTERIOR_THRESHOLD = 1e-4    # posteriors below this are zeroed and the rest renormalised (Appendix B)
 
 # -- encoding (Sec. 2.2-2.3, 3.1) ------------------------------------------------------------------------

@@ -13,10 +13,11 @@ engine's signatures use too):
   (Sec. 3.2: 0.6 SIFT + 0.4 LCS there; both channels by default because cross-validation inside the
   training images chose them on Caltech-101 and the textures, see the README); a diagonal GMM with
   K = 256 (not in the paper, chosen the same way: each PCA'd descriptor carries its patch position times
-  ``gmm.position_scale`` = 0.3, Sanchez, Perronnin & de Campos 2012); FV gradients w.r.t. means and sigmas only (2DK dims); closed-form diagonal FIM (eqs. 16-18);
-  power normalisation rho = 0.5 (eq. 30) then L2; spatial pyramid 1x1 + 3x1 (R = 4 regions, each
-  normalised on its own); one-vs-rest linear SVMs (hinge loss), lambda cross-validated on the training set
-  (learned by SGD in the paper; ``classifier.solver = "auto"`` solves the same objective in the dual).
+  ``gmm.position_scale`` = 0.3, Sanchez, Perronnin & de Campos 2012); FV gradients w.r.t. means and
+  sigmas only (2DK dims); closed-form diagonal FIM (eqs. 16-18); power normalisation rho = 0.5 (eq. 30)
+  then L2; spatial pyramid 1x1 + 3x1 (R = 4 regions, each normalised on its own); one-vs-rest linear
+  SVMs (hinge loss), lambda cross-validated on the training set (learned by SGD in the paper;
+  ``classifier.solver = "auto"`` solves the same objective in the dual).
 - Sec. 3.2: VOC 2007 trains on ``trainval`` and tests on ``test``, 11-point interpolated AP.
 - Sec. 3.3-3.4: random splits of n training images per class, repeated, mean and std reported.
 

@@ -40,9 +40,6 @@ _OVERSAMPLE = 10
 _POWER_ITERS = 4
 _ROWS_PER_CHUNK = 65536
 
-
-_TRANSFORM_ROWS = 65_536  # rows converted to float64 at a time in transform (64 MB at D = 128)
-
 class PCA(ArrayOutput, Estimator):
     """Principal component analysis with optional regularised whitening (see module docstring)."""
 
@@ -112,6 +109,7 @@ class PCA(ArrayOutput, Estimator):
         self.scale_ = scale.astype(np.float32)
         self._W = (self.components_.T * self.scale_[None, :]).astype(np.float32)  # (D, k)
         self._offset = (self.mean_ @ self._W).astype(np.float32)
+        self._W64, self._offset64 = self._W.astype(np.float64), self._offset.astype(np.float64)  # for transform
 
     def cumulative_variance_ratio(self) -> np.ndarray:
         """Running sum of ``all_explained_variance_ratio_``: fraction of variance kept by 1..n dims."""
@@ -128,9 +126,8 @@ class PCA(ArrayOutput, Estimator):
         # float64 products rounded once to float32: a row's projection does not depend on which other rows
         # the BLAS kernel blocks it with (float32 GEMM differs by an ulp with the row order)
         out = np.empty((len(X), self._W.shape[1]), dtype=np.float32)
-        W, offset = self._W.astype(np.float64), self._offset.astype(np.float64)
-        for s in range(0, len(X), _TRANSFORM_ROWS):
-            out[s:s + _TRANSFORM_ROWS] = X[s:s + _TRANSFORM_ROWS].astype(np.float64) @ W - offset
+        for s in range(0, len(X), _ROWS_PER_CHUNK):
+            out[s:s + _ROWS_PER_CHUNK] = X[s:s + _ROWS_PER_CHUNK].astype(np.float64) @ self._W64 - self._offset64
         return self._wrap_output(out)
 
     def _feature_names(self):

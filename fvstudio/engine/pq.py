@@ -39,9 +39,10 @@ little-endian; other widths are bit-packed and the padding bits of the last byte
 Sparsity bit (Sec. 4.2): one bit per Gaussian and pyramid region ("unit", id = region K + k): 0 when
 the groups lying inside the Gaussian's values (mean and sigma gradients of that region) are exactly
 zero -- no descriptor had a posterior above the threshold -- and then none of those groups' codes is
-stored. Groups outside any unit (weight gradients, and groups across two Gaussians) are always stored. ``encode_sparse`` -> :class:`SparseCodes`, lossless
-on top of PQ: stored groups decode exactly as ``decode(encode(X))``, unstored ones to exact zeros.
-:func:`sparsity_storage` gives bytes per image with and without it.
+stored. Groups outside any unit (weight gradients, and groups across two Gaussians) are always stored.
+``encode_sparse`` -> :class:`SparseCodes`, lossless on top of PQ: stored groups decode exactly as
+``decode(encode(X))``, unstored ones to exact zeros. :func:`sparsity_storage` gives bytes per image with
+and without it.
 
 Re-normalisation (Sec. 5.1): PQ does not preserve norms; ``decode(codes, renormalise=True)`` rescales
 each part of each decoded vector to unit L2 norm: parts = the pyramid regions of ``layout`` (each

@@ -33,8 +33,8 @@ def table1_variants() -> List[Tuple[str, Dict[str, object]]]:
     for pn, l2, sp in itertools.product((False, True), repeat=3):
         on = [name for name, flag in (("PN", pn), ("L2", l2), ("SP", sp)) if flag]
         label = "+".join(on) if on else "none"
-        out.append((label, {**PAPER_SETUP, "encoder.power": 0.5 if pn else 0.0, "encoder.lp": 2.0 if l2 else 0.0,
-                            "encoder.pyramid": "1x1+3x1" if sp else "1x1",
+        out.append((label, {**PAPER_SETUP, "encoder.power": 0.5 if pn else 0.0,
+                            "encoder.lp": 2.0 if l2 else 0.0, "encoder.pyramid": "1x1+3x1" if sp else "1x1",
                             "encoder.kind": "fisher"}))
     # Table 1 lists singles, then pairs, then all three
     out.sort(key=lambda lv: (0 if lv[0] == "none" else lv[0].count("+") + 1, _ORDER.get(lv[0], 99)))

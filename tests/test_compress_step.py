@@ -208,3 +208,16 @@ def test_cancel_during_compress_leaves_no_partial_codes(pq_run, tmp_path):
     done = Pipeline(cfg, ws).run_all()
     fresh = Pipeline(cfg, tmp_path / "fresh").run_all()
     assert done.metrics == fresh.metrics and done.compression == fresh.compression
+
+
+def test_fv_bytes_counts_the_position_coordinates():
+    from fvstudio.pipeline import PipelineConfig
+    from fvstudio.pipeline.compression_views import fv_bytes
+
+    base = {"descriptors.channels": ["sift"], "gmm.n_components": 256, "encoder.pyramid": "1x1+3x1"}
+    # 4 regions x K = 256 x (mean + sigma) x D, 4 bytes each: D = 64 PCA dims, + 2 coordinates by default
+    assert fv_bytes(PipelineConfig({**base, "gmm.position_scale": 0.0})) == 4 * 4 * 256 * 2 * 64
+    assert fv_bytes(PipelineConfig(base)) == 4 * 4 * 256 * 2 * 66
+    # raw 128-d SIFT (no PCA) with the coordinates; the weight gradients are one value per Gaussian
+    assert fv_bytes(PipelineConfig({**base, "pca.n_components": 0, "encoder.gradients": "wms"})) == \
+        4 * 4 * 256 * (1 + 2 * 130)

@@ -70,9 +70,11 @@ def test_a_two_value_sweep_draws_both_points_live_and_replays_headless(qtbot, tm
         assert (out / name).is_file()
     cmd = w.sweep_panel.command.text()
     assert "--set classifier.lam=1e-05,0.01" in cmd and f"--out {out}" in cmd
-    # both variants are points of the accuracy-against-bytes figure (uncompressed FVs: 4 x 2 x 16 x 4 bytes)
+    # both variants are points of the accuracy-against-bytes figure (uncompressed FVs: 4 x 2 x (16 + 2) x 4
+    # bytes, D = 16 PCA dims + the 2 position coordinates), the size of the FVs the runs stored
     bpts = [p for p in w.compression_panel.points if p.label.startswith("sweep ")]
-    assert [(p.series, p.bytes_per_image) for p in bpts] == [("uncompressed", 512.0)] * 2
+    assert [(p.series, p.bytes_per_image) for p in bpts] == [("uncompressed", 576.0)] * 2
+    assert 4 * w.pipeline.artifact("encode").fvs.shape[1] == 576
     _wait_idle(qtbot, w)
     w.close()
     # the command line shown replays the same sweep headless (every step cached by now)

@@ -144,8 +144,9 @@ def distortion_grid(pipeline, bits: Sequence[float] = DEFAULT_BITS, groups: Sequ
 # ------------------------------------------------------------------------------------ accuracy vs bytes
 def fv_bytes(config) -> int:
     """Bytes of one image's float32 FV(s) under ``config`` (a PipelineConfig or its dict): the sum over
-    channels of 4 x regions x K x (D per mean / sigma gradient, 1 per weight gradient)."""
-    from .steps.pca import DESCRIPTOR_DIMS
+    channels of 4 x regions x K x (D per mean / sigma gradient, 1 per weight gradient); D counts the two
+    position coordinates when ``gmm.position_scale`` > 0."""
+    from .steps.pca import modelled_dims
 
     c = load_config(config)
     K = int(c.get("gmm.n_components"))
@@ -154,7 +155,7 @@ def fv_bytes(config) -> int:
     kind = c.get("encoder.kind")
     total = 0
     for ch in c.get("descriptors.channels"):
-        D = int(c.get("pca.n_components") or DESCRIPTOR_DIMS[ch])
+        D = modelled_dims(c, ch)
         if kind == "fisher":
             per = sum(1 if g == "w" else D for g in c.get("encoder.gradients"))
         elif kind == "vlad":

@@ -41,7 +41,7 @@ from ..config import ConfigError
 from ..hashing import digest
 from .base import Step
 from .encode import EncodedSet, EncodeStep
-from .pca import DESCRIPTOR_DIMS
+from .pca import modelled_dims
 
 __all__ = ["CompressStep", "CompressedSet", "compression_params", "compression_on", "compress_block"]
 
@@ -116,10 +116,9 @@ class CompressStep(Step):
         # group may cross two Gaussians inside a block (then it has no sparsity bit), see engine/pq.py
         K = c.get("gmm.n_components")
         grads = c.get("encoder.gradients") if c.get("encoder.kind") == "fisher" else "m"
-        xy = 2 if c.get("gmm.position_scale") > 0 else 0
+        plus = " + 2 position coordinates (gmm.position_scale)" if c.get("gmm.position_scale") > 0 else ""
         for ch in ctx.channels:
-            D = (c.get("pca.n_components") or DESCRIPTOR_DIMS[ch]) + xy
-            plus = " + 2 position coordinates (gmm.position_scale)" if xy else ""
+            D = modelled_dims(c, ch)
             for needed, size, what in (("m" in grads or "s" in grads, K * D,
                                         f"the K x D = {K} x {D} dimensions of each mean / sigma block ({ch}; D = "
                                         f"the PCA dimensions{plus})"),

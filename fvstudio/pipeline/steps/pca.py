@@ -25,6 +25,14 @@ __all__ = ["PcaStep", "DESCRIPTOR_DIMS"]
 DESCRIPTOR_DIMS = {"sift": 128, "lcs": 96}
 
 
+def modelled_dims(config, channel: str) -> int:
+    """D of the descriptors the GMM models and the FV has per Gaussian in a mean / sigma block: the PCA
+    output (or the raw descriptors with ``pca.n_components = 0``), + 2 position coordinates when
+    ``gmm.position_scale`` > 0 (:mod:`fvstudio.engine.spatial`)."""
+    D = int(config.get("pca.n_components") or DESCRIPTOR_DIMS[channel])
+    return D + (2 if config.get("gmm.position_scale") > 0 else 0)
+
+
 class PcaStep(Step):
     name = "pca"
     sections = ("pca",)

@@ -158,7 +158,8 @@ def main() -> None:
     base = PipelineConfig()
     base.update({"dataset.root": args.dataset, "dataset.split": "random", "dataset.n_train": args.n_train,
                  "gmm.n_components": args.gaussians, "descriptors.channels": ["sift"],  # the peer is SIFT only
-                 "gmm.position_scale": 0.0})  # and models descriptors without their positions, as the paper
+                 "gmm.position_scale": 0.0,  # and models descriptors without their positions, as the paper
+                 "classifier.cv_folds": 3})  # the peer's GridSearchCV(cv=3)
     lam_grid = base.get("classifier.lam_grid")
     ours_t, peer_t = {s: [] for s in STAGES}, {s: [] for s in STAGES}
     ours_total, peer_total, ours_acc, peer_acc = [], [], [], []

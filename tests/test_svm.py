@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from fvstudio.engine import model_selection, svm
+from fvstudio.engine import defaults, model_selection, svm
 from fvstudio.engine.progress import CancelToken, Cancelled
 from fvstudio.engine.rows import ArrayRows, SubsetRows
 from fvstudio.engine.svm import OneVsRestSGD
@@ -333,7 +333,7 @@ def test_dual_svm_cv_and_save_load_round_trip(tmp_path):
     K = gram_matrix(X)
     np.testing.assert_allclose(K, X @ X.T, rtol=1e-5, atol=1e-6)
     m = OneVsRestDualSVM(lam="cv", lam_grid=[1e-4, 1e-3, 1e-2], seed=3).fit(X, y, gram=K)
-    assert m.cv_search_.scores.shape == (3, 3) and m.lam_ in (1e-4, 1e-3, 1e-2)
+    assert m.cv_search_.scores.shape == (3, defaults.CV_FOLDS) and m.lam_ in (1e-4, 1e-3, 1e-2)
     again = OneVsRestDualSVM(lam="cv", lam_grid=[1e-4, 1e-3, 1e-2], seed=3).fit(X, y)
     np.testing.assert_array_equal(m.coef_, again.coef_)  # the given Gram matrix is the computed one
     m.save(tmp_path / "m.npz")

@@ -40,6 +40,7 @@ _OVERSAMPLE = 10
 _POWER_ITERS = 4
 _ROWS_PER_CHUNK = 65536
 
+
 class PCA(ArrayOutput, Estimator):
     """Principal component analysis with optional regularised whitening (see module docstring)."""
 
@@ -107,9 +108,9 @@ class PCA(ArrayOutput, Estimator):
         else:
             scale = np.ones(len(self.explained_variance_))
         self.scale_ = scale.astype(np.float32)
-        self._W = (self.components_.T * self.scale_[None, :]).astype(np.float32)  # (D, k)
-        self._offset = (self.mean_ @ self._W).astype(np.float32)
-        self._W64, self._offset64 = self._W.astype(np.float64), self._offset.astype(np.float64)  # for transform
+        W = (self.components_.T * self.scale_[None, :]).astype(np.float32)  # (D, k)
+        # the float32 projection and offset, held in float64 for transform's products
+        self._W, self._offset = W.astype(np.float64), (self.mean_ @ W).astype(np.float32).astype(np.float64)
 
     def cumulative_variance_ratio(self) -> np.ndarray:
         """Running sum of ``all_explained_variance_ratio_``: fraction of variance kept by 1..n dims."""
@@ -127,7 +128,7 @@ class PCA(ArrayOutput, Estimator):
         # the BLAS kernel blocks it with (float32 GEMM differs by an ulp with the row order)
         out = np.empty((len(X), self._W.shape[1]), dtype=np.float32)
         for s in range(0, len(X), _ROWS_PER_CHUNK):
-            out[s:s + _ROWS_PER_CHUNK] = X[s:s + _ROWS_PER_CHUNK].astype(np.float64) @ self._W64 - self._offset64
+            out[s:s + _ROWS_PER_CHUNK] = X[s:s + _ROWS_PER_CHUNK].astype(np.float64) @ self._W - self._offset
         return self._wrap_output(out)
 
     def _feature_names(self):

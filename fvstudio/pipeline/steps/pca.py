@@ -19,7 +19,7 @@ from ..config import ConfigError
 from ..hashing import digest
 from .base import Step, training_sample
 
-__all__ = ["PcaStep", "DESCRIPTOR_DIMS"]
+__all__ = ["PcaStep", "DESCRIPTOR_DIMS", "modelled_dims"]
 
 #: Dimension of each channel's raw descriptor (SIFT: 4x4 cells x 8 orientations; LCS: 4x4 x 2 x 3 colours).
 DESCRIPTOR_DIMS = {"sift": 128, "lcs": 96}

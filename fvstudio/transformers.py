@@ -63,8 +63,8 @@ class DenseSIFT(Estimator):
 
     def __init__(self, *, patch: int = D.PATCH, step: int = D.STEP, scales: int = D.SCALES,
                  scale_factor: float = D.SCALE_FACTOR, window: str = D.SIFT_WINDOW, presmooth: bool = D.PRESMOOTH,
-                 root: bool = D.ROOT_SIFT, max_pixels: Optional[int] = D.MAX_PIXELS, output: str = "arrays",
-                 n_jobs: int = 1):
+                 root: bool = D.ROOT_SIFT, contrast_threshold: float = D.CONTRAST_THRESHOLD,
+                 max_pixels: Optional[int] = D.MAX_PIXELS, output: str = "arrays", n_jobs: int = 1):
         self.patch = patch
         self.step = step
         self.scales = scales
@@ -72,6 +72,7 @@ class DenseSIFT(Estimator):
         self.window = window
         self.presmooth = presmooth
         self.root = root
+        self.contrast_threshold = contrast_threshold
         self.max_pixels = max_pixels
         self.output = output
         self.n_jobs = n_jobs
@@ -85,7 +86,8 @@ class DenseSIFT(Estimator):
 
     def _sift_params(self) -> dict:
         return {"patch": self.patch, "step": self.step, "scales": self.scales, "scale_factor": self.scale_factor,
-                "window": self.window, "presmooth": self.presmooth, "root": self.root}
+                "window": self.window, "presmooth": self.presmooth, "root": self.root,
+                "contrast_threshold": self.contrast_threshold}
 
     def _check_params(self) -> None:
         check_choice(self.output, "output", OUTPUTS)

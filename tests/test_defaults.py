@@ -28,7 +28,8 @@ def _defaults(fn):
     (SoftBoWEncoder, {"power": D.POWER, "lp": D.LP, "posterior_threshold": D.POSTERIOR_THRESHOLD}),
     (VLADEncoder, {"power": D.POWER, "lp": D.LP, "posterior_threshold": D.POSTERIOR_THRESHOLD}),
     (dense_sift, {"patch": D.PATCH, "step": D.STEP, "scales": D.SCALES, "scale_factor": D.SCALE_FACTOR,
-                  "window": D.SIFT_WINDOW, "presmooth": D.PRESMOOTH, "root": D.ROOT_SIFT}),
+                  "window": D.SIFT_WINDOW, "presmooth": D.PRESMOOTH, "root": D.ROOT_SIFT,
+                  "contrast_threshold": D.CONTRAST_THRESHOLD}),
     (local_color_statistics, {"patch": D.PATCH, "step": D.STEP, "scales": D.SCALES,
                               "scale_factor": D.SCALE_FACTOR}),
 ])

@@ -115,6 +115,30 @@ def test_root_sift():
     np.testing.assert_array_equal(root.norms, plain.norms)
 
 
+def test_contrast_threshold_zeroes_exactly_the_low_contrast_frames():
+    img = _smooth_noise((80, 96), seed=4)
+    img[:, :48] = 0.5 + 0.002 * (img[:, :48] - 0.5)  # a near-uniform left half: noise-level gradients
+    plain = dense_sift(img, scales=2)
+    thr = float(np.median(plain.norms))
+    cut = dense_sift(img, scales=2, contrast_threshold=thr)
+    low = plain.norms < np.float32(thr)
+    assert 0 < low.sum() < len(plain)
+    assert not cut.descriptors[low].any()
+    np.testing.assert_array_equal(cut.descriptors[~low], plain.descriptors[~low])
+    for name in ("positions", "scales", "norms"):
+        np.testing.assert_array_equal(getattr(cut, name), getattr(plain, name))
+    # low contrast is where the image is flat, and 0 (the default) changes nothing
+    assert plain.positions[low, 0].mean() < plain.positions[~low, 0].mean()
+    np.testing.assert_array_equal(dense_sift(img, scales=2, contrast_threshold=0.0).descriptors,
+                                  plain.descriptors)
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), "x"])
+def test_contrast_threshold_rejects_bad_values(bad):
+    with pytest.raises(ValueError, match="contrast_threshold"):
+        dense_sift(np.zeros((40, 40), np.float32), contrast_threshold=bad)
+
+
 # ---------------------------------------------------------------------------------------------
 # degenerate images
 # ---------------------------------------------------------------------------------------------

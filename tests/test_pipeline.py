@@ -199,6 +199,24 @@ def test_changing_only_the_classifier_reuses_everything_before(cached_run):
     pipe.config.set("encoder.power", 0.5)
 
 
+def test_contrast_threshold_re_extracts_and_invalidates_everything_after(cached_run):
+    from fvstudio.pipeline.steps import descriptor_params
+
+    pipe, first, _ = cached_run
+    assert "contrast_threshold" not in descriptor_params(pipe.config, "sift")  # off: the stores keep their keys
+    cfg = pipe.config.copy()
+    cfg.set("descriptors.contrast_threshold", 0.005)
+    assert descriptor_params(cfg, "sift")["contrast_threshold"] == 0.005
+    assert "contrast_threshold" not in descriptor_params(cfg, "lcs")  # SIFT only
+    other = Pipeline(cfg, pipe.workspace)
+    assert [other.status(s) for s in STEPS] == ["stale"] * len(STEPS)
+    assert other.store("sift").key != pipe.store("sift").key
+    res = other.run_all()
+    assert other.computed["descriptors"] == other.computed["evaluate"] == 1
+    assert 0.25 < res.metrics["mean_per_class_accuracy"] <= 1.0
+    assert [pipe.status(s) for s in STEPS] == ["cached"] * len(STEPS)  # the first config's caches are intact
+
+
 def test_cancel_mid_run_leaves_caches_consistent(folder_dataset, tmp_path):
     from fvstudio.pipeline import CancelToken, Cancelled
 

@@ -16,6 +16,9 @@ SCALE_FACTOR = 2 ** 0.5       # patch size ratio between consecutive scales
 SIFT_WINDOW = "gauss"         # VLFeat dsift's Gaussian spatial window
 PRESMOOTH = True              # smooth each scale before extraction (anti-aliasing)
 ROOT_SIFT = False             # RootSIFT is not in the paper
+# Not in the paper: SIFT descriptors of frames whose contrast (VLFeat's norm) is below this are zeroed
+# (VLFeat PHOW's ContrastThreshold, 0.005 there); 0 = off.
+CONTRAST_THRESHOLD = 0.0
 
 # -- PCA (Sec. 3.2, Fig. 1) ------------------------------------------------------------------------------
 PCA_COMPONENTS = 64

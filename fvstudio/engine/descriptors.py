@@ -50,6 +50,10 @@ SIFT at one level (VLFeat ``vl_dsift`` conventions, verified against its output 
     perfectly flat patch gives the zero vector (never NaN) and keeps its frame (the paper does not
     discard uniform patches; filter on ``norms`` if wanted).
     ``root=True`` (RootSIFT, Arandjelovic & Zisserman 2012), after the clamp: h <- sqrt(h / ||h||_1).
+    ``contrast_threshold=c > 0`` (VLFeat PHOW's ``ContrastThreshold``, 0.005 there; not in the paper):
+    every descriptor whose ``norm < c`` is set to the zero vector, its frame kept. Below a contrast of
+    about 0.005 (13% of the frames of Caltech-101's images) the normalised histogram is mostly sensor and
+    JPEG noise; zeroing gives all such near-uniform patches one common descriptor instead.
     Output order (standard SIFT, = VLFeat's ``vl_dsift_transpose_descriptor`` = MATLAB ``vl_dsift``
     and ``vl_sift``): element ``8 * (by + 4 * bx) + ((2 - t) mod 8)`` holds spatial bin (bx, by),
     orientation bin t of the above (t counted from +x towards +y, i.e. clockwise on screen).
@@ -84,7 +88,7 @@ from typing import Tuple
 import cv2
 import numpy as np
 
-from .defaults import PATCH, PRESMOOTH, ROOT_SIFT, SCALE_FACTOR, SCALES, SIFT_WINDOW, STEP
+from .defaults import CONTRAST_THRESHOLD, PATCH, PRESMOOTH, ROOT_SIFT, SCALE_FACTOR, SCALES, SIFT_WINDOW, STEP
 from .jit import kernel
 from .validation import check_choice, check_positive_int
 
@@ -104,7 +108,7 @@ WINDOW_SIZE = 2.0
 #: Pre-smoothing sigma = b / PRESMOOTH_MAGNIF level pixels (VLFeat PHOW's magnif).
 PRESMOOTH_MAGNIF = 6.0
 
-_SIFT_PARAMS = ("patch", "step", "scales", "scale_factor", "window", "presmooth", "root")
+_SIFT_PARAMS = ("patch", "step", "scales", "scale_factor", "window", "presmooth", "root", "contrast_threshold")
 _LCS_PARAMS = ("patch", "step", "scales", "scale_factor")
 #: The keyword parameters each channel accepts (for callers that keep one dict per channel).
 CHANNEL_PARAMS = {"sift": _SIFT_PARAMS, "lcs": _LCS_PARAMS}
@@ -167,6 +171,16 @@ def _check_grid(patch, step, scales, scale_factor) -> Tuple[int, int, int, float
     if not (scale_factor > 1.0 and math.isfinite(scale_factor)):
         raise ValueError(f"scale_factor must be a finite number > 1, got {scale_factor!r}")
     return patch, step, scales, scale_factor
+
+
+def _check_threshold(value) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"contrast_threshold must be a number >= 0, got {value!r}") from None
+    if not (value >= 0.0 and math.isfinite(value)):
+        raise ValueError(f"contrast_threshold must be a finite number >= 0, got {value!r}")
+    return value
 
 
 def _grid_count(size: int, b: int, step: int) -> int:
@@ -416,7 +430,7 @@ def to_gray(rgb) -> np.ndarray:
 
 def dense_sift(gray, *, patch: int = PATCH, step: int = STEP, scales: int = SCALES,
                scale_factor: float = SCALE_FACTOR, window: str = SIFT_WINDOW, presmooth: bool = PRESMOOTH,
-               root: bool = ROOT_SIFT) -> DenseDescriptors:
+               root: bool = ROOT_SIFT, contrast_threshold: float = CONTRAST_THRESHOLD) -> DenseDescriptors:
     """Dense multi-scale SIFT of a gray float32 image in [0, 1]; see the module docstring.
 
     Returns a :class:`DenseDescriptors` with (T, 128) float32 descriptors in standard SIFT order,
@@ -425,6 +439,7 @@ def dense_sift(gray, *, patch: int = PATCH, step: int = STEP, scales: int = SCAL
     img = _as_image(gray, "gray", 1)
     patch, step, scales, scale_factor = _check_grid(patch, step, scales, scale_factor)
     check_choice(window, "window", ("gauss", "flat"))
+    contrast_threshold = _check_threshold(contrast_threshold)
     b = patch // N_SPATIAL
     levels = _levels(img.shape, patch, step, scales, scale_factor)
     if not levels:
@@ -449,6 +464,8 @@ def dense_sift(gray, *, patch: int = PATCH, step: int = STEP, scales: int = SCAL
         _pool_sift(planes, ker, ker, b, step, ny, nx, bool(root), desc[start:stop], norms[start:stop])
         pos[start:stop], sizes[start:stop] = _level_frames(img.shape, size_hw, ny, nx, patch, step)
         start = stop
+    if contrast_threshold > 0.0:
+        desc[norms < np.float32(contrast_threshold)] = 0.0
     return DenseDescriptors(desc, pos, sizes, norms, tuple(int(v) for v in img.shape))
 
 

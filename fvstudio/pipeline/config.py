@@ -132,6 +132,9 @@ _PARAMS: List[Param] = [
        choices=("gauss", "flat")),
     _p("descriptors.presmooth", "bool", D.PRESMOOTH, "Smooth each scale before extraction (anti-aliasing)"),
     _p("descriptors.root_sift", "bool", D.ROOT_SIFT, "RootSIFT: Hellinger-map the SIFT descriptors (not in the paper)"),
+    _p("descriptors.contrast_threshold", "float", D.CONTRAST_THRESHOLD,
+       "SIFT of patches with a contrast (mean gradient magnitude, VLFeat's norm) below this is set to zero "
+       "(VLFeat PHOW: 0.005; not in the paper)", min=0.0, max=0.2, zero_means="off"),
     _p("descriptors.keep", "str", "vocabulary",
        "Descriptors stored on disk: vocabulary = only those of the images PCA and the GMM learn from (every other "
        "image is described again while it is encoded, one pass, nothing kept: Sec. 4-5); all = every image's "

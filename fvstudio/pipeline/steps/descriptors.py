@@ -38,6 +38,9 @@ def descriptor_params(config, channel: str) -> Dict[str, Any]:
     if channel == "sift":
         p.update(window=c.get("descriptors.window"), presmooth=c.get("descriptors.presmooth"),
                  root=c.get("descriptors.root_sift"))
+        thr = c.get("descriptors.contrast_threshold")
+        if thr:  # only when on, so that the stores extracted before this key existed keep their keys
+            p["contrast_threshold"] = thr
     return p
 
 

@@ -159,6 +159,7 @@ def main() -> None:
     base.update({"dataset.root": args.dataset, "dataset.split": "random", "dataset.n_train": args.n_train,
                  "gmm.n_components": args.gaussians, "descriptors.channels": ["sift"],  # the peer is SIFT only
                  "gmm.position_scale": 0.0,  # and models descriptors without their positions, as the paper
+                 "descriptors.contrast_threshold": 0.0,  # and zeroes no low-contrast frame (OpenCV SIFT on all)
                  "classifier.cv_folds": 3})  # the peer's GridSearchCV(cv=3)
     lam_grid = base.get("classifier.lam_grid")
     ours_t, peer_t = {s: [] for s in STAGES}, {s: [] for s in STAGES}

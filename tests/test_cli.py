@@ -186,8 +186,8 @@ def test_table1_preset_runs_eight_variants(tiny):
     assert [r["label"] for r in rows] == ["none", "PN", "L2", "SP", "PN+L2", "PN+SP", "L2+SP", "PN+L2+SP"]
     none = rows[0]
     assert none["encoder.power"] == "0" and none["encoder.lp"] == "0" and none["encoder.pyramid"] == "1x1"
-    # the paper's setup: no position augmentation, although the pipeline's default has it
-    assert all(r["gmm.position_scale"] == "0" for r in rows)
+    # the paper's setup: no position augmentation and no zeroed low-contrast SIFT, although the defaults have both
+    assert all(r["gmm.position_scale"] == "0" and r["descriptors.contrast_threshold"] == "0" for r in rows)
     # all eight share descriptors, PCA and GMM
     assert all({"descriptors", "pca", "gmm"} <= set(r["cached_steps"].split("+")) for r in rows[1:])
     assert (out / "sweep.png").stat().st_size > 5_000
@@ -197,7 +197,7 @@ def test_findings_preset_compares_bov_raw_sift_and_the_empirical_fim(tiny):
     listed, out = _preset_sweep(tiny, "findings")
     rows = {r["label"]: r for r in listed}
     assert list(rows) == ["FV", "soft-BoV", "no PCA", "empirical FIM"]
-    assert all(r["gmm.position_scale"] == "0" for r in listed)
+    assert all(r["gmm.position_scale"] == "0" and r["descriptors.contrast_threshold"] == "0" for r in listed)
     assert rows["soft-BoV"]["encoder.kind"] == "soft_bow" and rows["empirical FIM"]["encoder.fim"] == "empirical"
     # soft-BoV and the empirical FIM re-use the defaults' GMM; no PCA re-uses only the descriptors
     for label in ("soft-BoV", "empirical FIM"):

@@ -37,7 +37,8 @@ def _bins(desc):
 @pytest.mark.parametrize("window", ["gauss", "flat"])
 def test_matches_vlfeat_dsift(vlfeat_golden, window):
     img = vlfeat_golden["dsift_image"]
-    res = dense_sift(img, patch=24, step=4, scales=1, presmooth=False, window=window)
+    res = dense_sift(img, patch=24, step=4, scales=1, presmooth=False, window=window,
+                     contrast_threshold=0.0)  # vl_dsift zeroes nothing (PHOW's threshold is on top of it)
     ref = vlfeat_golden[f"dsift_{window}_descr_sift_order"]
     frames = vlfeat_golden[f"dsift_{window}_frames_xy"]
     assert res.descriptors.shape == ref.shape
@@ -118,7 +119,7 @@ def test_root_sift():
 def test_contrast_threshold_zeroes_exactly_the_low_contrast_frames():
     img = _smooth_noise((80, 96), seed=4)
     img[:, :48] = 0.5 + 0.002 * (img[:, :48] - 0.5)  # a near-uniform left half: noise-level gradients
-    plain = dense_sift(img, scales=2)
+    plain = dense_sift(img, scales=2, contrast_threshold=0.0)
     thr = float(np.median(plain.norms))
     cut = dense_sift(img, scales=2, contrast_threshold=thr)
     low = plain.norms < np.float32(thr)
@@ -127,10 +128,13 @@ def test_contrast_threshold_zeroes_exactly_the_low_contrast_frames():
     np.testing.assert_array_equal(cut.descriptors[~low], plain.descriptors[~low])
     for name in ("positions", "scales", "norms"):
         np.testing.assert_array_equal(getattr(cut, name), getattr(plain, name))
-    # low contrast is where the image is flat, and 0 (the default) changes nothing
+    # low contrast is where the image is flat; 0 is off, and the default is VLFeat PHOW's 0.005
     assert plain.positions[low, 0].mean() < plain.positions[~low, 0].mean()
-    np.testing.assert_array_equal(dense_sift(img, scales=2, contrast_threshold=0.0).descriptors,
-                                  plain.descriptors)
+    assert (plain.norms < 0.005).any() and np.count_nonzero(np.abs(plain.descriptors).sum(1) == 0) < low.sum()
+    default = dense_sift(img, scales=2)
+    np.testing.assert_array_equal(default.descriptors,
+                                  dense_sift(img, scales=2, contrast_threshold=0.005).descriptors)
+    assert not default.descriptors[plain.norms < 0.005].any()
 
 
 @pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), "x"])

@@ -203,11 +203,13 @@ def test_contrast_threshold_re_extracts_and_invalidates_everything_after(cached_
     from fvstudio.pipeline.steps import descriptor_params
 
     pipe, first, _ = cached_run
-    assert "contrast_threshold" not in descriptor_params(pipe.config, "sift")  # off: the stores keep their keys
+    assert descriptor_params(pipe.config, "sift")["contrast_threshold"] == 0.005  # the default, VLFeat PHOW's
+    assert "contrast_threshold" not in descriptor_params(pipe.config, "lcs")  # SIFT only
+    off = pipe.config.copy()
+    off.set("descriptors.contrast_threshold", 0.0)
+    assert "contrast_threshold" not in descriptor_params(off, "sift")  # off: the stores made before it keep their keys
     cfg = pipe.config.copy()
-    cfg.set("descriptors.contrast_threshold", 0.005)
-    assert descriptor_params(cfg, "sift")["contrast_threshold"] == 0.005
-    assert "contrast_threshold" not in descriptor_params(cfg, "lcs")  # SIFT only
+    cfg.set("descriptors.contrast_threshold", 0.02)
     other = Pipeline(cfg, pipe.workspace)
     assert [other.status(s) for s in STEPS] == ["stale"] * len(STEPS)
     assert other.store("sift").key != pipe.store("sift").key

@@ -50,10 +50,11 @@ SIFT at one level (VLFeat ``vl_dsift`` conventions, verified against its output 
     perfectly flat patch gives the zero vector (never NaN) and keeps its frame (the paper does not
     discard uniform patches; filter on ``norms`` if wanted).
     ``root=True`` (RootSIFT, Arandjelovic & Zisserman 2012), after the clamp: h <- sqrt(h / ||h||_1).
-    ``contrast_threshold=c > 0`` (VLFeat PHOW's ``ContrastThreshold``, 0.005 there; not in the paper):
-    every descriptor whose ``norm < c`` is set to the zero vector, its frame kept. Below a contrast of
-    about 0.005 (13% of the frames of Caltech-101's images) the normalised histogram is mostly sensor and
-    JPEG noise; zeroing gives all such near-uniform patches one common descriptor instead.
+    ``contrast_threshold=c > 0`` (VLFeat PHOW's ``ContrastThreshold``; not in the paper): every
+    descriptor whose ``norm < c`` is set to the zero vector, its frame kept (0 = off, plain ``vl_dsift``).
+    Below a contrast of about 0.005 (13% of the frames of Caltech-101's images) the normalised histogram
+    is mostly sensor and JPEG noise; zeroing gives all such near-uniform patches one common descriptor
+    instead. The default, PHOW's 0.005, was chosen by cross-validation (engine/defaults.py).
     Output order (standard SIFT, = VLFeat's ``vl_dsift_transpose_descriptor`` = MATLAB ``vl_dsift``
     and ``vl_sift``): element ``8 * (by + 4 * bx) + ((2 - t) mod 8)`` holds spatial bin (bx, by),
     orientation bin t of the above (t counted from +x towards +y, i.e. clockwise on screen).

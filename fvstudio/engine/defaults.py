@@ -21,7 +21,7 @@ ROOT_SIFT = False             # RootSIFT is not in the paper
 # training images of Caltech-101 (20 train / 10 validation per class of train30, splits 0/1/2): 73.53 / 71.08 /
 # 73.53% off, 74.80 / 72.06 / 72.75% at 0.002, 75.00 / 73.33 / 73.82% at 0.005 (+1.34), 74.31 / 73.14 / 73.92% at
 # 0.01; held-out textures splits 86.75 +- 4.37% either way (1.5% of their frames are below 0.005, 13% of Caltech's).
-CONTRAST_THRESHOLD = 0.00505
+CONTRAST_THRESHOLD = 0.005
 
 # -- PCA (Sec. 3.2, Fig. 1) ------------------------------------------------------------------------------
 PCA_COMPONENTS = 64
